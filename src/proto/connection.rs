@@ -1,0 +1,649 @@
+//! One server-side WebSocket connection as a deterministic state machine.
+//!
+//! Inputs: [`Connection::receive`] (bytes read from the peer),
+//! [`Connection::receive_eof`], [`Connection::handle_timeout`] (the current time),
+//! and the application's decisions ([`Connection::accept`], [`Connection::reject`],
+//! [`Connection::send`], [`Connection::close`]).
+//! Outputs: [`Connection::poll_event`], the outbound bytes
+//! ([`Connection::fill_output`] / [`Connection::consume_output`]),
+//! [`Connection::poll_timeout`] and [`Connection::poll_transport`].
+//!
+//! ```text
+//! Handshake ─request─► Decide ─accept─► Open ─our close─► Closing ─peer close─┐
+//!     │                  │ reject/respond  │ peer close / protocol error        ▼
+//!     └─bad request──────┴─────────────────┴───────────────────────────────► Flushing ─► Dead
+//! ```
+//! `Flushing` writes what is queued, then asks the driver to shut down the write
+//! half and read until EOF (so the peer reads our last bytes instead of a reset);
+//! `Dead` means drop the socket now.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::close::CloseCode;
+use super::error::{HandshakeError, ProtocolError};
+use super::frame::{FrameHeader, MAX_HEADER_LEN};
+use super::handshake::{self, Parsed, Request};
+use super::message::{validate_utf8_prefix, MessageBuffer, MessageKind};
+use super::opcode::OpCode;
+use super::output::{Chunk, OutQueue};
+
+/// Limits and timeouts of the protocol core (plain data; see docs/limits.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message, summed over its fragments; over it the connection fails with 1009.
+    pub max_message_size: usize,
+    /// Time allowed from accept to a complete request head.
+    pub handshake_timeout: Duration,
+    /// Time allowed, after our close frame or a refused handshake, for the peer to
+    /// answer and close before the socket is dropped.
+    pub close_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_size: 64 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// While more than this many bytes are unsent, pings are answered only by the
+/// most recent one (RFC 6455 §5.5.3 allows it), so a ping flood from a peer that
+/// does not read cannot grow the queue.
+pub const PONG_COALESCE_BYTES: usize = 64 * 1024;
+
+/// What the connection reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A valid Upgrade request arrived: call [`Connection::accept`] or
+    /// [`Connection::reject`].
+    Upgrade(Request),
+    /// A plain HTTP request (no `Upgrade: websocket`): call
+    /// [`Connection::respond`] or [`Connection::reject`].
+    HttpRequest { method: String, path: String },
+    /// A complete data message.
+    Message { kind: MessageKind, data: Vec<u8> },
+}
+
+/// What the driver must do with the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportAction {
+    /// Nothing special: keep reading and writing.
+    None,
+    /// Everything is written: shut down the write half, keep reading until EOF.
+    ShutdownWrite,
+    /// Drop the socket.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Decide,
+    Open,
+    Closing,
+    Flushing,
+    Dead,
+}
+
+#[derive(Debug)]
+struct Frame {
+    opcode: OpCode,
+    fin: bool,
+    key: [u8; 4],
+    remaining: u64,
+    offset: usize,
+    /// Payload is read past (after our close frame, only a close matters).
+    discard: bool,
+}
+
+/// A server-side WebSocket connection. See the module documentation.
+#[derive(Debug)]
+pub struct Connection {
+    state: State,
+    limits: Limits,
+    deadline: Option<Instant>,
+    /// Request bytes (while `Handshake`), then bytes that followed the request head
+    /// (while `Decide`).
+    pending: Vec<u8>,
+    accept: Option<Request>,
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    frame: Option<Frame>,
+    message: Option<MessageBuffer>,
+    control: Vec<u8>,
+    events: VecDeque<Event>,
+    out: OutQueue,
+    pending_pong: Option<Vec<u8>>,
+    pending_close: Option<Vec<u8>>,
+    shutdown_requested: bool,
+    eof: bool,
+    close_sent: Option<CloseCode>,
+    close_received: Option<CloseCode>,
+    error: Option<ProtocolError>,
+}
+
+impl Connection {
+    /// A new connection, just accepted at `now`.
+    pub fn new(limits: Limits, now: Instant) -> Connection {
+        Connection {
+            state: State::Handshake,
+            deadline: Some(now + limits.handshake_timeout),
+            limits,
+            pending: Vec::new(),
+            accept: None,
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            message: None,
+            control: Vec::new(),
+            events: VecDeque::new(),
+            out: OutQueue::default(),
+            pending_pong: None,
+            pending_close: None,
+            shutdown_requested: false,
+            eof: false,
+            close_sent: None,
+            close_received: None,
+            error: None,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Feeds bytes read from the peer.
+    pub fn receive(&mut self, data: &[u8], now: Instant) {
+        match self.state {
+            State::Handshake => self.receive_request(data, now),
+            State::Decide => self.pending.extend_from_slice(data),
+            State::Open | State::Closing if !self.eof => self.receive_frames(data, now),
+            _ => {}
+        }
+    }
+
+    /// The peer closed its write half (read returned 0) or the socket failed.
+    ///
+    /// Before a complete request there is nothing to answer: the connection ends.
+    /// Later, what is already queued is still written (bounded by the close
+    /// timeout), then the socket is closed; while open this is an abnormal closure
+    /// (1006) and nothing more is read.
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.eof = true;
+        match self.state {
+            State::Handshake => self.state = State::Dead,
+            State::Open | State::Closing | State::Decide if !self.out.is_empty() => {
+                self.enter_flushing(now)
+            }
+            State::Flushing => {}
+            _ => self.state = State::Dead,
+        }
+    }
+
+    /// Advances timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(d) = self.deadline {
+            if now >= d {
+                self.deadline = None;
+                self.state = State::Dead;
+            }
+        }
+    }
+
+    /// Accepts the Upgrade request reported by [`Event::Upgrade`].
+    pub fn accept(&mut self, now: Instant) {
+        if self.state != State::Decide {
+            return;
+        }
+        let Some(req) = self.accept.take() else {
+            return;
+        };
+        self.out
+            .push(Chunk::Owned(handshake::accept_response(&req)));
+        self.state = State::Open;
+        self.deadline = None;
+        let early = std::mem::take(&mut self.pending);
+        self.receive_frames(&early, now);
+    }
+
+    /// Refuses the request with an HTTP error, then closes.
+    pub fn reject(&mut self, err: HandshakeError, now: Instant) {
+        if matches!(self.state, State::Handshake | State::Decide) {
+            self.respond(handshake::error_response(err), now);
+        }
+    }
+
+    /// Answers a plain HTTP request with a complete response, then closes.
+    pub fn respond(&mut self, response: Vec<u8>, now: Instant) {
+        if matches!(self.state, State::Handshake | State::Decide) {
+            self.out.push(Chunk::Owned(response));
+            self.pending = Vec::new();
+            self.accept = None;
+            self.enter_flushing(now);
+        }
+    }
+
+    /// Queues a message. Returns false (and queues nothing) unless the connection
+    /// is open.
+    pub fn send(&mut self, kind: MessageKind, payload: impl Into<Chunk>) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let payload = payload.into();
+        self.queue_frame(kind.opcode(), payload);
+        true
+    }
+
+    /// Queues an already encoded server frame (encode once, share among many).
+    pub fn send_encoded(&mut self, frame: Rc<[u8]>) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        self.out.push(Chunk::Shared(frame));
+        true
+    }
+
+    /// Starts the closing handshake with `code` (and a short reason).
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        match self.state {
+            State::Open => {
+                self.queue_close(Some(code), reason);
+                self.state = State::Closing;
+                self.deadline = Some(now + self.limits.close_timeout);
+            }
+            State::Handshake | State::Decide => self.state = State::Dead,
+            _ => {}
+        }
+    }
+
+    /// Drops everything unsent and stops: the connection is to be closed at once
+    /// (used for a consumer too slow to take its queue, after the close frame was
+    /// given a chance, or at shutdown).
+    pub fn abort(&mut self) {
+        self.out.clear();
+        self.state = State::Dead;
+    }
+
+    // ----- outputs -----
+
+    /// The next event for the application.
+    ///
+    /// Poll until `None`: a close frame that follows received messages is queued
+    /// only then, after the application had its chance to answer them.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front();
+        if event.is_none() {
+            self.release_close();
+        }
+        event
+    }
+
+    /// Fills `slices` with unsent bytes, in order; returns the number filled.
+    pub fn fill_output<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.out.fill(slices)
+    }
+
+    /// The first unsent bytes.
+    pub fn output_front(&self) -> &[u8] {
+        self.out.front()
+    }
+
+    /// Unsent bytes.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Marks `n` bytes as written to the transport.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out.consume(n);
+        if self.out.len() <= PONG_COALESCE_BYTES {
+            if let Some(p) = self.pending_pong.take() {
+                if self.state == State::Open {
+                    self.queue_frame(OpCode::Pong, Chunk::Owned(p));
+                }
+            }
+        }
+    }
+
+    /// The next instant at which [`Connection::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// What to do with the socket now (see [`TransportAction`]).
+    pub fn poll_transport(&mut self) -> TransportAction {
+        match self.state {
+            State::Dead => TransportAction::Close,
+            State::Flushing if !self.out.is_empty() || self.pending_close.is_some() => {
+                TransportAction::None
+            }
+            State::Flushing if self.eof => {
+                self.state = State::Dead;
+                TransportAction::Close
+            }
+            State::Flushing if !self.shutdown_requested => {
+                self.shutdown_requested = true;
+                TransportAction::ShutdownWrite
+            }
+            _ => TransportAction::None,
+        }
+    }
+
+    /// Whether reading from the socket is still useful.
+    pub fn wants_read(&self) -> bool {
+        self.state != State::Dead && !self.eof
+    }
+
+    /// Whether the WebSocket is open for messages.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the opening handshake is still in progress (no 101 sent yet).
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.state, State::Handshake | State::Decide)
+    }
+
+    /// The code of the close frame we sent, if any.
+    pub fn close_sent(&self) -> Option<CloseCode> {
+        self.close_sent
+    }
+
+    /// The code of the close frame we received (1005 for an empty body), if any.
+    pub fn close_received(&self) -> Option<CloseCode> {
+        self.close_received
+    }
+
+    /// The protocol error that failed the connection, if any.
+    pub fn error(&self) -> Option<ProtocolError> {
+        self.error
+    }
+
+    // ----- internals -----
+
+    fn enter_flushing(&mut self, now: Instant) {
+        self.state = State::Flushing;
+        self.deadline = Some(now + self.limits.close_timeout);
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, payload: Chunk) {
+        let (hdr, n) = FrameHeader::server(opcode, payload.len()).encode();
+        self.out.push(Chunk::Inline(hdr, n as u8));
+        self.out.push(payload);
+    }
+
+    /// Prepares our close frame (`None`: an empty body). It is queued once the
+    /// application has taken every event received before it, so the answers to
+    /// messages that arrived ahead of the close (or of the error) go out first.
+    fn queue_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut body = Vec::new();
+        if let Some(code) = code {
+            body.extend_from_slice(&code.0.to_be_bytes());
+            // A close body is a control payload: at most 125 bytes.
+            let mut cut = reason.len().min(123);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.extend_from_slice(&reason.as_bytes()[..cut]);
+        }
+        self.pending_pong = None;
+        self.close_sent = Some(code.unwrap_or(CloseCode(1005)));
+        self.pending_close = Some(body);
+        self.release_close();
+    }
+
+    fn release_close(&mut self) {
+        if self.events.is_empty() {
+            if let Some(body) = self.pending_close.take() {
+                self.queue_frame(OpCode::Close, Chunk::Owned(body));
+            }
+        }
+    }
+
+    /// Messages may be queued while open, and after a close or an error until our
+    /// close frame is queued.
+    fn can_send(&self) -> bool {
+        self.state == State::Open || self.pending_close.is_some()
+    }
+
+    fn fail(&mut self, err: ProtocolError, now: Instant) {
+        self.error = Some(err);
+        if self.close_sent.is_none() && self.state == State::Open {
+            self.queue_close(Some(err.close_code()), err.reason());
+        }
+        self.frame = None;
+        self.message = None;
+        self.enter_flushing(now);
+    }
+
+    fn receive_request(&mut self, data: &[u8], now: Instant) {
+        self.pending.extend_from_slice(data);
+        // A head can only complete with a '\n'; do not re-parse otherwise.
+        if !data.contains(&b'\n') && self.pending.len() <= handshake::MAX_REQUEST_HEAD {
+            return;
+        }
+        match handshake::parse_request(&self.pending) {
+            Ok(None) => {}
+            Ok(Some((parsed, n))) => {
+                self.pending.drain(..n);
+                self.state = State::Decide;
+                match parsed {
+                    Parsed::Upgrade(req) => {
+                        self.accept = Some(req.clone());
+                        self.events.push_back(Event::Upgrade(req));
+                    }
+                    Parsed::Plain { method, path } => {
+                        self.events.push_back(Event::HttpRequest { method, path })
+                    }
+                }
+            }
+            Err(e) => self.reject(e, now),
+        }
+    }
+
+    fn receive_frames(&mut self, mut data: &[u8], now: Instant) {
+        while matches!(self.state, State::Open | State::Closing) {
+            if self.frame.is_none() {
+                if data.is_empty() {
+                    return;
+                }
+                let decoded = if self.header_len == 0 {
+                    FrameHeader::decode(data)
+                } else {
+                    let take = (MAX_HEADER_LEN - self.header_len).min(data.len());
+                    self.header[self.header_len..self.header_len + take]
+                        .copy_from_slice(&data[..take]);
+                    match FrameHeader::decode(&self.header[..self.header_len + take]) {
+                        Ok(Some((h, n))) => {
+                            let used = n - self.header_len;
+                            self.header_len = 0;
+                            Ok(Some((h, used)))
+                        }
+                        Ok(None) => {
+                            self.header_len += take;
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match decoded {
+                    Ok(Some((hdr, used))) => {
+                        data = &data[used..];
+                        if let Err(e) = self.begin_frame(hdr) {
+                            return self.fail(e, now);
+                        }
+                    }
+                    Ok(None) => {
+                        self.header[..data.len()].copy_from_slice(data);
+                        self.header_len = data.len();
+                        return;
+                    }
+                    Err(e) => return self.fail(e, now),
+                }
+            } else if !data.is_empty() {
+                let frame = self.frame.as_mut().expect("frame in progress");
+                let take = frame.remaining.min(data.len() as u64) as usize;
+                let (chunk, rest) = data.split_at(take);
+                data = rest;
+                if let Err(e) = self.frame_payload(chunk) {
+                    return self.fail(e, now);
+                }
+            }
+            match &self.frame {
+                Some(f) if f.remaining == 0 => {
+                    if let Err(e) = self.end_frame(now) {
+                        return self.fail(e, now);
+                    }
+                }
+                Some(_) if data.is_empty() => return,
+                _ => {}
+            }
+        }
+    }
+
+    fn begin_frame(&mut self, hdr: FrameHeader) -> Result<(), ProtocolError> {
+        let closing = self.state == State::Closing;
+        let opcode = OpCode::from_u8(hdr.opcode).ok_or(ProtocolError::ReservedOpcode(hdr.opcode));
+        let key = hdr.mask.ok_or(ProtocolError::UnmaskedFrame);
+        let mut frame = Frame {
+            opcode: opcode.unwrap_or(OpCode::Binary),
+            fin: hdr.fin,
+            key: key.unwrap_or([0; 4]),
+            remaining: hdr.payload_len,
+            offset: 0,
+            discard: false,
+        };
+        if closing {
+            // After our close only the peer's close matters; everything else is
+            // read past without being buffered.
+            frame.discard = frame.opcode != OpCode::Close || hdr.payload_len > 125;
+            self.control.clear();
+            self.frame = Some(frame);
+            return Ok(());
+        }
+        if hdr.rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = opcode?;
+        key?;
+        if opcode.is_control() {
+            if !hdr.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if hdr.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+            self.control.clear();
+        } else {
+            let so_far = match (opcode, &self.message) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Continuation, Some(m)) => m.len() as u64,
+                (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+                (_, None) => 0,
+            };
+            if so_far.saturating_add(hdr.payload_len) > self.limits.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooBig);
+            }
+            if self.message.is_none() {
+                let kind = if opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.message = Some(MessageBuffer::new(kind, Vec::new()));
+            }
+        }
+        self.frame = Some(frame);
+        Ok(())
+    }
+
+    fn frame_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        let frame = self.frame.as_mut().expect("frame in progress");
+        let offset = frame.offset;
+        frame.offset += chunk.len();
+        frame.remaining -= chunk.len() as u64;
+        if frame.discard {
+            return Ok(());
+        }
+        if frame.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(chunk);
+            super::mask::apply_mask(&mut self.control[start..], frame.key, offset);
+            Ok(())
+        } else {
+            let msg = self.message.as_mut().expect("message in progress");
+            msg.push(chunk, frame.key, offset)
+        }
+    }
+
+    fn end_frame(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        let frame = self.frame.take().expect("frame in progress");
+        if frame.discard {
+            return Ok(());
+        }
+        match frame.opcode {
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                if frame.fin {
+                    let msg = self.message.take().expect("message in progress");
+                    let (kind, data) = msg.finish()?;
+                    self.events.push_back(Event::Message { kind, data });
+                }
+            }
+            OpCode::Ping => {
+                let payload = std::mem::take(&mut self.control);
+                if self.out.len() > PONG_COALESCE_BYTES {
+                    self.pending_pong = Some(payload);
+                } else {
+                    self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
+                }
+            }
+            OpCode::Pong => {}
+            OpCode::Close => self.receive_close(now)?,
+        }
+        Ok(())
+    }
+
+    fn receive_close(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        let body = std::mem::take(&mut self.control);
+        if self.state == State::Closing {
+            // The answer to our close: the closing handshake is complete.
+            self.close_received = close_code_of(&body)
+                .ok()
+                .flatten()
+                .or(Some(CloseCode(1005)));
+            self.enter_flushing(now);
+            return Ok(());
+        }
+        let code = close_code_of(&body)?;
+        self.close_received = Some(code.unwrap_or(CloseCode(1005)));
+        self.pending_pong = None;
+        // The code is echoed; an empty close is answered with an empty close.
+        self.queue_close(code, "");
+        self.enter_flushing(now);
+        Ok(())
+    }
+}
+
+/// Validates a close body: empty (no code), or a receivable code and a UTF-8 reason.
+fn close_code_of(body: &[u8]) -> Result<Option<CloseCode>, ProtocolError> {
+    match body.len() {
+        0 => Ok(None),
+        1 => Err(ProtocolError::CloseBodyTooShort),
+        _ => {
+            let code = CloseCode(u16::from_be_bytes([body[0], body[1]]));
+            if !code.is_allowed_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = &body[2..];
+            match validate_utf8_prefix(reason) {
+                Ok(n) if n == reason.len() => {}
+                _ => return Err(ProtocolError::InvalidCloseReason),
+            }
+            Ok(Some(code))
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The opening handshake (RFC 6455 §4.2): parse the client's Upgrade request with
+//! httparse and build the server's answer.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+use super::error::HandshakeError;
+
+/// The request head (request line and headers) may be at most this long.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// At most this many header fields.
+pub const MAX_HEADERS: usize = 64;
+/// RFC 6455 §1.3.
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// What the server keeps of an accepted Upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The request target, e.g. `/broadcast/lobby?x=1`.
+    pub path: String,
+    /// The `Origin` header, if any (browsers always send one).
+    pub origin: Option<String>,
+    /// The computed `Sec-WebSocket-Accept` value.
+    pub accept: String,
+}
+
+/// A parsed request head, valid or not as a WebSocket upgrade.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A valid upgrade request.
+    Upgrade(Request),
+    /// A plain HTTP request (no `Upgrade: websocket`): method and path, so the
+    /// server may answer it (a page, or 426).
+    Plain { method: String, path: String },
+}
+
+/// `base64(sha1(key + GUID))` (RFC 6455 §4.2.2 item 5.4).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    STANDARD.encode(sha.finalize())
+}
+
+fn has_token(values: &[&[u8]], token: &str) -> bool {
+    values.iter().any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, read more. `Ok(Some((parsed, n)))`: the head is the
+/// first `n` bytes; whatever follows is the client's first frames.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > MAX_REQUEST_HEAD {
+                Err(HandshakeError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
+        Err(_) => return Err(HandshakeError::Malformed),
+    };
+    if n > MAX_REQUEST_HEAD {
+        return Err(HandshakeError::TooLarge);
+    }
+    let method = req.method.unwrap_or("");
+    let path = req.path.unwrap_or("/");
+    let all = |name: &str| -> Vec<&[u8]> {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .collect()
+    };
+
+    if !has_token(&all("upgrade"), "websocket") {
+        return Ok(Some((
+            Parsed::Plain {
+                method: method.to_owned(),
+                path: path.to_owned(),
+            },
+            n,
+        )));
+    }
+    if method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if req.version != Some(1) {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if all("host").len() != 1 {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !has_token(&all("connection"), "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    let versions = all("sec-websocket-version");
+    if versions.len() != 1 || versions[0].trim_ascii() != b"13" {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let keys = all("sec-websocket-key");
+    let key = match keys.as_slice() {
+        [k] => k.trim_ascii(),
+        _ => return Err(HandshakeError::BadKey),
+    };
+    match STANDARD.decode(key) {
+        Ok(raw) if raw.len() == 16 => {}
+        _ => return Err(HandshakeError::BadKey),
+    }
+    let origin = all("origin")
+        .first()
+        .map(|o| String::from_utf8_lossy(o.trim_ascii()).into_owned());
+    Ok(Some((
+        Parsed::Upgrade(Request {
+            path: path.to_owned(),
+            origin,
+            accept: accept_key(key),
+        }),
+        n,
+    )))
+}
+
+/// The `101 Switching Protocols` answer.
+pub fn accept_response(req: &Request) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\
+         Server: echocast\r\n\r\n",
+        req.accept
+    )
+    .into_bytes()
+}
+
+/// A complete HTTP/1.1 response that closes the connection.
+pub fn http_response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\n\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\
+         Connection: close\r\n\
+         Server: echocast\r\n\
+         {extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The answer to a refused handshake.
+pub fn error_response(err: HandshakeError) -> Vec<u8> {
+    let extra = match err {
+        HandshakeError::NotWebSocket => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+        HandshakeError::MethodNotAllowed => "Allow: GET\r\n",
+        HandshakeError::Overloaded => "Retry-After: 1\r\n",
+        _ => "",
+    };
+    let body = format!("{}\n", err.message());
+    http_response(
+        err.status(),
+        err.reason_phrase(),
+        "text/plain; charset=utf-8",
+        extra,
+        body.as_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc_1_3_accept_key() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn accepts_rfc_example() {
+        let (parsed, n) = parse_request(GOOD.as_bytes()).unwrap().unwrap();
+        assert_eq!(n, GOOD.len());
+        match parsed {
+            Parsed::Upgrade(r) => {
+                assert_eq!(r.path, "/chat");
+                assert_eq!(r.origin.as_deref(), Some("http://example.com"));
+                assert_eq!(r.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_until_complete() {
+        for cut in 0..GOOD.len() {
+            assert!(parse_request(&GOOD.as_bytes()[..cut]).unwrap().is_none());
+        }
+    }
+
+    fn variant(from: &str, to: &str) -> Result<Option<(Parsed, usize)>, HandshakeError> {
+        let s = GOOD.replace(from, to);
+        parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn refusals() {
+        use HandshakeError::*;
+        assert_eq!(variant("GET", "POST").unwrap_err(), MethodNotAllowed);
+        assert_eq!(variant("HTTP/1.1", "HTTP/1.0").unwrap_err(), HttpVersion);
+        assert_eq!(
+            variant("Host: server.example.com\r\n", "").unwrap_err(),
+            MissingHost
+        );
+        assert_eq!(
+            variant("Connection: Upgrade", "Connection: keep-alive").unwrap_err(),
+            MissingConnectionUpgrade
+        );
+        assert_eq!(
+            variant("Version: 13", "Version: 8").unwrap_err(),
+            UnsupportedVersion
+        );
+        assert_eq!(
+            variant("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==").unwrap_err(),
+            BadKey
+        );
+        assert_eq!(
+            variant("dGhlIHNhbXBsZSBub25jZQ==", "!!!").unwrap_err(),
+            BadKey
+        );
+        assert_eq!(
+            parse_request(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err(),
+            Malformed
+        );
+    }
+
+    #[test]
+    fn token_lists_and_case() {
+        let (p, _) = variant("Connection: Upgrade", "connection: keep-alive, UPGRADE")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p, Parsed::Upgrade(_)));
+        let (p, _) = variant("Upgrade: websocket", "upgrade: WebSocket")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p, Parsed::Upgrade(_)));
+    }
+
+    #[test]
+    fn plain_request_is_reported() {
+        let (p, _) = parse_request(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p, Parsed::Plain { ref path, .. } if path == "/index.html"));
+    }
+
+    #[test]
+    fn too_large() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while big.len() <= MAX_REQUEST_HEAD {
+            big.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        assert_eq!(parse_request(&big).unwrap_err(), HandshakeError::TooLarge);
+    }
+}

@@ -1,0 +1,495 @@
+//! The mio driver: one thread, one `Poll`. It moves bytes between sockets and the
+//! sans-IO [`Connection`]s, runs their timers, and hands complete messages to the
+//! handler. It makes no protocol decision of its own.
+//!
+//! Contract with the core, per connection and per readiness event:
+//! 1. read until `WouldBlock` (or a per-turn budget, after which the connection
+//!    is put on the ready list and served again next turn), feeding every read
+//!    to [`Connection::receive`] and draining [`Connection::poll_event`] after it;
+//! 2. write the queued output with vectored writes until it is empty or
+//!    `WouldBlock` (then WRITABLE brings us back);
+//! 3. obey [`Connection::poll_transport`] (shut down the write half, or drop);
+//! 4. re-arm the timer with [`Connection::poll_timeout`].
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::config::Config;
+use crate::handler;
+use crate::proto::{CloseCode, Connection, Event, HandshakeError, TransportAction};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Size of the one read buffer the whole loop shares.
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per loop turn before others get their turn.
+const READS_PER_TURN: usize = 16;
+/// Slices per vectored write.
+const MAX_IOV: usize = 64;
+
+/// A token carries a slot index and the slot's generation, so an event left over
+/// for a closed connection never reaches a newer one in the same slot.
+fn token(index: usize, gen: u32) -> Token {
+    Token((gen as usize) << 32 | index)
+}
+
+fn split(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    proto: Connection,
+    path: String,
+    /// The deadline last pushed on the timer heap.
+    scheduled: Option<Instant>,
+    /// Stopped reading before `WouldBlock`: must be read again without a new event.
+    read_pending: bool,
+}
+
+struct Slot {
+    gen: u32,
+    client: Option<Client>,
+}
+
+/// The event loop. Build it with [`Server::bind`] (or [`Server::from_std`]) and
+/// call [`Server::run`]; or use [`spawn`] to run it on a background thread.
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    config: Config,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    ready: Vec<Token>,
+    read_buf: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    open: usize,
+}
+
+impl Server {
+    /// Binds `config.listen`.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        Server::from_std(listener, config)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_std(listener: std::net::TcpListener, config: Config) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            poll,
+            listener,
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            timers: BinaryHeap::new(),
+            ready: Vec::new(),
+            read_buf: vec![0; READ_BUF],
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            open: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A flag and a waker that stop [`Server::run`] from another thread.
+    pub fn stopper(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
+        (self.stop.clone(), self.waker.clone())
+    }
+
+    /// Runs until stopped. On stop, every open connection is sent close 1001 and
+    /// given the close timeout to answer before the loop returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut stopping: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if stopping.is_none() && self.stop.load(Ordering::Acquire) {
+                stopping = Some(now + self.config.limits.close_timeout);
+                self.begin_shutdown(now)?;
+            }
+            if let Some(deadline) = stopping {
+                if self.open == 0 || now >= deadline {
+                    info!("stopped ({} connections dropped)", self.open);
+                    return Ok(());
+                }
+            }
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let next = self.timers.peek().map(|Reverse((t, _))| *t);
+                let next = match (next, stopping) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|t| t.saturating_duration_since(now))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    t => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(t, now);
+                        }
+                        if event.is_writable() {
+                            self.flush(t, now);
+                        }
+                        self.settle(t, now);
+                    }
+                }
+            }
+            for t in std::mem::take(&mut self.ready) {
+                if let Some(c) = self.client_mut(t) {
+                    if c.read_pending {
+                        c.read_pending = false;
+                        self.read(t, now);
+                        self.settle(t, now);
+                    }
+                }
+            }
+            self.run_timers(now);
+        }
+    }
+
+    fn client_mut(&mut self, t: Token) -> Option<&mut Client> {
+        let (index, gen) = split(t);
+        let slot = self.slots.get_mut(index)?;
+        if slot.gen != gen {
+            return None;
+        }
+        slot.client.as_mut()
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.add(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_transient_accept_error(&e) => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot {
+                gen: 0,
+                client: None,
+            });
+            self.slots.len() - 1
+        });
+        let slot = &mut self.slots[index];
+        let t = token(index, slot.gen);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, t, Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("{peer}: register failed: {e}");
+            self.free.push(index);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        slot.client = Some(Client {
+            stream,
+            peer,
+            proto: Connection::new(self.config.limits.clone(), now),
+            path: String::new(),
+            scheduled: None,
+            read_pending: false,
+        });
+        self.open += 1;
+        debug!("{peer}: accepted");
+        self.settle(t, now);
+    }
+
+    /// Reads until `WouldBlock` or the per-turn budget, handling events as they come.
+    fn read(&mut self, t: Token, now: Instant) {
+        let (index, gen) = split(t);
+        for _ in 0..READS_PER_TURN {
+            // `read_buf` is a field beside `slots`: both can be borrowed at once.
+            let Some(client) = self
+                .slots
+                .get_mut(index)
+                .filter(|s| s.gen == gen)
+                .and_then(|s| s.client.as_mut())
+            else {
+                return;
+            };
+            if !client.proto.wants_read() {
+                return;
+            }
+            match client.stream.read(&mut self.read_buf) {
+                Ok(0) => return client.proto.receive_eof(now),
+                Ok(n) => client.proto.receive(&self.read_buf[..n], now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{}: read: {e}", client.peer);
+                    return client.proto.receive_eof(now);
+                }
+            }
+            self.handle_events(t, now);
+        }
+        if let Some(c) = self.client_mut(t) {
+            c.read_pending = true;
+            self.ready.push(t);
+        }
+    }
+
+    fn handle_events(&mut self, t: Token, now: Instant) {
+        let Some(c) = self.client_mut(t) else { return };
+        while let Some(event) = c.proto.poll_event() {
+            match event {
+                Event::Upgrade(req) => {
+                    c.proto.accept(now);
+                    info!("{}: open {}", c.peer, req.path);
+                    c.path = req.path;
+                }
+                Event::HttpRequest { method, path } => {
+                    info!("{}: {method} {path}: 426 (not a WebSocket upgrade)", c.peer);
+                    c.proto.reject(HandshakeError::NotWebSocket, now);
+                }
+                Event::Message { kind, data } => handler::echo(&mut c.proto, kind, data),
+            }
+        }
+    }
+
+    /// Writes queued output until empty or `WouldBlock`.
+    fn flush(&mut self, t: Token, _now: Instant) {
+        let Some(c) = self.client_mut(t) else { return };
+        loop {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = c.proto.fill_output(&mut slices);
+                if n == 0 {
+                    return;
+                }
+                c.stream.write_vectored(&slices[..n])
+            };
+            match written {
+                Ok(0) => {
+                    c.proto.abort();
+                    return;
+                }
+                Ok(n) => c.proto.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{}: write: {e}", c.peer);
+                    c.proto.abort();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After any input: write what is queued, apply the transport action, re-arm
+    /// the timer.
+    fn settle(&mut self, t: Token, now: Instant) {
+        self.flush(t, now);
+        let Some(c) = self.client_mut(t) else { return };
+        match c.proto.poll_transport() {
+            TransportAction::None => {}
+            TransportAction::ShutdownWrite => {
+                let _ = c.stream.shutdown(Shutdown::Write);
+            }
+            TransportAction::Close => return self.remove(t),
+        }
+        let Some(c) = self.client_mut(t) else { return };
+        let deadline = c.proto.poll_timeout();
+        if deadline != c.scheduled {
+            c.scheduled = deadline;
+            if let Some(d) = deadline {
+                self.timers.push(Reverse((d, t)));
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(Reverse((when, t))) = self.timers.peek().copied() {
+            if when > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(c) = self.client_mut(t) else {
+                continue;
+            };
+            if c.scheduled != Some(when) {
+                continue; // superseded by a later deadline
+            }
+            c.scheduled = None;
+            c.proto.handle_timeout(now);
+            self.settle(t, now);
+        }
+    }
+
+    fn remove(&mut self, t: Token) {
+        let (index, gen) = split(t);
+        let slot = &mut self.slots[index];
+        if slot.gen != gen {
+            return;
+        }
+        let Some(mut c) = slot.client.take() else {
+            return;
+        };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(index);
+        self.open -= 1;
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
+        if c.proto.is_handshaking() && c.path.is_empty() {
+            debug!("{}: closed before upgrade", c.peer);
+        } else if !c.path.is_empty() {
+            match c.proto.error() {
+                Some(e) => info!(
+                    "{}: closed, sent {} ({e}), received {}",
+                    c.peer,
+                    code(c.proto.close_sent()),
+                    code(c.proto.close_received())
+                ),
+                None => info!(
+                    "{}: closed, sent {}, received {}",
+                    c.peer,
+                    code(c.proto.close_sent()),
+                    code(c.proto.close_received())
+                ),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) -> io::Result<()> {
+        info!("stopping: closing {} connections with 1001", self.open);
+        self.poll.registry().deregister(&mut self.listener)?;
+        let tokens: Vec<Token> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.client.is_some())
+            .map(|(i, s)| token(i, s.gen))
+            .collect();
+        for t in tokens {
+            if let Some(c) = self.client_mut(t) {
+                c.proto
+                    .close(CloseCode::GOING_AWAY, "server shutting down", now);
+            }
+            self.settle(t, now);
+        }
+        Ok(())
+    }
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::PermissionDenied
+    )
+}
+
+/// A server running on a background thread.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server (close 1001 to every connection) and waits for its thread.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.signal_stop();
+        match self.thread.take().expect("joined once").join() {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::other("server thread panicked")),
+        }
+    }
+
+    fn signal_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.signal_stop();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `config.listen` and runs the server on a new thread.
+pub fn spawn(config: Config) -> io::Result<ServerHandle> {
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("echocast".into())
+        .spawn(move || {
+            let mut server = match Server::from_std(listener, config) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            };
+            let _ = tx.send(Ok(server.stopper()));
+            server.run()
+        })?;
+    let (stop, waker) = rx
+        .recv()
+        .map_err(|_| io::Error::other("server thread ended early"))??;
+    Ok(ServerHandle {
+        addr,
+        stop,
+        waker,
+        thread: Some(thread),
+    })
+}

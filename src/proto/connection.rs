@@ -81,6 +81,13 @@ pub enum TransportAction {
     Close,
 }
 
+#[derive(Debug)]
+enum Item {
+    Event(Event),
+    Pong(Vec<u8>),
+    Close(Vec<u8>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,
@@ -117,10 +124,15 @@ pub struct Connection {
     frame: Option<Frame>,
     message: Option<MessageBuffer>,
     control: Vec<u8>,
-    events: VecDeque<Event>,
+    /// Events for the application and the replies the core makes itself (pong,
+    /// close), in the order their causes arrived: a reply is queued only when the
+    /// application has taken every event before it, so output follows input order
+    /// however the input was split.
+    items: VecDeque<Item>,
     out: OutQueue,
     pending_pong: Option<Vec<u8>>,
-    pending_close: Option<Vec<u8>>,
+    /// Our close frame is decided but still behind events in `items`.
+    close_pending: bool,
     shutdown_requested: bool,
     eof: bool,
     close_sent: Option<CloseCode>,
@@ -142,10 +154,10 @@ impl Connection {
             frame: None,
             message: None,
             control: Vec::new(),
-            events: VecDeque::new(),
+            items: VecDeque::new(),
             out: OutQueue::default(),
             pending_pong: None,
-            pending_close: None,
+            close_pending: false,
             shutdown_requested: false,
             eof: false,
             close_sent: None,
@@ -272,14 +284,26 @@ impl Connection {
 
     /// The next event for the application.
     ///
-    /// Poll until `None`: a close frame that follows received messages is queued
-    /// only then, after the application had its chance to answer them.
+    /// Poll until `None`: the pongs and the close frame that follow received
+    /// messages are queued as they come due, after the application had its chance
+    /// to answer the messages before them.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if event.is_none() {
-            self.release_close();
+        loop {
+            match self.items.pop_front()? {
+                Item::Event(e) => return Some(e),
+                Item::Pong(payload) => {
+                    if self.out.len() > PONG_COALESCE_BYTES {
+                        self.pending_pong = Some(payload);
+                    } else if self.can_send() {
+                        self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
+                    }
+                }
+                Item::Close(body) => {
+                    self.close_pending = false;
+                    self.queue_frame(OpCode::Close, Chunk::Owned(body));
+                }
+            }
         }
-        event
     }
 
     /// Fills `slices` with unsent bytes, in order; returns the number filled.
@@ -318,7 +342,7 @@ impl Connection {
     pub fn poll_transport(&mut self) -> TransportAction {
         match self.state {
             State::Dead => TransportAction::Close,
-            State::Flushing if !self.out.is_empty() || self.pending_close.is_some() => {
+            State::Flushing if !self.out.is_empty() || self.close_pending => {
                 TransportAction::None
             }
             State::Flushing if self.eof => {
@@ -392,22 +416,18 @@ impl Connection {
         }
         self.pending_pong = None;
         self.close_sent = Some(code.unwrap_or(CloseCode(1005)));
-        self.pending_close = Some(body);
-        self.release_close();
-    }
-
-    fn release_close(&mut self) {
-        if self.events.is_empty() {
-            if let Some(body) = self.pending_close.take() {
-                self.queue_frame(OpCode::Close, Chunk::Owned(body));
-            }
+        if self.items.is_empty() {
+            self.queue_frame(OpCode::Close, Chunk::Owned(body));
+        } else {
+            self.close_pending = true;
+            self.items.push_back(Item::Close(body));
         }
     }
 
     /// Messages may be queued while open, and after a close or an error until our
     /// close frame is queued.
     fn can_send(&self) -> bool {
-        self.state == State::Open || self.pending_close.is_some()
+        self.state == State::Open || self.close_pending
     }
 
     fn fail(&mut self, err: ProtocolError, now: Instant) {
@@ -434,10 +454,11 @@ impl Connection {
                 match parsed {
                     Parsed::Upgrade(req) => {
                         self.accept = Some(req.clone());
-                        self.events.push_back(Event::Upgrade(req));
+                        self.items.push_back(Item::Event(Event::Upgrade(req)));
                     }
                     Parsed::Plain { method, path } => {
-                        self.events.push_back(Event::HttpRequest { method, path })
+                        self.items
+                            .push_back(Item::Event(Event::HttpRequest { method, path }))
                     }
                 }
             }
@@ -590,16 +611,12 @@ impl Connection {
                 if frame.fin {
                     let msg = self.message.take().expect("message in progress");
                     let (kind, data) = msg.finish()?;
-                    self.events.push_back(Event::Message { kind, data });
+                    self.items.push_back(Item::Event(Event::Message { kind, data }));
                 }
             }
             OpCode::Ping => {
                 let payload = std::mem::take(&mut self.control);
-                if self.out.len() > PONG_COALESCE_BYTES {
-                    self.pending_pong = Some(payload);
-                } else {
-                    self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
-                }
+                self.items.push_back(Item::Pong(payload));
             }
             OpCode::Pong => {}
             OpCode::Close => self.receive_close(now)?,

@@ -1,0 +1,325 @@
+//! Deterministic sans-IO conversations: no sockets, no clock, no sleeps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use echocast::handler;
+use echocast::proto::{Connection, Event, Limits, MessageKind, TransportAction};
+
+/// Drives a connection like the server does: echo every message, write
+/// everything at once. Returns (messages seen, bytes written, last action).
+struct Harness {
+    conn: Connection,
+    now: Instant,
+    seen: Vec<(MessageKind, Vec<u8>)>,
+    written: Vec<u8>,
+}
+
+impl Harness {
+    fn new(limits: Limits) -> Harness {
+        let now = Instant::now();
+        Harness {
+            conn: Connection::new(limits, now),
+            now,
+            seen: Vec::new(),
+            written: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.conn.receive(bytes, self.now);
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Upgrade(_) => self.conn.accept(self.now),
+                Event::HttpRequest { .. } => panic!("not an upgrade"),
+                Event::Message { kind, data } => {
+                    self.seen.push((kind, data.clone()));
+                    handler::echo(&mut self.conn, kind, data);
+                }
+            }
+        }
+        // Write everything, one front chunk at a time.
+        while self.conn.output_len() > 0 {
+            let front = self.conn.output_front().to_vec();
+            self.written.extend_from_slice(&front);
+            self.conn.consume_output(front.len());
+        }
+    }
+
+    /// The server frames written after the 101 response.
+    fn frames(&self) -> Vec<(bool, u8, Vec<u8>)> {
+        let text = &self.written;
+        let pos = text
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("101 response");
+        assert!(text.starts_with(b"HTTP/1.1 101 "));
+        let (frames, rest) = parse_frames(&text[pos + 4..]);
+        assert_eq!(rest, 0, "a partial frame was written");
+        frames
+    }
+
+    fn close_code_sent(&self) -> Option<u16> {
+        let frames = self.frames();
+        let (_, op, payload) = frames.last().expect("a frame");
+        assert_eq!(*op, 8, "last frame is a close: {frames:?}");
+        close_code(payload)
+    }
+}
+
+fn opened() -> Harness {
+    let mut h = Harness::new(Limits::default());
+    h.feed(upgrade_request("/").as_bytes());
+    assert!(h.conn.is_open());
+    h
+}
+
+fn conversation() -> Vec<u8> {
+    let key = [0xa1, 0xb2, 0xc3, 0xd4];
+    let mut all = upgrade_request("/runCase?case=1&agent=x").into_bytes();
+    all.extend(text("Hello"));
+    // A fragmented text message with a ping between its fragments, split inside a
+    // multi-byte character.
+    let word = "κόσμε".as_bytes();
+    all.extend(client_frame(false, 1, &word[..3], key));
+    all.extend(client_frame(true, 9, b"ping!", key));
+    all.extend(client_frame(false, 0, &word[3..7], key));
+    all.extend(client_frame(true, 0, &word[7..], key));
+    all.extend(client_frame(true, 2, &[0u8; 300], key)); // 16-bit length
+    all.extend(client_frame(true, 10, b"unsolicited", key));
+    all.extend(client_frame(true, 8, &[0x03, 0xe8, b'b', b'y', b'e'], key));
+    all
+}
+
+#[test]
+fn same_events_and_output_at_every_split() {
+    let all = conversation();
+    let mut whole = Harness::new(Limits::default());
+    whole.feed(&all);
+    let frames = whole.frames();
+    let expect: Vec<(bool, u8, Vec<u8>)> = vec![
+        (true, 1, b"Hello".to_vec()),
+        (true, 10, b"ping!".to_vec()),
+        (true, 1, "κόσμε".as_bytes().to_vec()),
+        (true, 2, vec![0; 300]),
+        (true, 8, vec![0x03, 0xe8]),
+    ];
+    assert_eq!(frames, expect);
+    assert_eq!(whole.conn.poll_transport(), TransportAction::ShutdownWrite);
+
+    for split in 0..=all.len() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&all[..split]);
+        h.feed(&all[split..]);
+        assert_eq!(h.written, whole.written, "split at {split}");
+        assert_eq!(h.seen, whole.seen, "split at {split}");
+    }
+    let mut bytewise = Harness::new(Limits::default());
+    for b in &all {
+        bytewise.feed(std::slice::from_ref(b));
+    }
+    assert_eq!(bytewise.written, whole.written);
+}
+
+#[test]
+fn frames_in_the_same_read_as_the_request_are_kept() {
+    let mut all = upgrade_request("/").into_bytes();
+    all.extend(text("early"));
+    let mut h = Harness::new(Limits::default());
+    h.feed(&all);
+    assert_eq!(h.frames(), vec![(true, 1, b"early".to_vec())]);
+}
+
+fn fails_with(bytes: &[u8], code: u16) -> Harness {
+    let mut h = opened();
+    h.feed(bytes);
+    assert_eq!(h.close_code_sent(), Some(code), "for {bytes:02x?}");
+    assert_eq!(h.conn.poll_transport(), TransportAction::ShutdownWrite);
+    // Nothing is sent after our close frame, whatever comes next.
+    let before = h.written.len();
+    h.feed(&text("after close"));
+    h.feed(&client_frame(true, 9, b"ping", [1, 2, 3, 4]));
+    assert_eq!(h.written.len(), before);
+    h
+}
+
+#[test]
+fn protocol_errors_close_with_1002() {
+    let k = [1, 2, 3, 4];
+    let mut rsv = text("x");
+    rsv[0] |= 0x40;
+    fails_with(&rsv, 1002);
+    for op in [3u8, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
+        fails_with(&client_frame(true, op, b"", k), 1002);
+    }
+    // Unmasked client frame.
+    fails_with(&[0x81, 0x02, b'h', b'i'], 1002);
+    // Control frames: over 125 bytes, fragmented.
+    fails_with(&client_frame(true, 9, &[0; 126], k), 1002);
+    fails_with(&client_frame(false, 9, b"", k), 1002);
+    // 64-bit length with the most significant bit set.
+    fails_with(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1002);
+    // Continuation without a message; new message inside a fragmented one.
+    fails_with(&client_frame(true, 0, b"x", k), 1002);
+    let mut two = client_frame(false, 1, b"a", k);
+    two.extend(client_frame(true, 1, b"b", k));
+    fails_with(&two, 1002);
+}
+
+#[test]
+fn close_frames_are_validated() {
+    let k = [5, 6, 7, 8];
+    fails_with(&client_frame(true, 8, &[0x03], k), 1002);
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+        fails_with(&client_frame(true, 8, &code.to_be_bytes(), k), 1002);
+    }
+    fails_with(&client_frame(true, 8, &[0x03, 0xe8, 0xff, 0xfe], k), 1007);
+    // A valid code is echoed; an empty close is answered with an empty close.
+    for code in [1000u16, 1001, 1003, 1011, 3000, 4999] {
+        let mut h = opened();
+        h.feed(&client_frame(true, 8, &code.to_be_bytes(), k));
+        assert_eq!(h.close_code_sent(), Some(code));
+    }
+    let mut h = opened();
+    h.feed(&client_frame(true, 8, b"", k));
+    assert_eq!(h.frames(), vec![(true, 8, vec![])]);
+}
+
+#[test]
+fn invalid_utf8_fails_mid_frame() {
+    // A text frame declaring 100 bytes: the invalid byte arrives in the first 10,
+    // and the connection fails before the other 90 come.
+    let mut payload = b"abc".to_vec();
+    payload.extend_from_slice(&[0xed, 0xa0, 0x80]);
+    payload.resize(100, b'z');
+    let frame = client_frame(true, 1, &payload, [9, 9, 9, 9]);
+    let h = fails_with(&frame[..6 + 10], 1007);
+    assert!(h.seen.is_empty());
+    // Text that ends inside a code point also fails.
+    fails_with(&client_frame(true, 1, &[b'a', 0xe2, 0x82], [1, 1, 1, 1]), 1007);
+}
+
+#[test]
+fn message_cap_is_checked_on_the_header_and_across_fragments() {
+    let limits = Limits {
+        max_message_size: 1000,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits.clone());
+    h.feed(upgrade_request("/").as_bytes());
+    // Only the header of a frame declaring 2^62 bytes: 1009 at once.
+    h.feed(&[0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+    assert_eq!(h.close_code_sent(), Some(1009));
+
+    let mut h = Harness::new(limits.clone());
+    h.feed(upgrade_request("/").as_bytes());
+    let k = [3, 3, 3, 3];
+    h.feed(&client_frame(false, 2, &[1; 600], k));
+    h.feed(&client_frame(true, 0, &[1; 400], k)); // exactly 1000: fine
+    assert_eq!(h.seen.len(), 1);
+    h.feed(&client_frame(false, 2, &[1; 600], k));
+    h.feed(&client_frame(true, 0, &[1; 401], k)[..8]); // header only
+    assert_eq!(h.close_code_sent(), Some(1009));
+}
+
+#[test]
+fn ping_gets_pong_and_pong_is_ignored() {
+    let mut h = opened();
+    h.feed(&client_frame(true, 10, b"nobody asked", [1, 2, 3, 4]));
+    assert!(h.frames().is_empty());
+    h.feed(&client_frame(true, 9, &[7; 125], [1, 2, 3, 4]));
+    assert_eq!(h.frames(), vec![(true, 10, vec![7; 125])]);
+}
+
+#[test]
+fn ping_flood_does_not_grow_the_queue() {
+    let mut h = opened();
+    // Fill the queue past the coalescing threshold with an echo nobody reads.
+    h.conn.receive(&client_frame(true, 2, &vec![0; 100_000], [1; 4]), h.now);
+    while let Some(Event::Message { kind, data }) = h.conn.poll_event() {
+        handler::echo(&mut h.conn, kind, data);
+    }
+    let queued = h.conn.output_len();
+    let ping = client_frame(true, 9, &[1; 125], [1, 2, 3, 4]);
+    for _ in 0..10_000 {
+        h.conn.receive(&ping, h.now);
+    }
+    assert!(h.conn.output_len() <= queued + 127 * 2, "{}", h.conn.output_len());
+    // Once the reader catches up, the latest ping is answered.
+    h.pump();
+    let frames = h.frames();
+    assert_eq!(frames.last().unwrap().1, 10);
+}
+
+#[test]
+fn handshake_timeout_drops_a_slow_client() {
+    let limits = Limits::default();
+    let mut h = Harness::new(limits.clone());
+    h.feed(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    let deadline = h.conn.poll_timeout().expect("a handshake deadline");
+    assert_eq!(deadline, h.now + limits.handshake_timeout);
+    h.conn.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(h.conn.poll_transport(), TransportAction::None);
+    h.conn.handle_timeout(deadline);
+    assert_eq!(h.conn.poll_transport(), TransportAction::Close);
+}
+
+#[test]
+fn close_timeout_after_our_close() {
+    let mut h = opened();
+    h.conn.close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
+    h.pump();
+    assert_eq!(h.close_code_sent(), Some(1001));
+    let deadline = h.conn.poll_timeout().expect("close deadline");
+    h.conn.handle_timeout(deadline);
+    assert_eq!(h.conn.poll_transport(), TransportAction::Close);
+}
+
+#[test]
+fn our_close_then_their_close_completes() {
+    let mut h = opened();
+    h.conn.close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
+    h.pump();
+    // Data after our close is read past, not echoed.
+    h.feed(&text("late"));
+    h.feed(&client_frame(true, 8, &1001u16.to_be_bytes(), [1, 2, 3, 4]));
+    assert_eq!(h.frames().len(), 1);
+    assert_eq!(h.conn.close_received().map(|c| c.0), Some(1001));
+    assert_eq!(h.conn.poll_transport(), TransportAction::ShutdownWrite);
+}
+
+#[test]
+fn refused_handshakes_answer_with_http() {
+    for (req, status) in [
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
+             Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "426",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n",
+            "400",
+        ),
+        ("\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03\r\n\r\n", "400"),
+    ] {
+        let now = Instant::now();
+        let mut conn = Connection::new(Limits::default(), now);
+        conn.receive(req.as_bytes(), now);
+        if let Some(Event::HttpRequest { .. }) = conn.poll_event() {
+            conn.reject(echocast::proto::HandshakeError::NotWebSocket, now);
+        }
+        let out = String::from_utf8_lossy(conn.output_front()).into_owned();
+        assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+        let n = conn.output_len();
+        conn.consume_output(n);
+        assert_eq!(conn.poll_transport(), TransportAction::ShutdownWrite);
+    }
+}

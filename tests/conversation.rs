@@ -202,7 +202,10 @@ fn invalid_utf8_fails_mid_frame() {
     let h = fails_with(&frame[..6 + 10], 1007);
     assert!(h.seen.is_empty());
     // Text that ends inside a code point also fails.
-    fails_with(&client_frame(true, 1, &[b'a', 0xe2, 0x82], [1, 1, 1, 1]), 1007);
+    fails_with(
+        &client_frame(true, 1, &[b'a', 0xe2, 0x82], [1, 1, 1, 1]),
+        1007,
+    );
 }
 
 #[test]
@@ -241,7 +244,8 @@ fn ping_gets_pong_and_pong_is_ignored() {
 fn ping_flood_does_not_grow_the_queue() {
     let mut h = opened();
     // Fill the queue past the coalescing threshold with an echo nobody reads.
-    h.conn.receive(&client_frame(true, 2, &vec![0; 100_000], [1; 4]), h.now);
+    h.conn
+        .receive(&client_frame(true, 2, &vec![0; 100_000], [1; 4]), h.now);
     while let Some(Event::Message { kind, data }) = h.conn.poll_event() {
         handler::echo(&mut h.conn, kind, data);
     }
@@ -250,7 +254,11 @@ fn ping_flood_does_not_grow_the_queue() {
     for _ in 0..10_000 {
         h.conn.receive(&ping, h.now);
     }
-    assert!(h.conn.output_len() <= queued + 127 * 2, "{}", h.conn.output_len());
+    assert!(
+        h.conn.output_len() <= queued + 127 * 2,
+        "{}",
+        h.conn.output_len()
+    );
     // Once the reader catches up, the latest ping is answered.
     h.pump();
     let frames = h.frames();
@@ -273,7 +281,8 @@ fn handshake_timeout_drops_a_slow_client() {
 #[test]
 fn close_timeout_after_our_close() {
     let mut h = opened();
-    h.conn.close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
+    h.conn
+        .close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
     h.pump();
     assert_eq!(h.close_code_sent(), Some(1001));
     let deadline = h.conn.poll_timeout().expect("close deadline");
@@ -284,7 +293,8 @@ fn close_timeout_after_our_close() {
 #[test]
 fn our_close_then_their_close_completes() {
     let mut h = opened();
-    h.conn.close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
+    h.conn
+        .close(echocast::proto::CloseCode::GOING_AWAY, "bye", h.now);
     h.pump();
     // Data after our close is read past, not echoed.
     h.feed(&text("late"));

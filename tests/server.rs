@@ -32,7 +32,11 @@ fn echoes_text_and_binary() {
 #[test]
 fn autobahn_paths_are_accepted() {
     let s = server();
-    for path in ["/runCase?case=1&agent=echocast", "/getCaseCount", "/updateReports?agent=x"] {
+    for path in [
+        "/runCase?case=1&agent=echocast",
+        "/getCaseCount",
+        "/updateReports?agent=x",
+    ] {
         let mut c = Client::connect(s.local_addr(), path);
         c.send_text(path);
         assert_eq!(c.expect_text(), path);
@@ -140,7 +144,10 @@ fn plain_http_gets_426_with_a_helpful_body() {
     assert!(head.starts_with("HTTP/1.1 426 Upgrade Required"), "{head}");
     assert!(head.contains("Sec-WebSocket-Version: 13"));
     let body = String::from_utf8(body).unwrap();
-    assert!(body.contains("echocast") && body.contains("ws://"), "{body}");
+    assert!(
+        body.contains("echocast") && body.contains("ws://"),
+        "{body}"
+    );
     assert!(c.read_to_eof().is_empty());
 }
 
@@ -148,20 +155,26 @@ fn plain_http_gets_426_with_a_helpful_body() {
 fn bad_upgrades_get_http_errors() {
     let s = server();
     let cases = [
-        (upgrade_request("/").replace("Version: 13", "Version: 8"), "426"),
         (
-            upgrade_request("/").replace(KEY, "dG9vIHNob3J0"),
+            upgrade_request("/").replace("Version: 13", "Version: 8"),
+            "426",
+        ),
+        (upgrade_request("/").replace(KEY, "dG9vIHNob3J0"), "400"),
+        (upgrade_request("/").replace("GET", "POST"), "405"),
+        (
+            upgrade_request("/").replace("Host: localhost\r\n", ""),
             "400",
         ),
-        (upgrade_request("/").replace("GET", "POST"), "405"),
-        (upgrade_request("/").replace("Host: localhost\r\n", ""), "400"),
         ("\x16\x03\x01 not http at all\r\n\r\n".to_string(), "400"),
     ];
     for (req, status) in cases {
         let mut c = Client::raw(s.local_addr());
         c.send_raw(req.as_bytes());
         let (head, _) = c.read_http_response();
-        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{req:?} -> {head}");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{req:?} -> {head}"
+        );
         if status == "426" {
             assert!(head.contains("Sec-WebSocket-Version: 13"));
         }
@@ -184,7 +197,9 @@ fn oversized_request_head_gets_431() {
 #[test]
 fn many_clients_at_once() {
     let s = server();
-    let mut clients: Vec<Client> = (0..200).map(|_| Client::connect(s.local_addr(), "/")).collect();
+    let mut clients: Vec<Client> = (0..200)
+        .map(|_| Client::connect(s.local_addr(), "/"))
+        .collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.send_text(&format!("client {i}"));
     }
@@ -202,6 +217,8 @@ fn stop_sends_going_away() {
     let stopper = std::thread::spawn(move || s.stop());
     assert_eq!(c.expect_close(), Some(1001));
     c.send_raw(&client_frame(true, 8, &1001u16.to_be_bytes(), [1; 4]));
+    assert!(c.read_to_eof().is_empty());
+    drop(c);
     stopper.join().unwrap().unwrap();
 }
 

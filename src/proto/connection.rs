@@ -342,9 +342,7 @@ impl Connection {
     pub fn poll_transport(&mut self) -> TransportAction {
         match self.state {
             State::Dead => TransportAction::Close,
-            State::Flushing if !self.out.is_empty() || self.close_pending => {
-                TransportAction::None
-            }
+            State::Flushing if !self.out.is_empty() || self.close_pending => TransportAction::None,
             State::Flushing if self.eof => {
                 self.state = State::Dead;
                 TransportAction::Close
@@ -456,10 +454,9 @@ impl Connection {
                         self.accept = Some(req.clone());
                         self.items.push_back(Item::Event(Event::Upgrade(req)));
                     }
-                    Parsed::Plain { method, path } => {
-                        self.items
-                            .push_back(Item::Event(Event::HttpRequest { method, path }))
-                    }
+                    Parsed::Plain { method, path } => self
+                        .items
+                        .push_back(Item::Event(Event::HttpRequest { method, path })),
                 }
             }
             Err(e) => self.reject(e, now),
@@ -611,7 +608,8 @@ impl Connection {
                 if frame.fin {
                     let msg = self.message.take().expect("message in progress");
                     let (kind, data) = msg.finish()?;
-                    self.items.push_back(Item::Event(Event::Message { kind, data }));
+                    self.items
+                        .push_back(Item::Event(Event::Message { kind, data }));
                 }
             }
             OpCode::Ping => {

@@ -1,0 +1,166 @@
+//! The whole sans-IO connection, from the first byte of the handshake to the last
+//! byte of the close, fed arbitrary bytes at arbitrary split points with
+//! arbitrary time steps. Invariants:
+//! - no panic;
+//! - every byte written after the 101 parses as valid server frames (unmasked,
+//!   RSV 0, known opcode, control frames final and <= 125 bytes, text is UTF-8,
+//!   close bodies carry a sendable code);
+//! - nothing is written after our close frame;
+//! - memory is bounded: unsent output never exceeds what the input can explain.
+#![no_main]
+use std::time::{Duration, Instant};
+
+use echocast::proto::{Connection, Event, FrameHeader, Limits, OpCode};
+use libfuzzer_sys::fuzz_target;
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+
+struct Checker {
+    buf: Vec<u8>,
+    seen_head: bool,
+    /// The answer was an HTTP error: one response and nothing else.
+    http_answer: bool,
+    closed: bool,
+}
+
+impl Checker {
+    fn push(&mut self, bytes: &[u8]) {
+        assert!(
+            !self.closed || bytes.is_empty(),
+            "output after our close frame"
+        );
+        self.buf.extend_from_slice(bytes);
+        if self.http_answer {
+            return;
+        }
+        if !self.seen_head {
+            match self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(p) => {
+                    assert!(self.buf.starts_with(b"HTTP/1.1 "));
+                    if !self.buf.starts_with(b"HTTP/1.1 101 ") {
+                        self.http_answer = true;
+                        return;
+                    }
+                    self.buf.drain(..p + 4);
+                    self.seen_head = true;
+                }
+                None => return,
+            }
+        }
+        while let Ok(Some((h, n))) = FrameHeader::decode(&self.buf) {
+            let end = n + h.payload_len as usize;
+            if self.buf.len() < end {
+                break;
+            }
+            assert!(!self.closed, "frame after our close frame");
+            assert!(h.mask.is_none() && h.rsv == 0 && h.fin);
+            let op = OpCode::from_u8(h.opcode).expect("known opcode");
+            let payload = &self.buf[n..end];
+            if op.is_control() {
+                assert!(payload.len() <= 125);
+            }
+            match op {
+                OpCode::Text => assert!(std::str::from_utf8(payload).is_ok()),
+                OpCode::Close => {
+                    assert!(payload.len() != 1);
+                    if payload.len() >= 2 {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        assert!(echocast::proto::CloseCode(code).is_allowed_on_wire());
+                        assert!(std::str::from_utf8(&payload[2..]).is_ok());
+                    }
+                    self.closed = true;
+                }
+                OpCode::Continuation => panic!("server never fragments"),
+                _ => {}
+            }
+            self.buf.drain(..end);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let (ctl, body) = data.split_at(2);
+    let mut input = Vec::new();
+    if ctl[0] & 1 == 1 {
+        input.extend_from_slice(REQUEST);
+    }
+    input.extend_from_slice(body);
+    let limits = Limits {
+        max_message_size: 4096,
+        ..Limits::default()
+    };
+    let mut now = Instant::now();
+    let mut conn = Connection::new(limits, now);
+    let mut checker = Checker {
+        buf: Vec::new(),
+        seen_head: false,
+        http_answer: false,
+        closed: false,
+    };
+    // A small PRNG seeded from the control bytes picks split points, how much
+    // output the "socket" takes each time, and time steps.
+    let mut state = u32::from(ctl[0]) << 8 | u32::from(ctl[1]) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut pos = 0;
+    let mut fed = 0usize;
+    while pos < input.len() {
+        let take = (next() as usize % 300 + 1).min(input.len() - pos);
+        conn.receive(&input[pos..pos + take], now);
+        fed += take;
+        pos += take;
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::Upgrade(_) => conn.accept(now),
+                Event::HttpRequest { .. } => {
+                    conn.reject(echocast::proto::HandshakeError::NotWebSocket, now)
+                }
+                Event::Message { kind, data } => {
+                    conn.send(kind, data);
+                }
+            }
+        }
+        assert!(conn.output_len() <= 2 * fed + 1024, "output unbounded");
+        // The peer reads a random amount (sometimes nothing).
+        let mut budget = next() as usize % 5000;
+        while budget > 0 && conn.output_len() > 0 {
+            let front = conn.output_front();
+            let n = front.len().min(budget);
+            let bytes = front[..n].to_vec();
+            checker.push(&bytes);
+            conn.consume_output(n);
+            budget -= n;
+        }
+        if next() % 8 == 0 {
+            now += Duration::from_millis(u64::from(next() % 20_000));
+            conn.handle_timeout(now);
+        }
+        let _ = conn.poll_transport();
+        let _ = conn.poll_timeout();
+    }
+    while conn.output_len() > 0 {
+        let bytes = conn.output_front().to_vec();
+        checker.push(&bytes);
+        conn.consume_output(bytes.len());
+    }
+    if checker.http_answer {
+        let text = String::from_utf8_lossy(&checker.buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len, "exactly one response");
+    }
+});

@@ -3,7 +3,11 @@
 
 use std::net::SocketAddr;
 
+use crate::handler::Mode;
 use crate::proto::Limits;
+
+/// Default byte budget of unsent output per connection (docs/limits.md).
+pub const DEFAULT_MAX_BACKPRESSURE: usize = 1024 * 1024;
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -12,6 +16,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Protocol limits and timeouts.
     pub limits: Limits,
+    /// Routing: echo with `/broadcast…` rooms, or broadcast everywhere.
+    pub mode: Mode,
+    /// Unsent bytes per connection above which an echo client is no longer read
+    /// and a broadcast recipient is closed with 1008.
+    pub max_backpressure: usize,
+    /// Serve the built-in page on a plain `GET /`.
+    pub page: bool,
 }
 
 impl Default for Config {
@@ -19,6 +30,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             limits: Limits::default(),
+            mode: Mode::Echo,
+            max_backpressure: DEFAULT_MAX_BACKPRESSURE,
+            page: true,
         }
     }
 }

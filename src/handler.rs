@@ -1,10 +1,87 @@
-//! What the server does with a complete message. Handlers decide what to send;
-//! they do no I/O.
+//! What the server does with a complete message: routing and the two handlers.
+//! Handlers decide what to send; they do no I/O.
 
-use crate::proto::{Connection, MessageKind};
+use std::rc::Rc;
+
+use crate::proto::{Connection, FrameHeader, MessageKind};
+
+/// How paths map to handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every path echoes, except paths under `/broadcast`, which are rooms.
+    #[default]
+    Echo,
+    /// Every path is a broadcast room.
+    Broadcast,
+}
+
+/// Where a connection's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Echo,
+    /// A broadcast room, named by the request path without its query.
+    Room(String),
+}
+
+/// The routing table (README, "Routing").
+pub fn route(mode: Mode, target: &str) -> Route {
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let is_room = match mode {
+        Mode::Broadcast => true,
+        Mode::Echo => path == "/broadcast" || path.starts_with("/broadcast/"),
+    };
+    if is_room {
+        Route::Room(path.to_owned())
+    } else {
+        Route::Echo
+    }
+}
 
 /// The echo handler: every message goes back to its sender as one message of
 /// the same type. The payload buffer is moved into the output queue, not copied.
 pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) {
     conn.send(kind, data);
+}
+
+/// Encodes a broadcast frame once; the same bytes are then queued to every
+/// recipient (a reference count per recipient, no copy).
+pub fn encode_shared(kind: MessageKind, data: &[u8]) -> Rc<[u8]> {
+    let (hdr, n) = FrameHeader::server(kind.opcode(), data.len()).encode();
+    hdr[..n].iter().chain(data).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_table() {
+        assert_eq!(route(Mode::Echo, "/"), Route::Echo);
+        assert_eq!(route(Mode::Echo, "/runCase?case=1"), Route::Echo);
+        assert_eq!(route(Mode::Echo, "/broadcaster"), Route::Echo);
+        assert_eq!(
+            route(Mode::Echo, "/broadcast"),
+            Route::Room("/broadcast".into())
+        );
+        assert_eq!(
+            route(Mode::Echo, "/broadcast/lobby?name=ann"),
+            Route::Room("/broadcast/lobby".into())
+        );
+        assert_eq!(
+            route(Mode::Broadcast, "/chat?x"),
+            Route::Room("/chat".into())
+        );
+        assert_eq!(route(Mode::Broadcast, "/"), Route::Room("/".into()));
+    }
+
+    #[test]
+    fn shared_frame_is_a_valid_server_frame() {
+        let f = encode_shared(MessageKind::Text, b"hi there");
+        let (h, n) = FrameHeader::decode(&f).unwrap().unwrap();
+        assert_eq!((h.fin, h.opcode, h.mask, h.payload_len), (true, 1, None, 8));
+        assert_eq!(&f[n..], b"hi there");
+        let big = vec![7u8; 70_000];
+        let f = encode_shared(MessageKind::Binary, &big);
+        assert_eq!(f.len(), 70_010);
+    }
 }

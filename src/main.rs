@@ -4,12 +4,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use echocast::config::DEFAULT_MAX_BACKPRESSURE;
+use echocast::handler::Mode;
 use echocast::proto::Limits;
 use echocast::{Config, Server};
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ModeArg {
+    /// Every path echoes, except paths under /broadcast (rooms)
+    Echo,
+    /// Every path is a broadcast room (path = room)
+    Broadcast,
+}
+
 /// A WebSocket echo and broadcast server on raw RFC 6455 framing.
 ///
-/// Every path echoes each message back to its sender. After binding, prints
+/// Every path echoes each message back to its sender, except paths under
+/// /broadcast, which are broadcast rooms. A plain GET / serves a page to try it.
+/// After binding, prints
 /// exactly one line to stdout: `listening on ws://HOST:PORT`. Logs go to stderr
 /// (RUST_LOG=debug for more, RUST_LOG=warn for less).
 #[derive(Parser, Debug)]
@@ -22,6 +34,20 @@ struct Args {
     /// Largest message in bytes, summed over its fragments; larger fails with close 1009
     #[arg(long, default_value_t = Limits::default().max_message_size)]
     max_message_size: usize,
+
+    /// Routing of paths to handlers
+    #[arg(long, value_enum, default_value = "echo")]
+    mode: ModeArg,
+
+    /// Unsent bytes per connection before backpressure: an echo client is no
+    /// longer read until its queue drains; a broadcast recipient is closed with
+    /// 1008 "slow consumer"
+    #[arg(long, default_value_t = DEFAULT_MAX_BACKPRESSURE)]
+    max_backpressure: usize,
+
+    /// Do not serve the built-in page on GET / (answer 426 like any other path)
+    #[arg(long)]
+    no_page: bool,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +59,12 @@ fn main() -> ExitCode {
             max_message_size: args.max_message_size,
             ..Limits::default()
         },
+        mode: match args.mode {
+            ModeArg::Echo => Mode::Echo,
+            ModeArg::Broadcast => Mode::Broadcast,
+        },
+        max_backpressure: args.max_backpressure,
+        page: !args.no_page,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

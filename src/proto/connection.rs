@@ -272,6 +272,17 @@ impl Connection {
         }
     }
 
+    /// Closes a peer that does not keep up: frames not yet started are dropped
+    /// (the one being written is finished, so the stream stays valid), then our
+    /// close frame follows. The peer sees a prefix of what was sent, then the close.
+    pub fn close_discarding(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        if self.state == State::Open {
+            self.out.discard_unstarted();
+            self.pending_pong = None;
+            self.close(code, reason, now);
+        }
+    }
+
     /// Drops everything unsent and stops: the connection is to be closed at once
     /// (used for a consumer too slow to take its queue, after the close frame was
     /// given a chance, or at shutdown).
@@ -394,8 +405,7 @@ impl Connection {
 
     fn queue_frame(&mut self, opcode: OpCode, payload: Chunk) {
         let (hdr, n) = FrameHeader::server(opcode, payload.len()).encode();
-        self.out.push(Chunk::Inline(hdr, n as u8));
-        self.out.push(payload);
+        self.out.push_frame(Chunk::Inline(hdr, n as u8), payload);
     }
 
     /// Prepares our close frame (`None`: an empty body). It is queued once the

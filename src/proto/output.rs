@@ -53,10 +53,11 @@ impl From<Rc<[u8]>> for Chunk {
 }
 
 /// Ordered outbound chunks, the position inside the first one, and the total of
-/// unsent bytes.
+/// unsent bytes. Each chunk knows whether it continues the frame of the chunk
+/// before it, so unsent whole frames can be dropped without cutting one in half.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    chunks: VecDeque<Chunk>,
+    chunks: VecDeque<(Chunk, bool)>,
     /// Bytes of `chunks[0]` already written.
     head_pos: usize,
     /// Unsent bytes in total.
@@ -64,13 +65,43 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
+    /// Queues a whole unit (a complete frame, or an HTTP response).
     pub fn push(&mut self, chunk: Chunk) {
+        self.push_part(chunk, false);
+    }
+
+    /// Queues a frame as its header and its payload.
+    pub fn push_frame(&mut self, header: Chunk, payload: Chunk) {
+        self.push_part(header, false);
+        self.push_part(payload, true);
+    }
+
+    fn push_part(&mut self, chunk: Chunk, continues: bool) {
         let n = chunk.len();
         if n == 0 {
             return;
         }
         self.len += n;
-        self.chunks.push_back(chunk);
+        self.chunks.push_back((chunk, continues));
+    }
+
+    /// Drops every frame not yet started; the one being written is kept whole.
+    pub fn discard_unstarted(&mut self) {
+        let started = match self.chunks.front() {
+            Some((_, continues)) => self.head_pos > 0 || *continues,
+            None => return,
+        };
+        let keep = if started {
+            1 + self.chunks.iter().skip(1).take_while(|(_, c)| *c).count()
+        } else {
+            0
+        };
+        self.chunks.truncate(keep);
+        let whole: usize = self.chunks.iter().map(|(c, _)| c.len()).sum();
+        self.len = whole - self.head_pos;
+        if keep == 0 {
+            self.head_pos = 0;
+        }
     }
 
     /// Unsent bytes.
@@ -85,7 +116,7 @@ impl OutQueue {
     /// Fills `slices` with the unsent bytes in order; returns how many were filled.
     pub fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (i, chunk) in self.chunks.iter().enumerate() {
+        for (i, (chunk, _)) in self.chunks.iter().enumerate() {
             if n == slices.len() {
                 break;
             }
@@ -104,7 +135,7 @@ impl OutQueue {
     /// The first unsent bytes (the rest of the first chunk).
     pub fn front(&self) -> &[u8] {
         match self.chunks.front() {
-            Some(c) => &c.as_slice()[self.head_pos..],
+            Some((c, _)) => &c.as_slice()[self.head_pos..],
             None => &[],
         }
     }
@@ -114,7 +145,7 @@ impl OutQueue {
         assert!(n <= self.len, "consumed more than was queued");
         self.len -= n;
         while n > 0 {
-            let front_left = self.chunks[0].len() - self.head_pos;
+            let front_left = self.chunks[0].0.len() - self.head_pos;
             if n >= front_left {
                 n -= front_left;
                 self.chunks.pop_front();
@@ -161,5 +192,32 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(&*slices[0], &[7]);
         assert_eq!(&*slices[1], &[6]);
+    }
+
+    #[test]
+    fn discard_keeps_the_frame_being_written() {
+        let mut q = OutQueue::default();
+        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; 4]));
+        q.push(Chunk::Owned(vec![3; 5]));
+        q.consume(3); // header written, payload started
+        q.discard_unstarted();
+        assert_eq!(q.len(), 3);
+        q.consume(3);
+        assert!(q.is_empty());
+
+        let mut q = OutQueue::default();
+        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; 4]));
+        q.push(Chunk::Owned(vec![3; 5]));
+        q.consume(2); // header written exactly: the payload must follow
+        q.discard_unstarted();
+        assert_eq!(q.len(), 4);
+
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(vec![3; 5]));
+        q.push(Chunk::Owned(vec![4; 5]));
+        q.discard_unstarted(); // nothing started
+        assert!(q.is_empty());
+        q.push(Chunk::Owned(vec![5; 2]));
+        assert_eq!(q.front(), &[5, 5]);
     }
 }

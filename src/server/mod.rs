@@ -25,8 +25,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
-use crate::handler;
-use crate::proto::{CloseCode, Connection, Event, HandshakeError, TransportAction};
+use crate::handler::{self, Route};
+use crate::proto::handshake::http_response;
+use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, TransportAction};
+
+/// The page served on a plain `GET /` (see `--no-page`).
+pub const PAGE: &str = include_str!("../page.html");
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -52,10 +56,21 @@ struct Client {
     peer: SocketAddr,
     proto: Connection,
     path: String,
+    /// Set when the upgrade is accepted.
+    room: Option<usize>,
+    /// Not read because its unsent output is over the budget (echo backpressure).
+    read_paused: bool,
+    /// Has output queued by another connection's message, to write this turn.
+    dirty: bool,
     /// The deadline last pushed on the timer heap.
     scheduled: Option<Instant>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     read_pending: bool,
+}
+
+struct Room {
+    name: String,
+    members: Vec<Token>,
 }
 
 struct Slot {
@@ -73,6 +88,10 @@ pub struct Server {
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
     ready: Vec<Token>,
+    dirty: Vec<Token>,
+    rooms: Vec<Room>,
+    room_ids: std::collections::HashMap<String, usize>,
+    free_rooms: Vec<usize>,
     read_buf: Vec<u8>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -102,6 +121,10 @@ impl Server {
             free: Vec::new(),
             timers: BinaryHeap::new(),
             ready: Vec::new(),
+            dirty: Vec::new(),
+            rooms: Vec::new(),
+            room_ids: std::collections::HashMap::new(),
+            free_rooms: Vec::new(),
             read_buf: vec![0; READ_BUF],
             stop: Arc::new(AtomicBool::new(false)),
             waker,
@@ -175,6 +198,12 @@ impl Server {
                     }
                 }
             }
+            for t in std::mem::take(&mut self.dirty) {
+                if let Some(c) = self.client_mut(t) {
+                    c.dirty = false;
+                    self.settle(t, now);
+                }
+            }
             self.run_timers(now);
         }
     }
@@ -233,6 +262,9 @@ impl Server {
             peer,
             proto: Connection::new(self.config.limits.clone(), now),
             path: String::new(),
+            room: None,
+            read_paused: false,
+            dirty: false,
             scheduled: None,
             read_pending: false,
         });
@@ -257,6 +289,12 @@ impl Server {
             if !client.proto.wants_read() {
                 return;
             }
+            if client.proto.output_len() > self.config.max_backpressure {
+                // Echo backpressure: stop reading until the queue drains; TCP then
+                // pushes back on the client. `flush` resumes.
+                client.read_paused = true;
+                return;
+            }
             match client.stream.read(&mut self.read_buf) {
                 Ok(0) => return client.proto.receive_eof(now),
                 Ok(n) => client.proto.receive(&self.read_buf[..n], now),
@@ -276,32 +314,153 @@ impl Server {
     }
 
     fn handle_events(&mut self, t: Token, now: Instant) {
-        let Some(c) = self.client_mut(t) else { return };
-        while let Some(event) = c.proto.poll_event() {
+        loop {
+            let Some(c) = self.client_mut(t) else { return };
+            let Some(event) = c.proto.poll_event() else {
+                return;
+            };
             match event {
-                Event::Upgrade(req) => {
-                    c.proto.accept(now);
-                    info!("{}: open {}", c.peer, req.path);
-                    c.path = req.path;
-                }
-                Event::HttpRequest { method, path } => {
-                    info!("{}: {method} {path}: 426 (not a WebSocket upgrade)", c.peer);
-                    c.proto.reject(HandshakeError::NotWebSocket, now);
-                }
-                Event::Message { kind, data } => handler::echo(&mut c.proto, kind, data),
+                Event::Upgrade(req) => self.open(t, req.path, now),
+                Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
+                Event::Message { kind, data } => match c.room {
+                    None => handler::echo(&mut c.proto, kind, data),
+                    Some(room) => self.broadcast(room, kind, &data, now),
+                },
             }
         }
     }
 
-    /// Writes queued output until empty or `WouldBlock`.
+    fn open(&mut self, t: Token, path: String, now: Instant) {
+        let room = match handler::route(self.config.mode, &path) {
+            Route::Echo => None,
+            Route::Room(name) => Some(self.join(name, t)),
+        };
+        let Some(c) = self.client_mut(t) else { return };
+        c.proto.accept(now);
+        info!("{}: open {path}", c.peer);
+        c.path = path;
+        c.room = room;
+    }
+
+    fn join(&mut self, name: String, t: Token) -> usize {
+        let id = match self.room_ids.get(&name) {
+            Some(&id) => id,
+            None => {
+                let room = Room {
+                    name: name.clone(),
+                    members: Vec::new(),
+                };
+                let id = match self.free_rooms.pop() {
+                    Some(id) => {
+                        self.rooms[id] = room;
+                        id
+                    }
+                    None => {
+                        self.rooms.push(room);
+                        self.rooms.len() - 1
+                    }
+                };
+                self.room_ids.insert(name, id);
+                id
+            }
+        };
+        self.rooms[id].members.push(t);
+        id
+    }
+
+    fn leave(&mut self, id: usize, t: Token) {
+        let room = &mut self.rooms[id];
+        if let Some(pos) = room.members.iter().position(|&m| m == t) {
+            room.members.swap_remove(pos);
+        }
+        if room.members.is_empty() {
+            self.room_ids.remove(&room.name);
+            room.name = String::new();
+            self.free_rooms.push(id);
+        }
+    }
+
+    /// Sends one message to every open member of a room, the sender included. The
+    /// frame is encoded once and shared. A recipient still holding more than the
+    /// budget of unsent bytes after a write attempt is closed with 1008.
+    fn broadcast(&mut self, id: usize, kind: MessageKind, data: &[u8], now: Instant) {
+        let frame = handler::encode_shared(kind, data);
+        let members = std::mem::take(&mut self.rooms[id].members);
+        let budget = self.config.max_backpressure;
+        for &m in &members {
+            let Some(c) = self.client_mut(m) else {
+                continue;
+            };
+            if c.proto.output_len() > budget {
+                self.flush(m, now);
+                let Some(c) = self.client_mut(m) else {
+                    continue;
+                };
+                if c.proto.output_len() > budget {
+                    info!(
+                        "{}: slow consumer ({} bytes unsent), closing",
+                        c.peer,
+                        c.proto.output_len()
+                    );
+                    c.proto
+                        .close_discarding(CloseCode::POLICY_VIOLATION, "slow consumer", now);
+                    self.mark_dirty(m);
+                    continue;
+                }
+            }
+            let Some(c) = self.client_mut(m) else {
+                continue;
+            };
+            if c.proto.send_encoded(frame.clone()) {
+                self.mark_dirty(m);
+            }
+        }
+        self.rooms[id].members = members;
+    }
+
+    fn mark_dirty(&mut self, t: Token) {
+        if let Some(c) = self.client_mut(t) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(t);
+            }
+        }
+    }
+
+    fn answer_http(&mut self, t: Token, method: &str, path: &str, now: Instant) {
+        let page = self.config.page;
+        let Some(c) = self.client_mut(t) else { return };
+        let bare = path.split('?').next().unwrap_or("");
+        if page && bare == "/" && (method == "GET" || method == "HEAD") {
+            info!("{}: {method} {path}: 200 (page)", c.peer);
+            let mut response = http_response(
+                200,
+                "OK",
+                "text/html; charset=utf-8",
+                "Cache-Control: no-store\r\n",
+                PAGE.as_bytes(),
+            );
+            if method == "HEAD" {
+                response.truncate(response.len() - PAGE.len());
+            }
+            c.proto.respond(response, now);
+        } else {
+            info!("{}: {method} {path}: 426 (not a WebSocket upgrade)", c.peer);
+            c.proto.reject(HandshakeError::NotWebSocket, now);
+        }
+    }
+
+    /// Writes queued output until empty or `WouldBlock`; resumes reading a
+    /// connection paused by backpressure once its queue is back under budget.
     fn flush(&mut self, t: Token, _now: Instant) {
+        let budget = self.config.max_backpressure;
         let Some(c) = self.client_mut(t) else { return };
         loop {
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 let n = c.proto.fill_output(&mut slices);
                 if n == 0 {
-                    return;
+                    break;
                 }
                 c.stream.write_vectored(&slices[..n])
             };
@@ -311,13 +470,20 @@ impl Server {
                     return;
                 }
                 Ok(n) => c.proto.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("{}: write: {e}", c.peer);
                     c.proto.abort();
                     return;
                 }
+            }
+        }
+        if c.read_paused && c.proto.output_len() <= budget {
+            c.read_paused = false;
+            if !c.read_pending {
+                c.read_pending = true;
+                self.ready.push(t);
             }
         }
     }
@@ -375,6 +541,9 @@ impl Server {
         self.free.push(index);
         self.open -= 1;
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(id) = c.room {
+            self.leave(id, t);
+        }
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
         if c.proto.is_handshaking() && c.path.is_empty() {
             debug!("{}: closed before upgrade", c.peer);

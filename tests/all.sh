@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Installs what it needs (a Python venv with
-# kosoku under .venv) by itself.
+# The whole test suite, as CI runs it. Installs what it needs by itself (a Python
+# venv with kosoku under .venv; Debian's chromium and chromium-driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
 tests/autobahn.sh
+tests/browser.sh

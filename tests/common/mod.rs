@@ -78,6 +78,15 @@ impl Client {
         }
     }
 
+    /// A client on an already connected socket (e.g. a clone of another
+    /// client's socket, to read and write from two threads).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and completes the opening handshake, checking the 101.
     pub fn connect(addr: SocketAddr, path: &str) -> Client {
         let mut c = Client::raw(addr);

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Headless Chromium end-to-end test of the built-in page. Installs Debian's
+# chromium and chromium-driver when they are missing (needs root, as in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+cargo build --release --quiet
+timeout 180 python3 tests/browser.py target/release/echocast

@@ -1,0 +1,355 @@
+//! echocast-bench: a single-threaded load generator for WebSocket servers.
+//!
+//! Scenarios implemented so far: `broadcast` (1 publisher + C subscribers of a
+//! room, deliveries/s, fails on any missed or reordered message) and `idle` (hold
+//! C idle connections, report the server's RSS per connection). With
+//! `--server-pid` it also reports the server's CPU time per operation, read from
+//! /proc (on a 2-core loopback box that is the figure that compares servers).
+//! Prints a human table, then one JSON line.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use echocast::proto::FrameHeader;
+
+#[derive(Parser)]
+#[command(
+    name = "echocast-bench",
+    about = "Load generator for WebSocket servers"
+)]
+struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One publisher and C subscribers of one room; the publisher keeps at most
+    /// WINDOW messages not yet received by every subscriber.
+    Broadcast {
+        /// Server address and room path
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/broadcast/bench")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 1000)]
+        subscribers: usize,
+        /// Payload bytes per message (at least 8: a sequence number)
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Seconds to measure
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Hold C idle connections and report the server's RSS per connection.
+    Idle {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long)]
+        server_pid: u32,
+    },
+}
+
+/// Opens a WebSocket with a blocking handshake; returns the socket and any
+/// bytes that followed the 101.
+fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, Vec<u8>)> {
+    let mut s = StdStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = s.read(&mut tmp)?;
+        if n == 0 {
+            return Err(io::Error::other("EOF during handshake"));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                return Err(io::Error::other(format!(
+                    "handshake refused: {}",
+                    String::from_utf8_lossy(&buf[..p])
+                )));
+            }
+            return Ok((s, buf[p + 4..].to_vec()));
+        }
+    }
+}
+
+/// Server CPU time (user + system, all threads) in nanoseconds.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let p = t.ok()?.path().join("schedstat");
+        let s = std::fs::read_to_string(p).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .ok()
+}
+
+struct Sub {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    next: u64,
+}
+
+fn masked_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let h = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode: 2,
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
+    let (b, n) = h.encode();
+    let mut f = b[..n].to_vec();
+    f.extend(payload.iter().enumerate().map(|(i, x)| x ^ key[i % 4]));
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+fn broadcast(
+    addr: SocketAddr,
+    path: &str,
+    subscribers: usize,
+    size: usize,
+    window: usize,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<(), String> {
+    let size = size.max(8);
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut subs = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let (s, rest) = handshake(addr, path).map_err(|e| format!("subscriber {i}: {e}"))?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(s);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        subs.push(Sub {
+            stream,
+            buf: rest,
+            next: 0,
+        });
+    }
+    // The publisher is a member too; it reads (and checks) its own copy.
+    let (p, rest) = handshake(addr, path).map_err(|e| format!("publisher: {e}"))?;
+    p.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let pub_token = Token(subscribers);
+    let mut publisher = Sub {
+        stream: TcpStream::from_std(p),
+        buf: rest,
+        next: 0,
+    };
+    poll.registry()
+        .register(
+            &mut publisher.stream,
+            pub_token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(|e| e.to_string())?;
+
+    let key = [0x5a, 0x17, 0xc3, 0x9e];
+    let template = masked_frame(&vec![b'x'; size], key);
+    let hdr_len = template.len() - size;
+    let mut out: Vec<u8> = Vec::new();
+    // received[i]: how many subscribers have message base + i.
+    let mut received: VecDeque<usize> = VecDeque::new();
+    let mut base: u64 = 0;
+    let mut sent: u64 = 0;
+    let mut deliveries: u64 = 0;
+    let mut read_buf = vec![0u8; 256 * 1024];
+    let mut events = Events::with_capacity(1024);
+    let total = subscribers + 1;
+
+    let start = Instant::now();
+    let cpu0 = pid.and_then(cpu_ns);
+    let end = start + Duration::from_secs_f64(duration);
+    while Instant::now() < end {
+        // Publish while the window allows.
+        while sent < base + window as u64 && out.len() < 1 << 20 {
+            let mut f = template.clone();
+            let seq = sent.to_be_bytes();
+            for i in 0..8 {
+                f[hdr_len + i] = seq[i] ^ key[i % 4];
+            }
+            out.extend_from_slice(&f);
+            received.push_back(0);
+            sent += 1;
+        }
+        while !out.is_empty() {
+            match publisher.stream.write(&out) {
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("publisher write: {e}")),
+            }
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let s = if i == subscribers {
+                &mut publisher
+            } else {
+                &mut subs[i]
+            };
+            loop {
+                match s.stream.read(&mut read_buf) {
+                    Ok(0) => return Err(format!("connection {i} closed by the server")),
+                    Ok(n) => s.buf.extend_from_slice(&read_buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("connection {i}: {e}")),
+                }
+            }
+            let mut pos = 0;
+            while let Ok(Some((h, n))) = FrameHeader::decode(&s.buf[pos..]) {
+                let end = pos + n + h.payload_len as usize;
+                if s.buf.len() < end {
+                    break;
+                }
+                if h.opcode == 8 {
+                    return Err(format!("connection {i} got a close frame"));
+                }
+                let p = &s.buf[pos + n..end];
+                if h.payload_len as usize != size {
+                    return Err(format!("connection {i}: wrong size {}", h.payload_len));
+                }
+                let seq = u64::from_be_bytes(p[..8].try_into().unwrap());
+                if seq != s.next {
+                    return Err(format!(
+                        "connection {i}: got message {seq}, expected {} (missed or reordered)",
+                        s.next
+                    ));
+                }
+                s.next += 1;
+                received[(seq - base) as usize] += 1;
+                if i != subscribers {
+                    deliveries += 1;
+                }
+                pos = end;
+            }
+            s.buf.drain(..pos);
+        }
+        while received.front() == Some(&total) {
+            received.pop_front();
+            base += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64),
+        _ => None,
+    };
+    let rate = deliveries as f64 / elapsed;
+    let cpu_per = cpu.map(|c| c / deliveries as f64);
+    println!("scenario     broadcast");
+    println!("subscribers  {subscribers}");
+    println!("size         {size} B");
+    println!("window       {window}");
+    println!("messages     {base} fully delivered");
+    println!("deliveries   {deliveries} in {elapsed:.2} s = {rate:.0}/s");
+    if let Some(c) = cpu_per {
+        println!("server CPU   {c:.0} ns per delivery");
+    }
+    println!(
+        "{{\"scenario\":\"broadcast\",\"subscribers\":{subscribers},\"size\":{size},\"window\":{window},\
+         \"seconds\":{elapsed:.3},\"messages\":{base},\"deliveries\":{deliveries},\
+         \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}}}",
+        cpu_per.map_or("null".into(), |c| format!("{c:.1}"))
+    );
+    Ok(())
+}
+
+fn idle(addr: SocketAddr, path: &str, connections: usize, pid: u32) -> Result<(), String> {
+    let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
+    let cpu0 = cpu_ns(pid);
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        held.push(handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?);
+    }
+    // Let the server settle, then measure.
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu_mid = cpu_ns(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu_end = cpu_ns(pid);
+    let after = rss_kib(pid).ok_or("cannot read the server's RSS")?;
+    let per = (after.saturating_sub(before) as f64 * 1024.0) / connections as f64;
+    let idle_cpu = match (cpu_mid, cpu_end) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / 2e9 * 100.0),
+        _ => None,
+    };
+    let _ = cpu0;
+    println!("scenario     idle");
+    println!("connections  {connections}");
+    println!("server RSS   {before} KiB before, {after} KiB after");
+    println!("per conn     {per:.0} B");
+    if let Some(c) = idle_cpu {
+        println!("idle CPU     {c:.2} % of one core");
+    }
+    println!(
+        "{{\"scenario\":\"idle\",\"connections\":{connections},\"rss_before_kib\":{before},\
+         \"rss_after_kib\":{after},\"rss_bytes_per_connection\":{per:.0},\"idle_cpu_percent\":{}}}",
+        idle_cpu.map_or("null".into(), |c| format!("{c:.3}"))
+    );
+    drop(held);
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let r = match args.scenario {
+        Scenario::Broadcast {
+            addr,
+            path,
+            subscribers,
+            size,
+            window,
+            duration,
+            server_pid,
+        } => broadcast(addr, &path, subscribers, size, window, duration, server_pid),
+        Scenario::Idle {
+            addr,
+            path,
+            connections,
+            server_pid,
+        } => idle(addr, &path, connections, server_pid),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echocast-bench: FAILED: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -23,6 +23,12 @@ pub struct Config {
     pub max_backpressure: usize,
     /// Serve the built-in page on a plain `GET /`.
     pub page: bool,
+    /// Connections admitted at once; over it a new connection gets 503 and is
+    /// closed. `None`: no limit but the process's file descriptors.
+    pub max_connections: Option<usize>,
+    /// Origins allowed to connect (exact, ASCII case-insensitive). Empty: any.
+    /// Requests without an `Origin` header (non-browser clients) are allowed.
+    pub allow_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -33,6 +39,8 @@ impl Default for Config {
             mode: Mode::Echo,
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
             page: true,
+            max_connections: None,
+            allow_origins: Vec::new(),
         }
     }
 }

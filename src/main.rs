@@ -1,6 +1,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -48,6 +49,50 @@ struct Args {
     /// Do not serve the built-in page on GET / (answer 426 like any other path)
     #[arg(long)]
     no_page: bool,
+
+    /// Time allowed to send a complete request head (e.g. 10s, 500ms)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+
+    /// After our close frame (or an HTTP error answer), time the peer has to close
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    close_timeout: Duration,
+
+    /// Send a ping when nothing arrived for this long (off by default)
+    #[arg(long, value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+
+    /// Close with 1001 when nothing, not even a pong, arrived for this long (off by default)
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+
+    /// Connections at once; over it new connections get HTTP 503 (default: no limit)
+    #[arg(long)]
+    max_connections: Option<usize>,
+
+    /// Allow only this Origin (repeatable; default: any). Others get 403;
+    /// requests without Origin (non-browser clients) are allowed
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+}
+
+/// "10", "10s", "500ms", "2m" (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -57,7 +102,10 @@ fn main() -> ExitCode {
         listen: args.listen,
         limits: Limits {
             max_message_size: args.max_message_size,
-            ..Limits::default()
+            handshake_timeout: args.handshake_timeout,
+            close_timeout: args.close_timeout,
+            ping_interval: args.ping_interval,
+            idle_timeout: args.idle_timeout,
         },
         mode: match args.mode {
             ModeArg::Echo => Mode::Echo,
@@ -65,6 +113,8 @@ fn main() -> ExitCode {
         },
         max_backpressure: args.max_backpressure,
         page: !args.no_page,
+        max_connections: args.max_connections,
+        allow_origins: args.allow_origins,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,
@@ -73,6 +123,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = server.handle_signals() {
+        eprintln!("echocast: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     let addr = match server.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -86,6 +140,7 @@ fn main() -> ExitCode {
     drop(out);
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => ExitCode::from(130),
         Err(e) => {
             eprintln!("echocast: {e}");
             ExitCode::FAILURE

@@ -333,3 +333,52 @@ fn refused_handshakes_answer_with_http() {
         assert_eq!(conn.poll_transport(), TransportAction::ShutdownWrite);
     }
 }
+
+#[test]
+fn keepalive_pings_when_quiet_and_idle_timeout_closes_with_1001() {
+    let limits = Limits {
+        ping_interval: Some(Duration::from_secs(10)),
+        idle_timeout: Some(Duration::from_secs(25)),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.feed(upgrade_request("/").as_bytes());
+    let t0 = h.now;
+    assert_eq!(h.conn.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    // Traffic pushes the ping back.
+    h.now = t0 + Duration::from_secs(5);
+    h.feed(&text("hi"));
+    assert_eq!(h.conn.poll_timeout(), Some(t0 + Duration::from_secs(15)));
+    h.now = t0 + Duration::from_secs(15);
+    h.conn.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(
+        h.frames().last().unwrap().1,
+        9,
+        "a ping after 10 s of quiet"
+    );
+    // Still quiet: another ping 10 s later, then the idle timeout 25 s after the
+    // last bytes arrived.
+    assert_eq!(h.conn.poll_timeout(), Some(t0 + Duration::from_secs(25)));
+    h.now = t0 + Duration::from_secs(25);
+    h.conn.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(h.frames().iter().filter(|f| f.1 == 9).count(), 2);
+    h.now = t0 + Duration::from_secs(30);
+    h.conn.handle_timeout(h.now);
+    h.pump();
+    assert_eq!(h.close_code_sent(), Some(1001));
+    // A pong would have counted as activity.
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_secs(25)),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    h.feed(upgrade_request("/").as_bytes());
+    h.now += Duration::from_secs(20);
+    h.feed(&client_frame(true, 10, b"", [1, 2, 3, 4]));
+    h.now += Duration::from_secs(20);
+    h.conn.handle_timeout(h.now);
+    h.pump();
+    assert!(h.conn.is_open());
+}

@@ -40,6 +40,11 @@ pub struct Limits {
     /// Time allowed, after our close frame or a refused handshake, for the peer to
     /// answer and close before the socket is dropped.
     pub close_timeout: Duration,
+    /// Keepalive: send a ping when nothing arrived for this long (and again every
+    /// interval while it stays quiet).
+    pub ping_interval: Option<Duration>,
+    /// Close with 1001 when nothing at all (not even a pong) arrived for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -48,6 +53,8 @@ impl Default for Limits {
             max_message_size: 64 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            ping_interval: None,
+            idle_timeout: None,
         }
     }
 }
@@ -114,7 +121,13 @@ struct Frame {
 pub struct Connection {
     state: State,
     limits: Limits,
+    /// The handshake or closing deadline (the open state's timers are derived
+    /// from `last_rx` and `last_ping`).
     deadline: Option<Instant>,
+    /// When bytes last arrived.
+    last_rx: Instant,
+    /// When we last sent a keepalive ping.
+    last_ping: Option<Instant>,
     /// Request bytes (while `Handshake`), then bytes that followed the request head
     /// (while `Decide`).
     pending: Vec<u8>,
@@ -146,6 +159,8 @@ impl Connection {
         Connection {
             state: State::Handshake,
             deadline: Some(now + limits.handshake_timeout),
+            last_rx: now,
+            last_ping: None,
             limits,
             pending: Vec::new(),
             accept: None,
@@ -170,6 +185,9 @@ impl Connection {
 
     /// Feeds bytes read from the peer.
     pub fn receive(&mut self, data: &[u8], now: Instant) {
+        if !data.is_empty() {
+            self.last_rx = now;
+        }
         match self.state {
             State::Handshake => self.receive_request(data, now),
             State::Decide => self.pending.extend_from_slice(data),
@@ -198,6 +216,15 @@ impl Connection {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Open {
+            if self.idle_due().is_some_and(|d| now >= d) {
+                self.close(CloseCode::GOING_AWAY, "idle timeout", now);
+            } else if self.ping_due().is_some_and(|d| now >= d) {
+                self.last_ping = Some(now);
+                self.queue_frame(OpCode::Ping, Chunk::Owned(Vec::new()));
+            }
+            return;
+        }
         if let Some(d) = self.deadline {
             if now >= d {
                 self.deadline = None;
@@ -346,7 +373,22 @@ impl Connection {
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Open {
+            return match (self.idle_due(), self.ping_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         self.deadline
+    }
+
+    fn idle_due(&self) -> Option<Instant> {
+        Some(self.last_rx + self.limits.idle_timeout?)
+    }
+
+    fn ping_due(&self) -> Option<Instant> {
+        let quiet_since = self.last_ping.map_or(self.last_rx, |p| p.max(self.last_rx));
+        Some(quiet_since + self.limits.ping_interval?)
     }
 
     /// What to do with the socket now (see [`TransportAction`]).

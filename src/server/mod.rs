@@ -26,7 +26,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::handler::{self, Route};
-use crate::proto::handshake::http_response;
+use crate::proto::handshake::{http_response, Request};
 use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, TransportAction};
 
 /// The page served on a plain `GET /` (see `--no-page`).
@@ -34,6 +34,9 @@ pub const PAGE: &str = include_str!("../page.html");
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Size of the one read buffer the whole loop shares.
 const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per loop turn before others get their turn.
@@ -58,6 +61,8 @@ struct Client {
     path: String,
     /// Set when the upgrade is accepted.
     room: Option<usize>,
+    /// Counted against `--max-connections` (not refused with 503).
+    admitted: bool,
     /// Not read because its unsent output is over the budget (echo backpressure).
     read_paused: bool,
     /// Has output queued by another connection's message, to write this turn.
@@ -95,7 +100,14 @@ pub struct Server {
     read_buf: Vec<u8>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// Sockets held, and of those the ones admitted (not refused with 503).
     open: usize,
+    admitted: usize,
+    /// Accepting is paused until then (out of file descriptors).
+    accept_paused_until: Option<Instant>,
+    /// Logged the current run of accept failures already.
+    accept_failing: bool,
 }
 
 impl Server {
@@ -128,7 +140,11 @@ impl Server {
             read_buf: vec![0; READ_BUF],
             stop: Arc::new(AtomicBool::new(false)),
             waker,
+            signals: None,
             open: 0,
+            admitted: 0,
+            accept_paused_until: None,
+            accept_failing: false,
         })
     }
 
@@ -141,6 +157,19 @@ impl Server {
         (self.stop.clone(), self.waker.clone())
     }
 
+    /// Makes SIGINT and SIGTERM stop the server gracefully (as
+    /// [`ServerHandle::stop`] does); a second signal makes [`Server::run`] return
+    /// an `Interrupted` error at once. For the command line, not for embedding.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
     /// Runs until stopped. On stop, every open connection is sent close 1001 and
     /// given the close timeout to answer before the loop returns.
     pub fn run(&mut self) -> io::Result<()> {
@@ -148,6 +177,10 @@ impl Server {
         let mut stopping: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
             if stopping.is_none() && self.stop.load(Ordering::Acquire) {
                 stopping = Some(now + self.config.limits.close_timeout);
                 self.begin_shutdown(now)?;
@@ -162,10 +195,10 @@ impl Server {
                 Some(Duration::ZERO)
             } else {
                 let next = self.timers.peek().map(|Reverse((t, _))| *t);
-                let next = match (next, stopping) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let next = [next, stopping, self.accept_paused_until]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 next.map(|t| t.saturating_duration_since(now))
             };
             match self.poll.poll(&mut events, timeout) {
@@ -178,6 +211,23 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
+                    SIGNALS => {
+                        let count = match self.signals.as_mut() {
+                            Some(s) => s.pending().count(),
+                            None => 0,
+                        };
+                        if count > 0 && stopping.is_some() || count > 1 {
+                            warn!("second signal: exiting at once");
+                            return Err(io::Error::new(
+                                io::ErrorKind::Interrupted,
+                                "second signal",
+                            ));
+                        }
+                        if count > 0 {
+                            info!("signal received: shutting down (again to exit at once)");
+                            self.stop.store(true, Ordering::Release);
+                        }
+                    }
                     t => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(t, now);
@@ -218,19 +268,34 @@ impl Server {
     }
 
     fn accept(&mut self, now: Instant) {
-        if self.stop.load(Ordering::Acquire) {
+        if self.stop.load(Ordering::Acquire) || self.accept_paused_until.is_some() {
             return;
         }
         loop {
             match self.listener.accept() {
-                Ok((stream, peer)) => self.add(stream, peer, now),
+                Ok((stream, peer)) => {
+                    self.accept_failing = false;
+                    self.add(stream, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient_accept_error(&e) => {
                     debug!("accept: {e}");
                     continue;
                 }
                 Err(e) => {
-                    warn!("accept failed: {e}");
+                    // Out of file descriptors (EMFILE/ENFILE) or memory: the
+                    // pending connection stays in the backlog and the listener
+                    // would report it again at once. Pause instead of spinning.
+                    if !self.accept_failing {
+                        warn!(
+                            "accept failed: {e}; pausing accept, retrying every {} ms \
+                             ({} connections open)",
+                            ACCEPT_PAUSE.as_millis(),
+                            self.open
+                        );
+                        self.accept_failing = true;
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }
             }
@@ -257,10 +322,22 @@ impl Server {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let mut proto = Connection::new(self.config.limits.clone(), now);
+        let overloaded = self
+            .config
+            .max_connections
+            .is_some_and(|max| self.admitted >= max);
+        if overloaded {
+            info!("{peer}: 503, at --max-connections");
+            proto.reject(HandshakeError::Overloaded, now);
+        } else {
+            self.admitted += 1;
+        }
         slot.client = Some(Client {
             stream,
             peer,
-            proto: Connection::new(self.config.limits.clone(), now),
+            admitted: !overloaded,
+            proto,
             path: String::new(),
             room: None,
             read_paused: false,
@@ -320,7 +397,7 @@ impl Server {
                 return;
             };
             match event {
-                Event::Upgrade(req) => self.open(t, req.path, now),
+                Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
                 Event::Message { kind, data } => match c.room {
                     None => handler::echo(&mut c.proto, kind, data),
@@ -330,7 +407,26 @@ impl Server {
         }
     }
 
-    fn open(&mut self, t: Token, path: String, now: Instant) {
+    fn open(&mut self, t: Token, req: Request, now: Instant) {
+        if !self.config.allow_origins.is_empty() {
+            let allowed = req.origin.as_deref().is_none_or(|o| {
+                self.config
+                    .allow_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+            if !allowed {
+                let Some(c) = self.client_mut(t) else { return };
+                info!(
+                    "{}: 403, origin {:?} not allowed",
+                    c.peer,
+                    req.origin.unwrap_or_default()
+                );
+                c.proto.reject(HandshakeError::ForbiddenOrigin, now);
+                return;
+            }
+        }
+        let path = req.path;
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t)),
@@ -501,10 +597,13 @@ impl Server {
             TransportAction::Close => return self.remove(t),
         }
         let Some(c) = self.client_mut(t) else { return };
-        let deadline = c.proto.poll_timeout();
-        if deadline != c.scheduled {
-            c.scheduled = deadline;
-            if let Some(d) = deadline {
+        // A deadline that moved later (traffic pushing an idle timer back) keeps
+        // its heap entry: when that fires, the core says nothing is due and the
+        // entry is re-armed. Only an earlier deadline adds an entry, so the heap
+        // does not grow with every message.
+        if let Some(d) = c.proto.poll_timeout() {
+            if c.scheduled.is_none_or(|s| d < s) {
+                c.scheduled = Some(d);
                 self.timers.push(Reverse((d, t)));
             }
         }
@@ -540,6 +639,9 @@ impl Server {
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(index);
         self.open -= 1;
+        if c.admitted {
+            self.admitted -= 1;
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(id) = c.room {
             self.leave(id, t);

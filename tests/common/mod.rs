@@ -2,8 +2,9 @@
 //! blocking std socket, and frame builders for sans-IO conversations.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use echocast::proto::handshake::accept_key;
@@ -186,4 +187,58 @@ impl Client {
             }
         }
     }
+}
+
+/// The echocast binary on 127.0.0.1:0 with extra arguments, and its address.
+pub fn spawn_binary(args: &[&str]) -> (Child, SocketAddr) {
+    spawn_command(Command::new(env!("CARGO_BIN_EXE_echocast")).args(args))
+}
+
+/// Runs a command that prints `listening on ws://ADDR` first (it gets
+/// `--listen 127.0.0.1:0` appended).
+pub fn spawn_command(cmd: &mut Command) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ws://")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    (child, addr.parse().unwrap())
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap()
+}
+
+/// CPU time (user + system) of a process in clock ticks, from /proc.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3) here.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A fresh client gets its echo: the server is alive and serving.
+pub fn assert_serving(addr: SocketAddr) {
+    let mut c = Client::connect(addr, "/");
+    c.send_text("still there?");
+    assert_eq!(c.expect_text(), "still there?");
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs by itself (a Python
-# venv with kosoku under .venv; Debian's chromium and chromium-driver).
+# venv with kosoku under .venv; Debian's chromium and chromium-driver;
+# cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -8,3 +9,4 @@ cargo clippy --all-targets -- -D warnings
 cargo test
 tests/autobahn.sh
 tests/browser.sh
+tests/fuzz.sh

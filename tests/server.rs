@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use common::*;
 use echocast::proto::Limits;
 use echocast::Config;
@@ -224,21 +221,8 @@ fn stop_sends_going_away() {
 
 #[test]
 fn binary_prints_its_address_and_serves() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echocast"))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ws://")
-        .unwrap_or_else(|| panic!("{line:?}"));
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    // `spawn_binary` reads the one stdout line `listening on ws://ADDR`.
+    let (mut child, addr) = spawn_binary(&[]);
     assert_ne!(addr.port(), 0);
     let mut c = Client::connect(addr, "/");
     c.send_text("from the binary");

@@ -92,6 +92,8 @@ fuzz_target!(|data: &[u8]| {
     input.extend_from_slice(body);
     let limits = Limits {
         max_message_size: 4096,
+        ping_interval: Some(Duration::from_secs(3)),
+        idle_timeout: Some(Duration::from_secs(15)),
         ..Limits::default()
     };
     let mut now = Instant::now();

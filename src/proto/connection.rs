@@ -41,9 +41,10 @@ pub struct Limits {
     /// answer and close before the socket is dropped.
     pub close_timeout: Duration,
     /// Keepalive: send a ping when nothing arrived for this long (and again every
-    /// interval while it stays quiet).
+    /// interval while it stays quiet). `None` or zero: off.
     pub ping_interval: Option<Duration>,
-    /// Close with 1001 when nothing at all (not even a pong) arrived for this long.
+    /// Close with 1001 when nothing at all (not even a pong) arrived for this
+    /// long. `None` or zero: off.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -382,13 +383,15 @@ impl Connection {
         self.deadline
     }
 
+    // A zero interval means "off" (it could never be satisfied).
     fn idle_due(&self) -> Option<Instant> {
-        Some(self.last_rx + self.limits.idle_timeout?)
+        let t = self.limits.idle_timeout.filter(|d| !d.is_zero())?;
+        Some(self.last_rx + t)
     }
 
     fn ping_due(&self) -> Option<Instant> {
         let quiet_since = self.last_ping.map_or(self.last_rx, |p| p.max(self.last_rx));
-        Some(quiet_since + self.limits.ping_interval?)
+        Some(quiet_since + self.limits.ping_interval.filter(|d| !d.is_zero())?)
     }
 
     /// What to do with the socket now (see [`TransportAction`]).

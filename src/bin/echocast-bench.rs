@@ -293,7 +293,6 @@ fn broadcast(
 
 fn idle(addr: SocketAddr, path: &str, connections: usize, pid: u32) -> Result<(), String> {
     let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
-    let cpu0 = cpu_ns(pid);
     let mut held = Vec::with_capacity(connections);
     for i in 0..connections {
         held.push(handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?);
@@ -309,7 +308,6 @@ fn idle(addr: SocketAddr, path: &str, connections: usize, pid: u32) -> Result<()
         (Some(a), Some(b)) => Some((b - a) as f64 / 2e9 * 100.0),
         _ => None,
     };
-    let _ = cpu0;
     println!("scenario     idle");
     println!("connections  {connections}");
     println!("server RSS   {before} KiB before, {after} KiB after");

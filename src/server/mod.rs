@@ -233,9 +233,9 @@ impl Server {
                             self.read(t, now);
                         }
                         if event.is_writable() {
-                            self.flush(t, now);
+                            self.flush(t);
                         }
-                        self.settle(t, now);
+                        self.settle(t);
                     }
                 }
             }
@@ -244,14 +244,14 @@ impl Server {
                     if c.read_pending {
                         c.read_pending = false;
                         self.read(t, now);
-                        self.settle(t, now);
+                        self.settle(t);
                     }
                 }
             }
             for t in std::mem::take(&mut self.dirty) {
                 if let Some(c) = self.client_mut(t) {
                     c.dirty = false;
-                    self.settle(t, now);
+                    self.settle(t);
                 }
             }
             self.run_timers(now);
@@ -347,7 +347,7 @@ impl Server {
         });
         self.open += 1;
         debug!("{peer}: accepted");
-        self.settle(t, now);
+        self.settle(t);
     }
 
     /// Reads until `WouldBlock` or the per-turn budget, handling events as they come.
@@ -488,7 +488,7 @@ impl Server {
                 continue;
             };
             if c.proto.output_len() > budget {
-                self.flush(m, now);
+                self.flush(m);
                 let Some(c) = self.client_mut(m) else {
                     continue;
                 };
@@ -548,7 +548,7 @@ impl Server {
 
     /// Writes queued output until empty or `WouldBlock`; resumes reading a
     /// connection paused by backpressure once its queue is back under budget.
-    fn flush(&mut self, t: Token, _now: Instant) {
+    fn flush(&mut self, t: Token) {
         let budget = self.config.max_backpressure;
         let Some(c) = self.client_mut(t) else { return };
         loop {
@@ -586,8 +586,8 @@ impl Server {
 
     /// After any input: write what is queued, apply the transport action, re-arm
     /// the timer.
-    fn settle(&mut self, t: Token, now: Instant) {
-        self.flush(t, now);
+    fn settle(&mut self, t: Token) {
+        self.flush(t);
         let Some(c) = self.client_mut(t) else { return };
         match c.proto.poll_transport() {
             TransportAction::None => {}
@@ -623,7 +623,7 @@ impl Server {
             }
             c.scheduled = None;
             c.proto.handle_timeout(now);
-            self.settle(t, now);
+            self.settle(t);
         }
     }
 
@@ -682,7 +682,7 @@ impl Server {
                 c.proto
                     .close(CloseCode::GOING_AWAY, "server shutting down", now);
             }
-            self.settle(t, now);
+            self.settle(t);
         }
         Ok(())
     }

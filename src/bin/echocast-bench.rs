@@ -1,8 +1,10 @@
 //! echocast-bench: a single-threaded load generator for WebSocket servers.
 //!
-//! Scenarios implemented so far: `broadcast` (1 publisher + C subscribers of a
-//! room, deliveries/s, fails on any missed or reordered message) and `idle` (hold
-//! C idle connections, report the server's RSS per connection). With
+//! Scenarios implemented so far: `echo` (C connections, P messages in flight
+//! each; messages/s, MB/s, latency; every echo is checked byte for byte),
+//! `broadcast` (1 publisher + C subscribers of a room, deliveries/s, fails on
+//! any missed or reordered message) and `idle` (hold C idle connections, report
+//! the server's RSS per connection). With
 //! `--server-pid` it also reports the server's CPU time per operation, read from
 //! /proc (on a 2-core loopback box that is the figure that compares servers).
 //! Prints a human table, then one JSON line.
@@ -46,6 +48,29 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         window: usize,
         /// Seconds to measure
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// C connections each keeping P messages in flight (P = 1: ping-pong);
+    /// every echo is compared with what was sent.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 100)]
+        connections: usize,
+        /// Payload bytes per message
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        /// Messages in flight per connection
+        #[arg(long, short = 'p', default_value_t = 1)]
+        pipeline: usize,
+        /// Text messages instead of binary
+        #[arg(long)]
+        text: bool,
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
         #[arg(long)]
@@ -122,10 +147,14 @@ struct Sub {
 }
 
 fn masked_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    masked_frame_op(2, payload, key)
+}
+
+fn masked_frame_op(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let h = FrameHeader {
         fin: true,
         rsv: 0,
-        opcode: 2,
+        opcode,
         mask: Some(key),
         payload_len: payload.len() as u64,
     };
@@ -291,6 +320,183 @@ fn broadcast(
     Ok(())
 }
 
+/// The payload of message `seq`: its number in ASCII digits, then filler, so
+/// text and binary both carry it and every echo can be checked exactly.
+fn echo_payload(seq: u64, size: usize) -> Vec<u8> {
+    let digits = format!("{seq:020}");
+    let mut p = vec![b'e'; size];
+    let n = size.min(20);
+    p[..n].copy_from_slice(&digits.as_bytes()[20 - n..]);
+    p
+}
+
+struct EchoConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    sent: u64,
+    received: u64,
+    sent_at: VecDeque<Instant>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn echo(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    size: usize,
+    pipeline: usize,
+    text: bool,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<(), String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let (s, rest) = handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(s);
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| e.to_string())?;
+        conns.push(EchoConn {
+            stream,
+            buf: rest,
+            out: Vec::new(),
+            sent: 0,
+            received: 0,
+            sent_at: VecDeque::new(),
+        });
+    }
+    let opcode = if text { 1 } else { 2 };
+    let key = [0x3c, 0x91, 0x07, 0xe2];
+    // Masked once; only the sequence digits are re-masked per message.
+    let template = masked_frame_op(opcode, &echo_payload(0, size), key);
+    let hdr_len = template.len() - size;
+    let digits = size.min(20);
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut read_buf = vec![0u8; 256 * 1024];
+    let mut events = Events::with_capacity(1024);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(duration);
+    let cpu0 = pid.and_then(cpu_ns);
+    let mut total: u64 = 0;
+
+    let top_up = |c: &mut EchoConn, now: Instant| -> Result<(), String> {
+        while c.sent - c.received < pipeline as u64 {
+            let p = echo_payload(c.sent, size);
+            let start = c.out.len();
+            c.out.extend_from_slice(&template);
+            for i in 0..digits {
+                c.out[start + hdr_len + i] = p[i] ^ key[i % 4];
+            }
+            c.sent += 1;
+            c.sent_at.push_back(now);
+        }
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        Ok(())
+    };
+    let now = Instant::now();
+    for c in conns.iter_mut() {
+        top_up(c, now)?;
+    }
+    while Instant::now() < end {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            loop {
+                match c.stream.read(&mut read_buf) {
+                    Ok(0) => return Err(format!("connection {i} closed by the server")),
+                    Ok(n) => c.buf.extend_from_slice(&read_buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("connection {i}: {e}")),
+                }
+            }
+            let mut pos = 0;
+            while let Ok(Some((h, n))) = FrameHeader::decode(&c.buf[pos..]) {
+                let fend = pos + n + h.payload_len as usize;
+                if c.buf.len() < fend {
+                    break;
+                }
+                if h.opcode != opcode || !h.fin || h.payload_len as usize != size {
+                    return Err(format!(
+                        "connection {i}: unexpected frame (opcode {}, {} bytes)",
+                        h.opcode, h.payload_len
+                    ));
+                }
+                let expect = echo_payload(c.received, size);
+                let got = &c.buf[pos + n..fend];
+                // The digits always; the whole payload for one message in 64.
+                let checked = if c.received % 64 == 0 { size } else { digits };
+                if got[..checked] != expect[..checked] {
+                    return Err(format!(
+                        "connection {i}: echo {} differs from what was sent",
+                        c.received
+                    ));
+                }
+                c.received += 1;
+                total += 1;
+                let t0 = c.sent_at.pop_front().expect("sent before received");
+                latencies.push(now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
+                pos = fend;
+            }
+            c.buf.drain(..pos);
+            top_up(c, now)?;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64 / total as f64),
+        _ => None,
+    };
+    latencies.sort_unstable();
+    let pct = |q: f64| -> u32 {
+        if latencies.is_empty() {
+            0
+        } else {
+            latencies[((latencies.len() - 1) as f64 * q) as usize]
+        }
+    };
+    let rate = total as f64 / elapsed;
+    let mbps = rate * size as f64 / 1e6;
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    println!("scenario     echo");
+    println!("connections  {connections}");
+    println!(
+        "size         {size} B {}",
+        if text { "text" } else { "binary" }
+    );
+    println!("pipeline     {pipeline}");
+    println!("messages     {total} in {elapsed:.2} s = {rate:.0}/s, {mbps:.1} MB/s");
+    println!("latency      p50 {p50} us, p99 {p99} us");
+    if let Some(c) = cpu {
+        println!("server CPU   {c:.0} ns per message");
+    }
+    println!(
+        "{{\"scenario\":\"echo\",\"connections\":{connections},\"size\":{size},\"text\":{text},\
+         \"pipeline\":{pipeline},\"seconds\":{elapsed:.3},\"messages\":{total},\
+         \"messages_per_sec\":{rate:.0},\"mb_per_sec\":{mbps:.2},\"latency_p50_us\":{p50},\
+         \"latency_p99_us\":{p99},\"server_cpu_ns_per_message\":{}}}",
+        cpu.map_or("null".into(), |c| format!("{c:.1}"))
+    );
+    Ok(())
+}
+
 fn idle(addr: SocketAddr, path: &str, connections: usize, pid: u32) -> Result<(), String> {
     let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
     let mut held = Vec::with_capacity(connections);
@@ -342,6 +548,25 @@ fn main() -> std::process::ExitCode {
             connections,
             server_pid,
         } => idle(addr, &path, connections, server_pid),
+        Scenario::Echo {
+            addr,
+            path,
+            connections,
+            size,
+            pipeline,
+            text,
+            duration,
+            server_pid,
+        } => echo(
+            addr,
+            &path,
+            connections,
+            size,
+            pipeline,
+            text,
+            duration,
+            server_pid,
+        ),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

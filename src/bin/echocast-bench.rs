@@ -146,6 +146,23 @@ struct Sub {
     next: u64,
 }
 
+/// Reads until `WouldBlock`, appending to `into`; EOF is an error (servers under
+/// test must not close).
+fn read_available(
+    stream: &mut TcpStream,
+    into: &mut Vec<u8>,
+    scratch: &mut [u8],
+) -> io::Result<()> {
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return Err(io::Error::other("closed by the server")),
+            Ok(n) => into.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn masked_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     masked_frame_op(2, payload, key)
 }
@@ -253,14 +270,8 @@ fn broadcast(
             } else {
                 &mut subs[i]
             };
-            loop {
-                match s.stream.read(&mut read_buf) {
-                    Ok(0) => return Err(format!("connection {i} closed by the server")),
-                    Ok(n) => s.buf.extend_from_slice(&read_buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(format!("connection {i}: {e}")),
-                }
-            }
+            read_available(&mut s.stream, &mut s.buf, &mut read_buf)
+                .map_err(|e| format!("connection {i}: {e}"))?;
             let mut pos = 0;
             while let Ok(Some((h, n))) = FrameHeader::decode(&s.buf[pos..]) {
                 let end = pos + n + h.payload_len as usize;
@@ -419,14 +430,8 @@ fn echo(
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
-            loop {
-                match c.stream.read(&mut read_buf) {
-                    Ok(0) => return Err(format!("connection {i} closed by the server")),
-                    Ok(n) => c.buf.extend_from_slice(&read_buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(format!("connection {i}: {e}")),
-                }
-            }
+            read_available(&mut c.stream, &mut c.buf, &mut read_buf)
+                .map_err(|e| format!("connection {i}: {e}"))?;
             let mut pos = 0;
             while let Ok(Some((h, n))) = FrameHeader::decode(&c.buf[pos..]) {
                 let fend = pos + n + h.payload_len as usize;

@@ -119,6 +119,21 @@ fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, Vec<u8>)> {
     }
 }
 
+/// Opens a WebSocket, makes it non-blocking and registers it with `poll`.
+fn open_registered(
+    poll: &Poll,
+    addr: SocketAddr,
+    path: &str,
+    token: Token,
+    interest: Interest,
+) -> io::Result<(TcpStream, Vec<u8>)> {
+    let (s, rest) = handshake(addr, path)?;
+    s.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(s);
+    poll.registry().register(&mut stream, token, interest)?;
+    Ok((stream, rest))
+}
+
 /// Server CPU time (user + system, all threads) in nanoseconds.
 fn cpu_ns(pid: u32) -> Option<u64> {
     let mut total = 0;
@@ -195,12 +210,8 @@ fn broadcast(
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut subs = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let (s, rest) = handshake(addr, path).map_err(|e| format!("subscriber {i}: {e}"))?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut stream = TcpStream::from_std(s);
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
-            .map_err(|e| e.to_string())?;
+        let (stream, rest) = open_registered(&poll, addr, path, Token(i), Interest::READABLE)
+            .map_err(|e| format!("subscriber {i}: {e}"))?;
         subs.push(Sub {
             stream,
             buf: rest,
@@ -208,21 +219,19 @@ fn broadcast(
         });
     }
     // The publisher is a member too; it reads (and checks) its own copy.
-    let (p, rest) = handshake(addr, path).map_err(|e| format!("publisher: {e}"))?;
-    p.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let pub_token = Token(subscribers);
+    let (stream, rest) = open_registered(
+        &poll,
+        addr,
+        path,
+        Token(subscribers),
+        Interest::READABLE | Interest::WRITABLE,
+    )
+    .map_err(|e| format!("publisher: {e}"))?;
     let mut publisher = Sub {
-        stream: TcpStream::from_std(p),
+        stream,
         buf: rest,
         next: 0,
     };
-    poll.registry()
-        .register(
-            &mut publisher.stream,
-            pub_token,
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .map_err(|e| e.to_string())?;
 
     let key = [0x5a, 0x17, 0xc3, 0x9e];
     let template = masked_frame(&vec![b'x'; size], key);
@@ -364,16 +373,14 @@ fn echo(
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        let (s, rest) = handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut stream = TcpStream::from_std(s);
-        poll.registry()
-            .register(
-                &mut stream,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| e.to_string())?;
+        let (stream, rest) = open_registered(
+            &poll,
+            addr,
+            path,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(|e| format!("connection {i}: {e}"))?;
         conns.push(EchoConn {
             stream,
             buf: rest,

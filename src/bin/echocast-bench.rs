@@ -1,10 +1,11 @@
 //! echocast-bench: a single-threaded load generator for WebSocket servers.
 //!
-//! Scenarios implemented so far: `echo` (C connections, P messages in flight
+//! Scenarios: `echo` (C connections, P messages in flight
 //! each; messages/s, MB/s, latency; every echo is checked byte for byte),
 //! `broadcast` (1 publisher + C subscribers of a room, deliveries/s, fails on
 //! any missed or reordered message) and `idle` (hold C idle connections, report
-//! the server's RSS per connection). With
+//! the server's RSS per connection) and `connect` (handshakes per second with
+//! C concurrent clients, each closing cleanly). With
 //! `--server-pid` it also reports the server's CPU time per operation, read from
 //! /proc (on a 2-core loopback box that is the figure that compares servers).
 //! Prints a human table, then one JSON line.
@@ -76,6 +77,21 @@ enum Scenario {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// C concurrent clients each looping: connect, upgrade (101 with the right
+    /// accept key), send close 1000, wait for the server's close frame and its
+    /// FIN. Handshakes per second, and server CPU per handshake.
+    Connect {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
     /// Hold C idle connections and report the server's RSS per connection.
     Idle {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -94,11 +110,7 @@ enum Scenario {
 fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, Vec<u8>)> {
     let mut s = StdStream::connect(addr)?;
     s.set_nodelay(true)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
+    s.write_all(&request_bytes(addr, path))?;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
@@ -108,15 +120,41 @@ fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, Vec<u8>)> {
         }
         buf.extend_from_slice(&tmp[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            if !buf.starts_with(b"HTTP/1.1 101") {
-                return Err(io::Error::other(format!(
-                    "handshake refused: {}",
-                    String::from_utf8_lossy(&buf[..p])
-                )));
-            }
+            check_upgrade(&buf[..p])?;
             return Ok((s, buf[p + 4..].to_vec()));
         }
     }
+}
+
+/// The accept value for the key every request of ours sends (RFC 6455 §1.3).
+const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// Checks a response head: status 101 and the right `Sec-WebSocket-Accept`.
+fn check_upgrade(head: &[u8]) -> io::Result<()> {
+    let text = String::from_utf8_lossy(head);
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(io::Error::other(format!("handshake refused: {text}")));
+    }
+    let accept = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("sec-websocket-accept")
+            .then(|| v.trim().to_string())
+    });
+    if accept.as_deref().map(str::as_bytes) != Some(ACCEPT) {
+        return Err(io::Error::other(format!(
+            "wrong Sec-WebSocket-Accept: {text}"
+        )));
+    }
+    Ok(())
+}
+
+fn request_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 /// Opens a WebSocket, makes it non-blocking and registers it with `poll`.
@@ -509,6 +547,199 @@ fn echo(
     Ok(())
 }
 
+#[derive(PartialEq)]
+enum Phase {
+    /// TCP connect in progress; the request goes out on the first writable.
+    Connecting,
+    /// Request sent, waiting for the 101.
+    Upgrading,
+    /// Close 1000 sent, waiting for the server's close frame.
+    Closing,
+    /// Close frame received, waiting for the server's FIN.
+    Draining,
+}
+
+struct Attempt {
+    stream: TcpStream,
+    token: Token,
+    phase: Phase,
+    buf: Vec<u8>,
+    started: Instant,
+}
+
+/// One client's step on an event. Returns true when the cycle is complete.
+fn connect_step(
+    a: &mut Attempt,
+    request: &[u8],
+    close: &[u8],
+    scratch: &mut [u8],
+) -> Result<bool, String> {
+    if a.phase == Phase::Connecting {
+        if let Some(e) = a.stream.take_error().map_err(|e| e.to_string())? {
+            return Err(format!("connect: {e}"));
+        }
+        match a.stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) => return Err(format!("connect: {e}")),
+        }
+        // A fresh socket's send buffer takes a request of this size whole.
+        let n = a
+            .stream
+            .write(request)
+            .map_err(|e| format!("request: {e}"))?;
+        if n != request.len() {
+            return Err("short write of the request".into());
+        }
+        a.phase = Phase::Upgrading;
+    }
+    loop {
+        match a.stream.read(scratch) {
+            Ok(0) => {
+                return if a.phase == Phase::Draining {
+                    Ok(true)
+                } else {
+                    Err("the server closed before the close handshake ended".into())
+                };
+            }
+            Ok(n) => a.buf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if a.phase == Phase::Upgrading {
+            if let Some(p) = a.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                check_upgrade(&a.buf[..p]).map_err(|e| e.to_string())?;
+                a.buf.drain(..p + 4);
+                let n = a.stream.write(close).map_err(|e| format!("close: {e}"))?;
+                if n != close.len() {
+                    return Err("short write of the close frame".into());
+                }
+                a.phase = Phase::Closing;
+            }
+        }
+        if a.phase == Phase::Closing {
+            match FrameHeader::decode(&a.buf) {
+                Ok(Some((h, n))) if a.buf.len() >= n + h.payload_len as usize => {
+                    let p = &a.buf[n..n + h.payload_len as usize];
+                    if h.opcode != 8 || p.len() < 2 || p[..2] != [0x03, 0xe8] {
+                        return Err(format!(
+                            "expected close 1000, got opcode {} payload {p:?}",
+                            h.opcode
+                        ));
+                    }
+                    a.phase = Phase::Draining;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("bad frame from the server: {e:?}")),
+            }
+        }
+    }
+}
+
+fn connect(
+    addr: SocketAddr,
+    path: &str,
+    concurrency: usize,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<(), String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let request = request_bytes(addr, path);
+    let close = masked_frame_op(8, &1000u16.to_be_bytes(), [0x11, 0x22, 0x33, 0x44]);
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut events = Events::with_capacity(1024);
+    // Tokens are never reused, so an event for a finished attempt cannot
+    // reach its successor in the same slot.
+    let mut next_token = 0usize;
+    let open = |poll: &Poll, next_token: &mut usize| -> Result<Attempt, String> {
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let token = Token(*next_token);
+        *next_token += 1;
+        poll.registry()
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        Ok(Attempt {
+            stream,
+            token,
+            phase: Phase::Connecting,
+            buf: Vec::new(),
+            started: Instant::now(),
+        })
+    };
+    let mut slots: Vec<Attempt> = Vec::with_capacity(concurrency);
+    let mut slot_of: std::collections::HashMap<Token, usize> = Default::default();
+    for i in 0..concurrency {
+        let a = open(&poll, &mut next_token)?;
+        slot_of.insert(a.token, i);
+        slots.push(a);
+    }
+    let mut latencies: Vec<u32> = Vec::new();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(duration);
+    let cpu0 = pid.and_then(cpu_ns);
+    let mut done: u64 = 0;
+    let mut last_progress = Instant::now();
+    while Instant::now() < end {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            let Some(&i) = slot_of.get(&ev.token()) else {
+                continue;
+            };
+            if connect_step(&mut slots[i], &request, &close, &mut scratch)
+                .map_err(|e| format!("client {i}: {e}"))?
+            {
+                let now = Instant::now();
+                latencies.push(
+                    now.duration_since(slots[i].started)
+                        .as_micros()
+                        .min(u32::MAX as u128) as u32,
+                );
+                done += 1;
+                last_progress = now;
+                slot_of.remove(&slots[i].token);
+                let a = open(&poll, &mut next_token)?;
+                slot_of.insert(a.token, i);
+                let mut old = std::mem::replace(&mut slots[i], a);
+                poll.registry().deregister(&mut old.stream).ok();
+            }
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            return Err("no handshake completed in 5 s".into());
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64 / done.max(1) as f64),
+        _ => None,
+    };
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    let rate = done as f64 / elapsed;
+    println!("scenario     connect");
+    println!("concurrency  {concurrency}");
+    println!("handshakes   {done} in {elapsed:.2} s = {rate:.0}/s (open, 101, close 1000, FIN)");
+    println!("cycle        p50 {p50} us, p99 {p99} us");
+    if let Some(c) = cpu {
+        println!("server CPU   {c:.0} ns per handshake");
+    }
+    println!(
+        "{{\"scenario\":\"connect\",\"concurrency\":{concurrency},\"seconds\":{elapsed:.3},\
+         \"handshakes\":{done},\"handshakes_per_sec\":{rate:.0},\"latency_p50_us\":{p50},\
+         \"latency_p99_us\":{p99},\"server_cpu_ns_per_handshake\":{}}}",
+        cpu.map_or("null".into(), |c| format!("{c:.1}"))
+    );
+    Ok(())
+}
+
 fn idle(addr: SocketAddr, path: &str, connections: usize, pid: u32) -> Result<(), String> {
     let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
     let mut held = Vec::with_capacity(connections);
@@ -554,6 +785,13 @@ fn main() -> std::process::ExitCode {
             duration,
             server_pid,
         } => broadcast(addr, &path, subscribers, size, window, duration, server_pid),
+        Scenario::Connect {
+            addr,
+            path,
+            concurrency,
+            duration,
+            server_pid,
+        } => connect(addr, &path, concurrency, duration, server_pid),
         Scenario::Idle {
             addr,
             path,

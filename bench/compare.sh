@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Runs the same benchmark matrix against echocast and each peer in turn and
+# writes docs/benchmarks.md plus docs/benchmarks.svg.
+#
+#   bench/compare.sh                 # full matrix, 3 repetitions, 3 s per run
+#   bench/compare.sh --reps 5 --duration 5
+#   bench/compare.sh --servers "echocast fastwebsockets" --scenarios "echo-20 connect-50"
+#   bench/compare.sh --quick         # 1 repetition of 1 s (a smoke run)
+#
+# Each server runs alone, pinned to CPU 0; the load generator (echocast-bench)
+# runs pinned to CPU 1. A server is started fresh for every run so memory
+# figures do not carry over. Raw JSON lines go to bench/results/raw.jsonl.
+# Needs: cargo, node + npm, python3 (venv), taskset. Nothing else is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+REPS=3
+DURATION=3
+SERVERS="echocast fastwebsockets tokio-tungstenite node-ws python-websockets"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k connect-50 idle-10k"
+while [ $# -gt 0 ]; do
+    case $1 in
+        --reps) REPS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --servers) SERVERS=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --quick) REPS=1; DURATION=1; shift ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+PEERS=$ROOT/bench/peers
+RESULTS=$ROOT/bench/results
+mkdir -p "$RESULTS"
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+echo "== building"
+cargo build --release --quiet --bin echocast --bin echocast-bench
+for p in fastwebsockets tokio-tungstenite; do
+    case " $SERVERS " in *" $p "*) (cd "$PEERS/$p" && cargo build --release --quiet --locked) ;; esac
+done
+case " $SERVERS " in *" node-ws "*)
+    (cd "$PEERS/node-ws" && npm ci --no-audit --no-fund --silent) ;; esac
+case " $SERVERS " in *" python-websockets "*)
+    (cd "$PEERS/python-websockets" && { [ -x .venv/bin/python ] || python3 -m venv .venv; } &&
+        .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt) ;; esac
+
+BENCH=$ROOT/target/release/echocast-bench
+PORT=9500
+
+server_cmd() {
+    local addr=127.0.0.1:$1
+    case $2 in
+        echocast) echo "$ROOT/target/release/echocast --listen $addr" ;;
+        fastwebsockets) echo "$PEERS/fastwebsockets/target/release/peer-fastwebsockets $addr" ;;
+        tokio-tungstenite) echo "$PEERS/tokio-tungstenite/target/release/peer-tokio-tungstenite $addr" ;;
+        node-ws) echo "node $PEERS/node-ws/server.js $addr" ;;
+        python-websockets) echo "$PEERS/python-websockets/.venv/bin/python $PEERS/python-websockets/server.py $addr" ;;
+        *) echo "unknown server $2" >&2; return 1 ;;
+    esac
+}
+
+scenario_args() {
+    local d=$DURATION
+    case $1 in
+        echo-20) echo "echo -c 100 -s 20 --text --duration $d" ;;
+        echo-20-p16) echo "echo -c 100 -s 20 --text -p 16 --duration $d" ;;
+        echo-1k) echo "echo -c 100 -s 1024 --duration $d" ;;
+        echo-64k) echo "echo -c 10 -s 65536 --duration $d" ;;
+        echo-16m) echo "echo -c 1 -s 16777216 --duration $d" ;;
+        latency) echo "echo -c 1 -s 20 --text --duration $d" ;;
+        broadcast-1000) echo "broadcast -c 1000 -s 20 --duration $d" ;;
+        broadcast-16k) echo "broadcast -c 100 -s 16384 --duration $d" ;;
+        connect-50) echo "connect -c 50 --duration $d" ;;
+        idle-10k) echo "idle -c 10000" ;;
+        *) echo "unknown scenario $1" >&2; return 1 ;;
+    esac
+}
+
+RAW=$RESULTS/raw.jsonl
+: > "$RAW"
+for rep in $(seq 1 "$REPS"); do
+    for scenario in $SCENARIOS; do
+        for server in $SERVERS; do
+            PORT=$((PORT + 1))
+            log=$RESULTS/server.log
+            # exec: $! is the server itself, so /proc/$!/ is the server's CPU.
+            taskset -c 0 bash -c "exec $(server_cmd $PORT "$server")" > "$log" 2>&1 &
+            pid=$!
+            for _ in $(seq 100); do
+                grep -q "listening on" "$log" 2>/dev/null && break
+                sleep 0.1
+            done
+            if ! grep -q "listening on" "$log"; then
+                echo "$server did not start:"; cat "$log"; kill $pid 2>/dev/null; exit 1
+            fi
+            printf '%-9s rep %d  %-15s %-18s ' "" "$rep" "$scenario" "$server"
+            # shellcheck disable=SC2046
+            if line=$(taskset -c 1 "$BENCH" $(scenario_args "$scenario") \
+                    --addr 127.0.0.1:$PORT --server-pid $pid 2>"$RESULTS/bench.err" | tail -1) \
+                    && [ "${line:0:1}" = "{" ]; then
+                echo "{\"server\":\"$server\",\"case\":\"$scenario\",\"rep\":$rep,\"result\":$line}" >> "$RAW"
+                echo "ok"
+            else
+                err=$(tail -1 "$RESULTS/bench.err" | tr '"\\' "''")
+                echo "{\"server\":\"$server\",\"case\":\"$scenario\",\"rep\":$rep,\"error\":\"$err\"}" >> "$RAW"
+                echo "FAILED: $err"
+            fi
+            kill $pid 2>/dev/null || true
+            wait $pid 2>/dev/null || true
+        done
+    done
+done
+
+{
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
+    echo "kernel: $(uname -sr)"
+    echo "rustc: $(rustc --version)"
+    echo "node: $(node --version)"
+    echo "python: $("$PEERS/python-websockets/.venv/bin/python" --version 2>&1 || true)"
+    for p in fastwebsockets tokio-tungstenite; do
+        grep -A1 "^name = \"$p\"$" "$PEERS/$p/Cargo.lock" | sed -n 's/version = "\(.*\)"/'"$p"': \1/p'
+    done
+    echo "ws: $(node -p 'require("'"$PEERS"'/node-ws/node_modules/ws/package.json").version' 2>/dev/null || true)"
+    echo "websockets: $("$PEERS/python-websockets/.venv/bin/python" -c 'import websockets; print(websockets.__version__)' 2>/dev/null || true)"
+    echo "reps: $REPS, seconds per run: $DURATION"
+    echo "date: $(date -u +%Y-%m-%d)"
+} > "$RESULTS/machine.txt"
+
+python3 "$ROOT/bench/report.py" "$RAW" "$RESULTS/machine.txt" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.svg"
+echo "== wrote docs/benchmarks.md and docs/benchmarks.svg"

@@ -88,7 +88,7 @@ for rep in $(seq 1 "$REPS"); do
             # exec: $! is the server itself, so /proc/$!/ is the server's CPU.
             taskset -c 0 bash -c "exec $(server_cmd $PORT "$server")" > "$log" 2>&1 &
             pid=$!
-            for _ in $(seq 100); do
+            for _ in $(seq 300); do
                 grep -q "listening on" "$log" 2>/dev/null && break
                 sleep 0.1
             done

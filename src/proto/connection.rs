@@ -96,6 +96,34 @@ enum Item {
     Close(Vec<u8>),
 }
 
+/// The item queue behind a box that exists once something was queued (an idle
+/// connection holds 8 bytes for it).
+/// (Boxed on purpose: 8 bytes inline instead of a 32-byte `VecDeque`.)
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+struct Items(Option<Box<VecDeque<Item>>>);
+
+impl Items {
+    fn push_back(&mut self, item: Item) {
+        self.0.get_or_insert_with(Box::default).push_back(item);
+    }
+
+    fn pop_front(&mut self) -> Option<Item> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    /// Frees the storage if empty.
+    fn release(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,
@@ -108,43 +136,65 @@ enum State {
 
 #[derive(Debug)]
 struct Frame {
+    remaining: u64,
+    key: [u8; 4],
     opcode: OpCode,
     fin: bool,
-    key: [u8; 4],
-    remaining: u64,
-    offset: usize,
+    /// Payload bytes received so far, modulo 4 (all the mask needs).
+    offset: u8,
     /// Payload is read past (after our close frame, only a close matters).
     discard: bool,
 }
 
+/// What only the opening handshake needs; freed when the connection opens.
+#[derive(Debug, Default)]
+struct Handshake {
+    /// Request bytes (while `Handshake`), then bytes that followed the request
+    /// head (while `Decide`).
+    pending: Vec<u8>,
+    accept: Option<Request>,
+}
+
+/// Control-frame state, allocated on the first control frame (most data
+/// connections never need it).
+#[derive(Debug, Default)]
+struct Control {
+    /// The payload of the control frame being received.
+    payload: Vec<u8>,
+    /// The pong owed while the queue is over `PONG_COALESCE_BYTES`.
+    pending_pong: Option<Vec<u8>>,
+}
+
 /// A server-side WebSocket connection. See the module documentation.
+///
+/// Memory: an open, idle connection holds no heap buffers; the struct itself is
+/// a few hundred bytes (limits are shared, handshake and control state are
+/// boxed and only exist while needed).
 #[derive(Debug)]
 pub struct Connection {
     state: State,
-    limits: Limits,
-    /// The handshake or closing deadline (the open state's timers are derived
-    /// from `last_rx` and `last_ping`).
+    limits: Rc<Limits>,
+    /// Before `Open`: the handshake deadline; after it: the closing deadline.
+    /// While `Open` (which has no deadline): when we last sent a keepalive ping
+    /// (the open state's timers derive from it and `last_rx`).
     deadline: Option<Instant>,
     /// When bytes last arrived.
     last_rx: Instant,
-    /// When we last sent a keepalive ping.
-    last_ping: Option<Instant>,
-    /// Request bytes (while `Handshake`), then bytes that followed the request head
-    /// (while `Decide`).
-    pending: Vec<u8>,
-    accept: Option<Request>,
+    /// `Some` until the connection opens (or is refused).
+    hs: Option<Box<Handshake>>,
     header: [u8; MAX_HEADER_LEN],
-    header_len: usize,
+    header_len: u8,
     frame: Option<Frame>,
     message: Option<MessageBuffer>,
-    control: Vec<u8>,
+    ctl: Option<Box<Control>>,
     /// Events for the application and the replies the core makes itself (pong,
     /// close), in the order their causes arrived: a reply is queued only when the
     /// application has taken every event before it, so output follows input order
     /// however the input was split.
-    items: VecDeque<Item>,
+    items: Items,
     out: OutQueue,
-    pending_pong: Option<Vec<u8>>,
+    /// Give the out-queue's storage back once the 101 is written.
+    release_out: bool,
     /// Our close frame is decided but still behind events in `items`.
     close_pending: bool,
     shutdown_requested: bool,
@@ -157,22 +207,26 @@ pub struct Connection {
 impl Connection {
     /// A new connection, just accepted at `now`.
     pub fn new(limits: Limits, now: Instant) -> Connection {
+        Connection::with_limits(Rc::new(limits), now)
+    }
+
+    /// A new connection whose limits are shared with others (a server holds one
+    /// `Rc<Limits>` for all its connections).
+    pub fn with_limits(limits: Rc<Limits>, now: Instant) -> Connection {
         Connection {
             state: State::Handshake,
             deadline: Some(now + limits.handshake_timeout),
             last_rx: now,
-            last_ping: None,
             limits,
-            pending: Vec::new(),
-            accept: None,
+            hs: Some(Box::default()),
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
             frame: None,
             message: None,
-            control: Vec::new(),
-            items: VecDeque::new(),
+            ctl: None,
+            items: Items::default(),
             out: OutQueue::default(),
-            pending_pong: None,
+            release_out: false,
             close_pending: false,
             shutdown_requested: false,
             eof: false,
@@ -191,7 +245,11 @@ impl Connection {
         }
         match self.state {
             State::Handshake => self.receive_request(data, now),
-            State::Decide => self.pending.extend_from_slice(data),
+            State::Decide => {
+                if let Some(hs) = self.hs.as_mut() {
+                    hs.pending.extend_from_slice(data);
+                }
+            }
             State::Open | State::Closing if !self.eof => self.receive_frames(data, now),
             _ => {}
         }
@@ -221,7 +279,7 @@ impl Connection {
             if self.idle_due().is_some_and(|d| now >= d) {
                 self.close(CloseCode::GOING_AWAY, "idle timeout", now);
             } else if self.ping_due().is_some_and(|d| now >= d) {
-                self.last_ping = Some(now);
+                self.deadline = Some(now); // the last keepalive ping
                 self.queue_frame(OpCode::Ping, Chunk::Owned(Vec::new()));
             }
             return;
@@ -239,15 +297,20 @@ impl Connection {
         if self.state != State::Decide {
             return;
         }
-        let Some(req) = self.accept.take() else {
+        let Some(hs) = self.hs.take() else {
+            return;
+        };
+        let Some(req) = hs.accept else {
             return;
         };
         self.out
             .push(Chunk::Owned(handshake::accept_response(&req)));
+        self.release_out = true;
         self.state = State::Open;
         self.deadline = None;
-        let early = std::mem::take(&mut self.pending);
-        self.receive_frames(&early, now);
+        // The handshake's event storage is not needed by an idle connection.
+        self.items.release();
+        self.receive_frames(&hs.pending, now);
     }
 
     /// Refuses the request with an HTTP error, then closes.
@@ -261,8 +324,7 @@ impl Connection {
     pub fn respond(&mut self, response: Vec<u8>, now: Instant) {
         if matches!(self.state, State::Handshake | State::Decide) {
             self.out.push(Chunk::Owned(response));
-            self.pending = Vec::new();
-            self.accept = None;
+            self.hs = None;
             self.enter_flushing(now);
         }
     }
@@ -306,7 +368,7 @@ impl Connection {
     pub fn close_discarding(&mut self, code: CloseCode, reason: &str, now: Instant) {
         if self.state == State::Open {
             self.out.discard_unstarted();
-            self.pending_pong = None;
+            self.take_pending_pong();
             self.close(code, reason, now);
         }
     }
@@ -332,7 +394,7 @@ impl Connection {
                 Item::Event(e) => return Some(e),
                 Item::Pong(payload) => {
                     if self.out.len() > PONG_COALESCE_BYTES {
-                        self.pending_pong = Some(payload);
+                        self.ctl.get_or_insert_with(Box::default).pending_pong = Some(payload);
                     } else if self.can_send() {
                         self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
                     }
@@ -363,8 +425,12 @@ impl Connection {
     /// Marks `n` bytes as written to the transport.
     pub fn consume_output(&mut self, n: usize) {
         self.out.consume(n);
+        if self.release_out && self.out.is_empty() {
+            self.release_out = false;
+            self.out.release();
+        }
         if self.out.len() <= PONG_COALESCE_BYTES {
-            if let Some(p) = self.pending_pong.take() {
+            if let Some(p) = self.take_pending_pong() {
                 if self.state == State::Open {
                     self.queue_frame(OpCode::Pong, Chunk::Owned(p));
                 }
@@ -390,7 +456,8 @@ impl Connection {
     }
 
     fn ping_due(&self) -> Option<Instant> {
-        let quiet_since = self.last_ping.map_or(self.last_rx, |p| p.max(self.last_rx));
+        // While open, `deadline` holds the time of the last keepalive ping.
+        let quiet_since = self.deadline.map_or(self.last_rx, |p| p.max(self.last_rx));
         Some(quiet_since + self.limits.ping_interval.filter(|d| !d.is_zero())?)
     }
 
@@ -443,6 +510,10 @@ impl Connection {
 
     // ----- internals -----
 
+    fn take_pending_pong(&mut self) -> Option<Vec<u8>> {
+        self.ctl.as_mut()?.pending_pong.take()
+    }
+
     fn enter_flushing(&mut self, now: Instant) {
         self.state = State::Flushing;
         self.deadline = Some(now + self.limits.close_timeout);
@@ -467,7 +538,7 @@ impl Connection {
             }
             body.extend_from_slice(&reason.as_bytes()[..cut]);
         }
-        self.pending_pong = None;
+        self.take_pending_pong();
         self.close_sent = Some(code.unwrap_or(CloseCode(1005)));
         if self.items.is_empty() {
             self.queue_frame(OpCode::Close, Chunk::Owned(body));
@@ -494,19 +565,20 @@ impl Connection {
     }
 
     fn receive_request(&mut self, data: &[u8], now: Instant) {
-        self.pending.extend_from_slice(data);
+        let Some(hs) = self.hs.as_mut() else { return };
+        hs.pending.extend_from_slice(data);
         // A head can only complete with a '\n'; do not re-parse otherwise.
-        if !data.contains(&b'\n') && self.pending.len() <= handshake::MAX_REQUEST_HEAD {
+        if !data.contains(&b'\n') && hs.pending.len() <= handshake::MAX_REQUEST_HEAD {
             return;
         }
-        match handshake::parse_request(&self.pending) {
+        match handshake::parse_request(&hs.pending) {
             Ok(None) => {}
             Ok(Some((parsed, n))) => {
-                self.pending.drain(..n);
+                hs.pending.drain(..n);
                 self.state = State::Decide;
                 match parsed {
                     Parsed::Upgrade(req) => {
-                        self.accept = Some(req.clone());
+                        hs.accept = Some(req.clone());
                         self.items.push_back(Item::Event(Event::Upgrade(req)));
                     }
                     Parsed::Plain { method, path } => self
@@ -524,20 +596,19 @@ impl Connection {
                 if data.is_empty() {
                     return;
                 }
-                let decoded = if self.header_len == 0 {
+                let have = usize::from(self.header_len);
+                let decoded = if have == 0 {
                     FrameHeader::decode(data)
                 } else {
-                    let take = (MAX_HEADER_LEN - self.header_len).min(data.len());
-                    self.header[self.header_len..self.header_len + take]
-                        .copy_from_slice(&data[..take]);
-                    match FrameHeader::decode(&self.header[..self.header_len + take]) {
+                    let take = (MAX_HEADER_LEN - have).min(data.len());
+                    self.header[have..have + take].copy_from_slice(&data[..take]);
+                    match FrameHeader::decode(&self.header[..have + take]) {
                         Ok(Some((h, n))) => {
-                            let used = n - self.header_len;
                             self.header_len = 0;
-                            Ok(Some((h, used)))
+                            Ok(Some((h, n - have)))
                         }
                         Ok(None) => {
-                            self.header_len += take;
+                            self.header_len = (have + take) as u8;
                             return;
                         }
                         Err(e) => Err(e),
@@ -552,7 +623,8 @@ impl Connection {
                     }
                     Ok(None) => {
                         self.header[..data.len()].copy_from_slice(data);
-                        self.header_len = data.len();
+                        // A partial header is shorter than MAX_HEADER_LEN.
+                        self.header_len = data.len() as u8;
                         return;
                     }
                     Err(e) => return self.fail(e, now),
@@ -594,7 +666,9 @@ impl Connection {
             // After our close only the peer's close matters; everything else is
             // read past without being buffered.
             frame.discard = frame.opcode != OpCode::Close || hdr.payload_len > 125;
-            self.control.clear();
+            if !frame.discard {
+                self.ctl.get_or_insert_with(Box::default).payload.clear();
+            }
             self.frame = Some(frame);
             return Ok(());
         }
@@ -610,7 +684,7 @@ impl Connection {
             if hdr.payload_len > 125 {
                 return Err(ProtocolError::ControlFrameTooLong);
             }
-            self.control.clear();
+            self.ctl.get_or_insert_with(Box::default).payload.clear();
         } else {
             let so_far = match (opcode, &self.message) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
@@ -636,16 +710,17 @@ impl Connection {
 
     fn frame_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
         let frame = self.frame.as_mut().expect("frame in progress");
-        let offset = frame.offset;
-        frame.offset += chunk.len();
+        let offset = usize::from(frame.offset);
+        frame.offset = ((offset + chunk.len()) & 3) as u8;
         frame.remaining -= chunk.len() as u64;
         if frame.discard {
             return Ok(());
         }
         if frame.opcode.is_control() {
-            let start = self.control.len();
-            self.control.extend_from_slice(chunk);
-            super::mask::apply_mask(&mut self.control[start..], frame.key, offset);
+            let control = &mut self.ctl.as_mut().expect("control state").payload;
+            let start = control.len();
+            control.extend_from_slice(chunk);
+            super::mask::apply_mask(&mut control[start..], frame.key, offset);
             Ok(())
         } else {
             let msg = self.message.as_mut().expect("message in progress");
@@ -668,7 +743,7 @@ impl Connection {
                 }
             }
             OpCode::Ping => {
-                let payload = std::mem::take(&mut self.control);
+                let payload = self.take_control();
                 self.items.push_back(Item::Pong(payload));
             }
             OpCode::Pong => {}
@@ -677,8 +752,15 @@ impl Connection {
         Ok(())
     }
 
+    fn take_control(&mut self) -> Vec<u8> {
+        self.ctl
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.payload))
+            .unwrap_or_default()
+    }
+
     fn receive_close(&mut self, now: Instant) -> Result<(), ProtocolError> {
-        let body = std::mem::take(&mut self.control);
+        let body = self.take_control();
         if self.state == State::Closing {
             // The answer to our close: the closing handshake is complete.
             self.close_received = close_code_of(&body)
@@ -690,7 +772,7 @@ impl Connection {
         }
         let code = close_code_of(&body)?;
         self.close_received = Some(code.unwrap_or(CloseCode(1005)));
-        self.pending_pong = None;
+        self.take_pending_pong();
         // The code is echoed; an empty close is answered with an empty close.
         self.queue_close(code, "");
         self.enter_flushing(now);

@@ -27,9 +27,9 @@ impl MessageKind {
 pub struct MessageBuffer {
     kind: MessageKind,
     data: Vec<u8>,
-    /// `data[..utf8_valid]` is known to be valid UTF-8; what follows it is at most
-    /// an incomplete (but so far valid) code point.
-    utf8_valid: usize,
+    /// The last `utf8_pending` bytes (at most 3) are an incomplete, so far valid,
+    /// code point; everything before them is known to be valid UTF-8.
+    utf8_pending: u8,
 }
 
 impl MessageBuffer {
@@ -38,7 +38,7 @@ impl MessageBuffer {
         MessageBuffer {
             kind,
             data,
-            utf8_valid: 0,
+            utf8_pending: 0,
         }
     }
 
@@ -66,14 +66,17 @@ impl MessageBuffer {
         self.data.extend_from_slice(masked);
         apply_mask(&mut self.data[start..], key, offset);
         if self.kind == MessageKind::Text {
-            self.utf8_valid += validate_utf8_prefix(&self.data[self.utf8_valid..])?;
+            let from = start - usize::from(self.utf8_pending);
+            let valid = validate_utf8_prefix(&self.data[from..])?;
+            // An incomplete code point is at most 3 bytes long.
+            self.utf8_pending = (self.data.len() - from - valid) as u8;
         }
         Ok(())
     }
 
     /// Ends the message: a text message must not stop inside a code point.
     pub fn finish(self) -> Result<(MessageKind, Vec<u8>), ProtocolError> {
-        if self.kind == MessageKind::Text && self.utf8_valid != self.data.len() {
+        if self.kind == MessageKind::Text && self.utf8_pending != 0 {
             return Err(ProtocolError::InvalidUtf8);
         }
         Ok((self.kind, self.data))

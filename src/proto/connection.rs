@@ -349,6 +349,13 @@ impl Connection {
         true
     }
 
+    /// Gives back a message's buffer once the application is done with it, so
+    /// the next message is assembled in it (steady traffic then allocates
+    /// nothing). Optional: a buffer not given back is simply freed.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.out.recycle(buf);
+    }
+
     /// Starts the closing handshake with `code` (and a short reason).
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
         match self.state {
@@ -701,7 +708,7 @@ impl Connection {
                 } else {
                     MessageKind::Binary
                 };
-                self.message = Some(MessageBuffer::new(kind, Vec::new()));
+                self.message = Some(MessageBuffer::new(kind, self.out.take_spare()));
             }
         }
         self.frame = Some(frame);

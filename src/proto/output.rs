@@ -1,15 +1,25 @@
 //! The outbound byte queue of one connection.
 //!
-//! Frames are queued as chunks that are written in order with vectored I/O:
-//! a frame header sits inline (no allocation), an echoed payload is the very
-//! buffer it was received into, and a broadcast frame is one `Rc<[u8]>` shared by
-//! every recipient.
+//! Frames are queued as chunks that are written in order with vectored I/O.
+//! Small frames (at most [`COALESCE_MAX`] bytes) are copied into one growing
+//! buffer at the tail, so sixteen pipelined echoes become one contiguous write,
+//! not 32 iovecs; the buffer is kept and reused once written, so steady traffic
+//! does not allocate. Large frames are queued without a copy: the header inline,
+//! an echoed payload as the very buffer it was received into, a broadcast frame
+//! as one `Rc<[u8]>` shared by every recipient.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
 
 use super::frame::MAX_HEADER_LEN;
+
+/// Frames up to this size (header + payload) are copied into the tail buffer.
+pub const COALESCE_MAX: usize = 4096;
+/// A tail buffer takes frames until it holds this much, then a new one starts.
+const TAIL_CAPACITY: usize = 64 * 1024;
+/// Buffers up to this capacity are kept for reuse once written.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// A piece of queued output.
 #[derive(Debug, Clone)]
@@ -62,6 +72,13 @@ struct Queue {
     head_pos: usize,
     /// Unsent bytes in total.
     len: usize,
+    /// `chunks.back()` is a tail buffer (whole frames only) that takes more.
+    open_tail: bool,
+    /// A written tail buffer, emptied, kept for the next tail.
+    spare_tail: Vec<u8>,
+    /// A message buffer whose payload was copied into a tail: the next received
+    /// message is assembled in it.
+    spare_message: Vec<u8>,
 }
 
 /// The outbound queue of one connection: [`Queue`] behind a box that exists
@@ -83,6 +100,26 @@ impl OutQueue {
     /// Queues a whole unit (a complete frame, or an HTTP response).
     pub fn push(&mut self, chunk: Chunk) {
         self.q.get_or_insert_with(Box::default).push(chunk);
+    }
+
+    /// An empty buffer to assemble the next message in (reused storage when
+    /// there is some).
+    pub fn take_spare(&mut self) -> Vec<u8> {
+        self.q
+            .as_mut()
+            .map(|q| std::mem::take(&mut q.spare_message))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buf` (emptied) for the next message, if none is kept yet and it
+    /// is not large.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if let Some(q) = self.q.as_mut() {
+            if q.spare_message.capacity() == 0 && buf.capacity() <= KEEP_CAPACITY {
+                buf.clear();
+                q.spare_message = buf;
+            }
+        }
     }
 
     /// Queues a frame as its header and its payload.
@@ -137,13 +174,52 @@ impl OutQueue {
 impl Queue {
     /// Queues a whole unit (a complete frame, or an HTTP response).
     pub fn push(&mut self, chunk: Chunk) {
-        self.push_part(chunk, false);
+        if chunk.len() <= COALESCE_MAX {
+            self.append(&[chunk.as_slice()]);
+        } else {
+            self.push_part(chunk, false);
+        }
     }
 
     /// Queues a frame as its header and its payload.
     pub fn push_frame(&mut self, header: Chunk, payload: Chunk) {
-        self.push_part(header, false);
-        self.push_part(payload, true);
+        if header.len() + payload.len() <= COALESCE_MAX {
+            self.append(&[header.as_slice(), payload.as_slice()]);
+            if let Chunk::Owned(v) = payload {
+                if self.spare_message.capacity() == 0 && v.capacity() <= KEEP_CAPACITY {
+                    self.spare_message = v;
+                    self.spare_message.clear();
+                }
+            }
+        } else {
+            self.push_part(header, false);
+            self.push_part(payload, true);
+        }
+    }
+
+    /// Copies one small frame (or response) into the tail buffer.
+    fn append(&mut self, parts: &[&[u8]]) {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if n == 0 {
+            return;
+        }
+        let fits = self.open_tail
+            && matches!(self.chunks.back(), Some((Chunk::Owned(v), _)) if v.len() + n <= TAIL_CAPACITY);
+        if !fits {
+            let mut buf = std::mem::take(&mut self.spare_tail);
+            if buf.capacity() == 0 {
+                buf.reserve(n.max(512));
+            }
+            self.chunks.push_back((Chunk::Owned(buf), false));
+            self.open_tail = true;
+        }
+        let Some((Chunk::Owned(tail), _)) = self.chunks.back_mut() else {
+            unreachable!("the tail buffer was just ensured");
+        };
+        for p in parts {
+            tail.extend_from_slice(p);
+        }
+        self.len += n;
     }
 
     fn push_part(&mut self, chunk: Chunk, continues: bool) {
@@ -153,6 +229,7 @@ impl Queue {
         }
         self.len += n;
         self.chunks.push_back((chunk, continues));
+        self.open_tail = false;
     }
 
     /// Drops every frame not yet started; the one being written is kept whole.
@@ -167,6 +244,7 @@ impl Queue {
             0
         };
         self.chunks.truncate(keep);
+        self.open_tail = false;
         let whole: usize = self.chunks.iter().map(|(c, _)| c.len()).sum();
         self.len = whole - self.head_pos;
         if keep == 0 {
@@ -209,8 +287,23 @@ impl Queue {
             let front_left = self.chunks[0].0.len() - self.head_pos;
             if n >= front_left {
                 n -= front_left;
-                self.chunks.pop_front();
+                let popped = self.chunks.pop_front();
                 self.head_pos = 0;
+                if self.chunks.is_empty() {
+                    self.open_tail = false;
+                }
+                // Keep a written buffer's storage (an echoed payload, a tail)
+                // for the next message or the next tail.
+                if let Some((Chunk::Owned(mut v), _)) = popped {
+                    if v.capacity() <= KEEP_CAPACITY {
+                        v.clear();
+                        if self.spare_message.capacity() == 0 {
+                            self.spare_message = v;
+                        } else if self.spare_tail.capacity() == 0 {
+                            self.spare_tail = v;
+                        }
+                    }
+                }
             } else {
                 self.head_pos += n;
                 n = 0;
@@ -220,6 +313,7 @@ impl Queue {
 
     /// Drops everything unsent.
     pub fn clear(&mut self) {
+        self.open_tail = false;
         self.chunks.clear();
         self.head_pos = 0;
         self.len = 0;
@@ -230,55 +324,146 @@ impl Queue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn partial_consumption_keeps_order() {
-        let mut q = OutQueue::default();
-        q.push(Chunk::Inline([1; 14], 3));
-        q.push(Chunk::Owned(vec![2, 2]));
-        q.push(Chunk::Shared(Rc::from(vec![3u8, 3, 3])));
-        assert_eq!(q.len(), 8);
+    const BIG: usize = COALESCE_MAX + 1;
+
+    fn drain(q: &mut OutQueue) -> Vec<u8> {
         let mut got = Vec::new();
         while !q.is_empty() {
             let b = q.front()[0];
             got.push(b);
             q.consume(1);
         }
-        assert_eq!(got, [1, 1, 1, 2, 2, 3, 3, 3]);
+        got
+    }
+
+    #[test]
+    fn partial_consumption_keeps_order() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Inline([1; 14], 3));
+        q.push(Chunk::Owned(vec![2; BIG]));
+        q.push(Chunk::Shared(Rc::from(vec![3u8; BIG])));
+        q.push(Chunk::Owned(vec![4, 4]));
+        assert_eq!(q.len(), 3 + 2 * BIG + 2);
+        let mut want = vec![1; 3];
+        want.extend(vec![2; BIG]);
+        want.extend(vec![3; BIG]);
+        want.extend([4, 4]);
+        assert_eq!(drain(&mut q), want);
+
         let mut q2 = OutQueue::default();
-        q2.push(Chunk::Owned(vec![9, 8, 7]));
-        q2.push(Chunk::Owned(vec![6]));
-        q2.consume(2);
+        q2.push(Chunk::Owned(vec![9; BIG]));
+        q2.push(Chunk::Owned(vec![6; BIG]));
+        q2.consume(BIG - 1);
         let mut slices = [IoSlice::new(&[]); 4];
         let n = q2.fill(&mut slices);
         assert_eq!(n, 2);
-        assert_eq!(&*slices[0], &[7]);
-        assert_eq!(&*slices[1], &[6]);
+        assert_eq!(&*slices[0], &[9]);
+        assert_eq!(slices[1].len(), BIG);
+    }
+
+    #[test]
+    fn small_frames_become_one_contiguous_write() {
+        let mut q = OutQueue::default();
+        let mut want = Vec::new();
+        for i in 0..16u8 {
+            q.push_frame(
+                Chunk::Inline([0x82, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 2),
+                Chunk::Owned(vec![i]),
+            );
+            want.extend([0x82, 1, i]);
+        }
+        q.push(Chunk::Shared(Rc::from(vec![7u8; 5])));
+        want.extend([7; 5]);
+        {
+            let mut slices = [IoSlice::new(&[]); 8];
+            assert_eq!(q.fill(&mut slices), 1, "one iovec for 17 small frames");
+            assert_eq!(&*slices[0], &want[..]);
+        }
+        // A large frame is queued without a copy, and small ones after it
+        // start a new tail.
+        q.push_frame(Chunk::Inline([0x82; 14], 4), Chunk::Owned(vec![8; BIG]));
+        q.push(Chunk::Owned(vec![5, 5]));
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(q.fill(&mut slices), 4);
+        want.extend([0x82; 4]);
+        want.extend(vec![8; BIG]);
+        want.extend([5, 5]);
+        assert_eq!(drain(&mut q), want);
+    }
+
+    #[test]
+    fn buffers_are_reused_not_reallocated() {
+        // Ping-pong echo: receive into the spare, echo (copied into the tail,
+        // the message buffer comes back), write, repeat. After the first round
+        // the same two buffers circulate.
+        let mut q = OutQueue::default();
+        let mut seen = Vec::new();
+        for round in 0..4u8 {
+            let mut msg = q.take_spare();
+            msg.extend_from_slice(&[round; 20]);
+            let msg_ptr = msg.as_ptr();
+            q.push_frame(
+                Chunk::Inline([0x82, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 2),
+                Chunk::Owned(msg),
+            );
+            let tail_ptr = q.front().as_ptr();
+            if round > 0 {
+                seen.push((msg_ptr, tail_ptr));
+            }
+            let n = q.len();
+            q.consume(n);
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        // Large buffers are not kept.
+        let _ = q.take_spare();
+        q.recycle(Vec::with_capacity(KEEP_CAPACITY + 1));
+        assert_eq!(q.take_spare().capacity(), 0);
+        q.recycle(Vec::with_capacity(100));
+        assert!(q.take_spare().capacity() >= 100);
     }
 
     #[test]
     fn discard_keeps_the_frame_being_written() {
         let mut q = OutQueue::default();
-        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; 4]));
-        q.push(Chunk::Owned(vec![3; 5]));
+        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; BIG]));
+        q.push(Chunk::Owned(vec![3; BIG]));
         q.consume(3); // header written, payload started
         q.discard_unstarted();
-        assert_eq!(q.len(), 3);
-        q.consume(3);
+        assert_eq!(q.len(), BIG - 1);
+        q.consume(BIG - 1);
         assert!(q.is_empty());
 
         let mut q = OutQueue::default();
-        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; 4]));
-        q.push(Chunk::Owned(vec![3; 5]));
+        q.push_frame(Chunk::Inline([1; 14], 2), Chunk::Owned(vec![2; BIG]));
+        q.push(Chunk::Owned(vec![3; BIG]));
         q.consume(2); // header written exactly: the payload must follow
         q.discard_unstarted();
-        assert_eq!(q.len(), 4);
+        assert_eq!(q.len(), BIG);
 
         let mut q = OutQueue::default();
-        q.push(Chunk::Owned(vec![3; 5]));
-        q.push(Chunk::Owned(vec![4; 5]));
+        q.push(Chunk::Owned(vec![3; BIG]));
+        q.push(Chunk::Owned(vec![4; BIG]));
         q.discard_unstarted(); // nothing started
         assert!(q.is_empty());
         q.push(Chunk::Owned(vec![5; 2]));
         assert_eq!(q.front(), &[5, 5]);
+    }
+
+    #[test]
+    fn discard_keeps_a_started_tail_of_whole_frames() {
+        // A tail buffer holds whole frames only: once started it is kept
+        // whole, so what the peer receives stays a valid frame sequence.
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(vec![1; 10]));
+        q.push(Chunk::Owned(vec![2; 10]));
+        q.push(Chunk::Owned(vec![3; BIG]));
+        q.consume(5);
+        q.discard_unstarted();
+        assert_eq!(q.len(), 15);
+        q.push(Chunk::Owned(vec![9; 2]));
+        let mut want = vec![1; 5];
+        want.extend([2; 10]);
+        want.extend([9, 9]);
+        assert_eq!(drain(&mut q), want);
     }
 }

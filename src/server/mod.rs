@@ -116,6 +116,8 @@ pub struct Server {
     limits: Rc<Limits>,
     /// The next connection id for the logs.
     next_id: u32,
+    /// Where broadcast frames are encoded before they become one `Rc`.
+    scratch: Vec<u8>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -157,6 +159,7 @@ impl Server {
             room_ids: std::collections::HashMap::new(),
             free_rooms: Vec::new(),
             next_id: 0,
+            scratch: Vec::new(),
             read_buf: vec![0; READ_BUF],
             stop: Arc::new(AtomicBool::new(false)),
             waker,
@@ -249,8 +252,9 @@ impl Server {
                         }
                     }
                     t => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(t, now);
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
+                            self.read(t, now, closed);
                         }
                         if event.is_writable() {
                             self.flush(t);
@@ -263,7 +267,7 @@ impl Server {
                 if let Some(c) = self.client_mut(t) {
                     if c.read_pending {
                         c.read_pending = false;
-                        self.read(t, now);
+                        self.read(t, now, true);
                         self.settle(t);
                     }
                 }
@@ -373,7 +377,13 @@ impl Server {
     }
 
     /// Reads until `WouldBlock` or the per-turn budget, handling events as they come.
-    fn read(&mut self, t: Token, now: Instant) {
+    ///
+    /// A read that fills less than the buffer has emptied the socket's receive
+    /// queue, so unless the peer's FIN (or an error) was reported with this event
+    /// and still has to be read, we stop there: data that arrives later raises a
+    /// new edge. That saves the `EAGAIN` read per wakeup (tokio does the same with
+    /// mio). `drain`: read until `WouldBlock` or EOF regardless.
+    fn read(&mut self, t: Token, now: Instant, drain: bool) {
         let (index, gen) = split(t);
         for _ in 0..READS_PER_TURN {
             // `read_buf` is a field beside `slots`: both can be borrowed at once.
@@ -396,7 +406,12 @@ impl Server {
             }
             match client.stream.read(&mut self.read_buf) {
                 Ok(0) => return client.proto.receive_eof(now),
-                Ok(n) => client.proto.receive(&self.read_buf[..n], now),
+                Ok(n) => {
+                    client.proto.receive(&self.read_buf[..n], now);
+                    if n < self.read_buf.len() && !drain {
+                        return self.handle_events(t, now);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -423,7 +438,12 @@ impl Server {
                 Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
                 Event::Message { kind, data } => match c.room {
                     None => handler::echo(&mut c.proto, kind, data),
-                    Some(room) => self.broadcast(room as usize, kind, &data, now),
+                    Some(room) => {
+                        self.broadcast(room as usize, kind, &data, now);
+                        if let Some(c) = self.client_mut(t) {
+                            c.proto.recycle(data);
+                        }
+                    }
                 },
             }
         }
@@ -507,7 +527,7 @@ impl Server {
     /// frame is encoded once and shared. A recipient still holding more than the
     /// budget of unsent bytes after a write attempt is closed with 1008.
     fn broadcast(&mut self, id: usize, kind: MessageKind, data: &[u8], now: Instant) {
-        let frame = handler::encode_shared(kind, data);
+        let frame = handler::encode_shared_with(kind, data, &mut self.scratch);
         let members = std::mem::take(&mut self.rooms[id].members);
         let budget = self.config.max_backpressure;
         for &m in &members {

@@ -29,7 +29,7 @@ fn field(json: &str, name: &str) -> f64 {
 }
 
 #[test]
-fn echo_and_broadcast_scenarios_verify_what_comes_back() {
+fn echo_broadcast_and_connect_scenarios_verify_what_comes_back() {
     let (mut child, addr) = spawn_binary(&[]);
     let pid = child.id().to_string();
     let a = addr.to_string();
@@ -76,8 +76,52 @@ fn echo_and_broadcast_scenarios_verify_what_comes_back() {
         &pid,
     ]);
     assert!(field(&json, "deliveries") >= 50.0, "{json}");
+    // connect: open, 101 with the right accept key, close 1000, the server's
+    // close frame and FIN; every cycle is checked.
+    let json = bench(&[
+        "connect",
+        "--addr",
+        &a,
+        "-c",
+        "4",
+        "--duration",
+        "0.5",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(field(&json, "handshakes") > 0.0, "{json}");
+    assert!(field(&json, "server_cpu_ns_per_handshake") > 0.0, "{json}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn connect_fails_on_a_wrong_accept_key() {
+    // A plain TCP server that answers 101 with a made-up accept value.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n",
+            );
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
+        .args(["connect", "--addr", &addr, "-c", "1", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Sec-WebSocket-Accept"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub struct Config {
     pub max_backpressure: usize,
     /// Serve the built-in page on a plain `GET /`.
     pub page: bool,
+    /// Echo connections stream large binary messages back as they arrive
+    /// (see `Connection::set_streaming`).
+    pub streaming: bool,
     /// Connections admitted at once; over it a new connection gets 503 and is
     /// closed. `None`: no limit but the process's file descriptors.
     pub max_connections: Option<usize>,
@@ -39,6 +42,7 @@ impl Default for Config {
             mode: Mode::Echo,
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
             page: true,
+            streaming: true,
             max_connections: None,
             allow_origins: Vec::new(),
         }

@@ -43,6 +43,12 @@ pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) {
     conn.send(kind, data);
 }
 
+/// Echo of a streamed binary message: each piece goes back as it arrived, as
+/// one fragment of the echoed message.
+pub fn echo_fragment(conn: &mut Connection, data: Vec<u8>, first: bool, fin: bool) {
+    conn.send_fragment(data, first, fin);
+}
+
 /// Encodes a broadcast frame once; the same bytes are then queued to every
 /// recipient (a reference count per recipient, no copy).
 pub fn encode_shared(kind: MessageKind, data: &[u8]) -> Rc<[u8]> {

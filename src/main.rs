@@ -50,6 +50,12 @@ struct Args {
     #[arg(long)]
     no_page: bool,
 
+    /// Echo every message only once complete, as one frame (default: a binary
+    /// message still arriving after 16 KiB is echoed in pieces, as a fragmented
+    /// message, while the rest comes)
+    #[arg(long)]
+    no_streaming: bool,
+
     /// Time allowed to send a complete request head (e.g. 10s, 500ms)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
             close_timeout: args.close_timeout,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,
+            ..Limits::default()
         },
         mode: match args.mode {
             ModeArg::Echo => Mode::Echo,
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
         },
         max_backpressure: args.max_backpressure,
         page: !args.no_page,
+        streaming: !args.no_streaming,
         max_connections: args.max_connections,
         allow_origins: args.allow_origins,
     };

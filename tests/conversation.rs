@@ -14,6 +14,9 @@ struct Harness {
     conn: Connection,
     now: Instant,
     seen: Vec<(MessageKind, Vec<u8>)>,
+    /// Pieces of streamed messages as (first, fin, length).
+    pieces: Vec<(bool, bool, usize)>,
+    partial: Vec<u8>,
     written: Vec<u8>,
 }
 
@@ -24,6 +27,8 @@ impl Harness {
             conn: Connection::new(limits, now),
             now,
             seen: Vec::new(),
+            pieces: Vec::new(),
+            partial: Vec::new(),
             written: Vec::new(),
         }
     }
@@ -41,6 +46,19 @@ impl Harness {
                 Event::Message { kind, data } => {
                     self.seen.push((kind, data.clone()));
                     handler::echo(&mut self.conn, kind, data);
+                }
+                Event::Fragment { data, first, fin } => {
+                    assert_eq!(
+                        first,
+                        self.partial.is_empty() && self.pieces.last().is_none_or(|p| p.1)
+                    );
+                    self.pieces.push((first, fin, data.len()));
+                    self.partial.extend_from_slice(&data);
+                    if fin {
+                        self.seen
+                            .push((MessageKind::Binary, std::mem::take(&mut self.partial)));
+                    }
+                    handler::echo_fragment(&mut self.conn, data, first, fin);
                 }
             }
         }
@@ -381,4 +399,168 @@ fn keepalive_pings_when_quiet_and_idle_timeout_closes_with_1001() {
     h.conn.handle_timeout(h.now);
     h.pump();
     assert!(h.conn.is_open());
+}
+
+// ----- streaming (echo of large binary messages while they arrive) -----
+
+fn streaming(limits: Limits) -> Harness {
+    let mut h = Harness::new(limits);
+    h.conn.set_streaming(true);
+    h.feed(upgrade_request("/").as_bytes());
+    h
+}
+
+/// Reassembles the server's data frames into messages, checking that
+/// fragments follow the RFC: continuation only inside a fragmented message,
+/// no new data frame inside one, control frames anywhere between frames.
+fn reassemble(frames: &[(bool, u8, Vec<u8>)]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut open: Option<(u8, Vec<u8>)> = None;
+    for (fin, op, payload) in frames {
+        match op {
+            0 => {
+                let (_, buf) = open.as_mut().expect("continuation outside a message");
+                buf.extend_from_slice(payload);
+            }
+            1 | 2 => {
+                assert!(open.is_none(), "data frame inside a fragmented message");
+                open = Some((*op, payload.clone()));
+            }
+            _ => {
+                assert!(*fin, "fragmented control frame");
+                continue;
+            }
+        }
+        if *fin {
+            out.push(open.take().unwrap());
+        }
+    }
+    out
+}
+
+fn binary_payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn large_binary_message_is_echoed_in_pieces_while_it_arrives() {
+    let limits = Limits {
+        stream_chunk: 1000,
+        ..Limits::default()
+    };
+    let mut h = streaming(limits);
+    let payload = binary_payload(10_000);
+    let frame = client_frame(true, 2, &payload, [1, 2, 3, 4]);
+    let mut written_before_end = 0;
+    for piece in frame.chunks(700) {
+        h.feed(piece);
+        if h.seen.is_empty() {
+            written_before_end = h.written.len();
+        }
+    }
+    // Pieces were echoed before the message was complete.
+    assert!(
+        written_before_end > 5_000,
+        "{written_before_end} bytes echoed early"
+    );
+    assert!(h.pieces.len() > 5, "{:?}", h.pieces);
+    assert!(h.pieces[0].0 && !h.pieces[0].1);
+    assert!(h.pieces.last().unwrap().1);
+    assert_eq!(h.pieces.iter().filter(|p| p.0).count(), 1);
+    assert_eq!(h.seen, vec![(MessageKind::Binary, payload.clone())]);
+    let frames = h.frames();
+    assert!(frames.len() > 5);
+    assert_eq!((frames[0].0, frames[0].1), (false, 2));
+    assert_eq!(reassemble(&frames), vec![(2, payload)]);
+}
+
+#[test]
+fn streaming_leaves_small_and_text_messages_whole() {
+    let limits = Limits {
+        stream_chunk: 1000,
+        ..Limits::default()
+    };
+    let mut h = streaming(limits);
+    // A binary message that arrives in one read: one event, one frame.
+    let payload = binary_payload(5_000);
+    h.feed(&client_frame(true, 2, &payload, [9, 9, 9, 9]));
+    // A large text message arriving in pieces: validated whole, then echoed.
+    let text_payload = "é".repeat(3_000);
+    for piece in client_frame(true, 1, text_payload.as_bytes(), [5, 6, 7, 8]).chunks(333) {
+        h.feed(piece);
+    }
+    assert!(h.pieces.is_empty(), "{:?}", h.pieces);
+    assert_eq!(h.seen.len(), 2);
+    let frames = h.frames();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0], (true, 2, payload));
+    assert_eq!(frames[1], (true, 1, text_payload.into_bytes()));
+}
+
+#[test]
+fn streamed_message_keeps_the_size_cap_and_control_frames_go_between_pieces() {
+    let limits = Limits {
+        stream_chunk: 500,
+        max_message_size: 4_000,
+        ..Limits::default()
+    };
+    let mut h = streaming(limits);
+    // Fragment 1 (fin = 0) arrives in pieces, then a ping, then fragment 2.
+    let part = binary_payload(1_500);
+    for piece in client_frame(false, 2, &part, [1, 1, 1, 1]).chunks(400) {
+        h.feed(piece);
+    }
+    h.feed(&client_frame(true, 9, b"mid", [2, 2, 2, 2]));
+    for piece in client_frame(true, 0, &part, [3, 3, 3, 3]).chunks(400) {
+        h.feed(piece);
+    }
+    let frames = h.frames();
+    let pong = frames.iter().position(|f| f.1 == 10).expect("a pong");
+    assert!(pong > 0 && pong < frames.len() - 1, "pong between pieces");
+    let mut whole = part.clone();
+    whole.extend_from_slice(&part);
+    assert_eq!(reassemble(&frames), vec![(2, whole)]);
+
+    // 1,500 + 1,500 streamed so far counts: a third fragment of 1,500 is over
+    // the 4,000-byte cap even though most of the message was handed out.
+    for piece in client_frame(false, 2, &part, [1, 1, 1, 1]).chunks(400) {
+        h.feed(piece);
+    }
+    h.feed(&client_frame(false, 0, &part, [1, 1, 1, 1]));
+    h.feed(&client_frame(true, 0, &part, [1, 1, 1, 1]));
+    assert_eq!(h.close_code_sent(), Some(1009));
+    // What was written is still a valid frame sequence: pieces, then the close.
+    reassemble(&h.frames());
+}
+
+#[test]
+fn streaming_turned_off_mid_message_finishes_that_message_only() {
+    let limits = Limits {
+        stream_chunk: 1000,
+        ..Limits::default()
+    };
+    let mut h = streaming(limits);
+    let payload = binary_payload(10_000);
+    let frame = client_frame(true, 2, &payload, [1, 2, 3, 4]);
+    let (head, tail) = frame.split_at(4_000);
+    h.feed(head);
+    assert_eq!(h.pieces.len(), 1, "streaming started");
+    // Over budget, say: no new message may start streaming, but this one
+    // continues (its start is already out).
+    h.conn.set_streaming(false);
+    for piece in tail.chunks(700) {
+        h.feed(piece);
+    }
+    assert!(
+        h.pieces.last().unwrap().1,
+        "the streamed message was finished"
+    );
+    let streamed = h.pieces.len();
+    for piece in frame.chunks(700) {
+        h.feed(piece);
+    }
+    assert_eq!(h.pieces.len(), streamed, "the next message did not stream");
+    assert_eq!(h.seen.len(), 2);
+    assert!(h.seen.iter().all(|(_, p)| *p == payload));
+    assert_eq!(reassemble(&h.frames()).len(), 2);
 }

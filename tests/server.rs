@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::*;
 use echocast::proto::Limits;
 use echocast::Config;
@@ -19,7 +21,8 @@ fn echoes_text_and_binary() {
     assert_eq!(c.expect_text(), "hello");
     let blob: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     c.send_binary(&blob);
-    assert_eq!(c.read_frame(), (true, 2, blob));
+    let (op, echoed, _) = c.read_message();
+    assert_eq!((op, echoed), (2, blob));
     c.send_text("");
     assert_eq!(c.expect_text(), "");
     drop(c);
@@ -129,7 +132,10 @@ fn oversized_message_fails_with_1009_from_the_header() {
     c.send_raw(&client_frame(false, 2, &vec![0; 1 << 19], [1; 4]));
     c.send_raw(&client_frame(false, 0, &vec![0; 1 << 19], [1; 4]));
     c.send_raw(&client_frame(true, 0, &[0], [1; 4])[..6]);
-    assert_eq!(c.expect_close(), Some(1009));
+    // Pieces within the cap may be echoed first (echo streams binary).
+    let (code, echoed) = c.expect_close_after_data();
+    assert_eq!(code, Some(1009));
+    assert!(echoed <= 1 << 20);
 }
 
 #[test]
@@ -227,6 +233,60 @@ fn binary_prints_its_address_and_serves() {
     let mut c = Client::connect(addr, "/");
     c.send_text("from the binary");
     assert_eq!(c.expect_text(), "from the binary");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn large_binary_echo_streams_unless_turned_off() {
+    // 4 MiB sent in 64 KiB writes: with streaming (the default) the echo is a
+    // fragmented message whose first pieces come back before the client has
+    // finished sending; with --no-streaming it is one frame.
+    let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    for (args, streamed) in [(&[][..], true), (&["--no-streaming"][..], false)] {
+        let (mut child, addr) = spawn_binary(args);
+        let mut c = Client::connect(addr, "/");
+        let frame = client_frame(true, 2, &blob, [0x11, 0x22, 0x33, 0x44]);
+        let mut writer = c.stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for piece in frame.chunks(64 * 1024) {
+                writer.write_all(piece).unwrap();
+            }
+        });
+        let (op, echoed, frames) = c.read_message();
+        sender.join().unwrap();
+        assert_eq!(op, 2);
+        assert!(echoed == blob, "the echo differs");
+        if streamed {
+            assert!(frames > 1, "expected a fragmented echo");
+        } else {
+            assert_eq!(frames, 1);
+        }
+        c.send_text("after");
+        assert_eq!(c.expect_text(), "after");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_client_that_sends_a_whole_large_message_before_reading_gets_its_echo() {
+    // The classic blocking client: write everything, then read. The echo
+    // streams back while the message arrives; the server must keep reading
+    // past its 1 MiB backpressure budget until the message is complete, or
+    // both sides would wait for each other forever.
+    let (mut child, addr) = spawn_binary(&[]);
+    let mut c = Client::connect(addr, "/");
+    c.stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let blob: Vec<u8> = (0..24u32 << 20).map(|i| (i % 241) as u8).collect();
+    c.stream
+        .write_all(&client_frame(true, 2, &blob, [7, 7, 7, 7]))
+        .expect("the server kept reading");
+    let (op, echoed, _) = c.read_message();
+    assert_eq!(op, 2);
+    assert!(echoed == blob, "the echo differs");
     child.kill().unwrap();
     child.wait().unwrap();
 }

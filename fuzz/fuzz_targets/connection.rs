@@ -4,7 +4,9 @@
 //! - no panic;
 //! - every byte written after the 101 parses as valid server frames (unmasked,
 //!   RSV 0, known opcode, control frames final and <= 125 bytes, text is UTF-8,
-//!   close bodies carry a sendable code);
+//!   close bodies carry a sendable code), and fragments are well formed: a
+//!   continuation only inside a fragmented message, no new data frame inside
+//!   one (half of the runs stream binary echoes, which fragments them);
 //! - nothing is written after our close frame;
 //! - memory is bounded: unsent output never exceeds what the input can explain.
 #![no_main]
@@ -23,6 +25,8 @@ struct Checker {
     /// The answer was an HTTP error: one response and nothing else.
     http_answer: bool,
     closed: bool,
+    /// Inside a fragmented data message (a data frame without FIN was sent).
+    fragmented: bool,
 }
 
 impl Checker {
@@ -55,8 +59,18 @@ impl Checker {
                 break;
             }
             assert!(!self.closed, "frame after our close frame");
-            assert!(h.mask.is_none() && h.rsv == 0 && h.fin);
+            assert!(h.mask.is_none() && h.rsv == 0);
             let op = OpCode::from_u8(h.opcode).expect("known opcode");
+            if op.is_control() {
+                assert!(h.fin, "fragmented control frame");
+            } else {
+                assert_eq!(
+                    op == OpCode::Continuation,
+                    self.fragmented,
+                    "continuation outside, or data frame inside, a fragmented message"
+                );
+                self.fragmented = !h.fin;
+            }
             let payload = &self.buf[n..end];
             if op.is_control() {
                 assert!(payload.len() <= 125);
@@ -72,7 +86,6 @@ impl Checker {
                     }
                     self.closed = true;
                 }
-                OpCode::Continuation => panic!("server never fragments"),
                 _ => {}
             }
             self.buf.drain(..end);
@@ -92,6 +105,7 @@ fuzz_target!(|data: &[u8]| {
     input.extend_from_slice(body);
     let limits = Limits {
         max_message_size: 4096,
+        stream_chunk: 64,
         ping_interval: Some(Duration::from_secs(3)),
         idle_timeout: Some(Duration::from_secs(15)),
         ..Limits::default()
@@ -103,7 +117,9 @@ fuzz_target!(|data: &[u8]| {
         seen_head: false,
         http_answer: false,
         closed: false,
+        fragmented: false,
     };
+    conn.set_streaming(ctl[0] & 2 == 2);
     // A small PRNG seeded from the control bytes picks split points, how much
     // output the "socket" takes each time, and time steps.
     let mut state = u32::from(ctl[0]) << 8 | u32::from(ctl[1]) | 1;
@@ -128,6 +144,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::Message { kind, data } => {
                     conn.send(kind, data);
+                }
+                Event::Fragment { data, first, fin } => {
+                    conn.send_fragment(data, first, fin);
                 }
             }
         }

@@ -391,6 +391,8 @@ fn echo_payload(seq: u64, size: usize) -> Vec<u8> {
 struct EchoConn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// An echo arriving as a fragmented message (servers may re-fragment).
+    partial: Option<Vec<u8>>,
     out: Vec<u8>,
     sent: u64,
     received: u64,
@@ -422,6 +424,7 @@ fn echo(
         conns.push(EchoConn {
             stream,
             buf: rest,
+            partial: None,
             out: Vec::new(),
             sent: 0,
             received: 0,
@@ -483,14 +486,40 @@ fn echo(
                 if c.buf.len() < fend {
                     break;
                 }
-                if h.opcode != opcode || !h.fin || h.payload_len as usize != size {
+                let frame = &c.buf[pos + n..fend];
+                pos = fend;
+                // A message is one frame, or a first frame with the message's
+                // opcode and continuations (RFC 6455 §5.4).
+                let whole: Vec<u8>;
+                let got: &[u8] = match (h.opcode, c.partial.as_mut()) {
+                    (0, Some(p)) => {
+                        p.extend_from_slice(frame);
+                        if !h.fin {
+                            continue;
+                        }
+                        whole = c.partial.take().expect("checked");
+                        &whole
+                    }
+                    (op, None) if op == opcode && !h.fin => {
+                        c.partial = Some(frame.to_vec());
+                        continue;
+                    }
+                    (op, None) if op == opcode => frame,
+                    (9 | 10, _) => continue,
+                    (op, _) => {
+                        return Err(format!(
+                            "connection {i}: unexpected frame (opcode {op}, {} bytes)",
+                            h.payload_len
+                        ))
+                    }
+                };
+                if got.len() != size {
                     return Err(format!(
-                        "connection {i}: unexpected frame (opcode {}, {} bytes)",
-                        h.opcode, h.payload_len
+                        "connection {i}: echo of {} bytes, sent {size}",
+                        got.len()
                     ));
                 }
                 let expect = echo_payload(c.received, size);
-                let got = &c.buf[pos + n..fend];
                 // The digits always; the whole payload for one message in 64.
                 let checked = if c.received % 64 == 0 { size } else { digits };
                 if got[..checked] != expect[..checked] {
@@ -503,7 +532,6 @@ fn echo(
                 total += 1;
                 let t0 = c.sent_at.pop_front().expect("sent before received");
                 latencies.push(now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
-                pos = fend;
             }
             c.buf.drain(..pos);
             top_up(c, now)?;

@@ -46,6 +46,10 @@ pub struct Limits {
     /// Close with 1001 when nothing at all (not even a pong) arrived for this
     /// long. `None` or zero: off.
     pub idle_timeout: Option<Duration>,
+    /// On a streaming connection ([`Connection::set_streaming`]), a binary
+    /// message still incomplete at the end of a `receive` is handed out as an
+    /// [`Event::Fragment`] once at least this many bytes are buffered.
+    pub stream_chunk: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             close_timeout: Duration::from_secs(5),
             ping_interval: None,
             idle_timeout: None,
+            stream_chunk: 16 * 1024,
         }
     }
 }
@@ -76,6 +81,15 @@ pub enum Event {
     HttpRequest { method: String, path: String },
     /// A complete data message.
     Message { kind: MessageKind, data: Vec<u8> },
+    /// A piece of a binary message still arriving (streaming connections
+    /// only, see [`Connection::set_streaming`]). The pieces of one message come
+    /// in order, the first with `first`, the last with `fin` (possibly empty);
+    /// together they are the message. [`Connection::send_fragment`] echoes one.
+    Fragment {
+        data: Vec<u8>,
+        first: bool,
+        fin: bool,
+    },
 }
 
 /// What the driver must do with the socket.
@@ -195,6 +209,8 @@ pub struct Connection {
     out: OutQueue,
     /// Give the out-queue's storage back once the 101 is written.
     release_out: bool,
+    /// Hand out large binary messages in pieces as they arrive.
+    streaming: bool,
     /// Our close frame is decided but still behind events in `items`.
     close_pending: bool,
     shutdown_requested: bool,
@@ -227,6 +243,7 @@ impl Connection {
             items: Items::default(),
             out: OutQueue::default(),
             release_out: false,
+            streaming: false,
             close_pending: false,
             shutdown_requested: false,
             eof: false,
@@ -250,9 +267,23 @@ impl Connection {
                     hs.pending.extend_from_slice(data);
                 }
             }
-            State::Open | State::Closing if !self.eof => self.receive_frames(data, now),
+            State::Open | State::Closing if !self.eof => {
+                self.receive_frames(data, now);
+                self.hand_out_piece();
+            }
             _ => {}
         }
+    }
+
+    /// Streaming: a binary message is handed out in pieces ([`Event::Fragment`])
+    /// as it arrives, instead of whole once complete, so that an echo can go
+    /// back while the rest is still coming and memory stays bounded by the
+    /// backpressure budget rather than the message size. Text messages (which
+    /// must be validated whole before any of it is answered) and messages that
+    /// arrive within one `receive` are still delivered whole. Turning it off
+    /// stops new messages from streaming; one already streaming goes on.
+    pub fn set_streaming(&mut self, on: bool) {
+        self.streaming = on;
     }
 
     /// The peer closed its write half (read returned 0) or the socket failed.
@@ -311,6 +342,7 @@ impl Connection {
         // The handshake's event storage is not needed by an idle connection.
         self.items.release();
         self.receive_frames(&hs.pending, now);
+        self.hand_out_piece();
     }
 
     /// Refuses the request with an HTTP error, then closes.
@@ -337,6 +369,28 @@ impl Connection {
         }
         let payload = payload.into();
         self.queue_frame(kind.opcode(), payload);
+        true
+    }
+
+    /// Queues one piece of a fragmented binary message: the first piece opens
+    /// the message, the one with `fin` ends it (RFC 6455 §5.4: an intermediary
+    /// may change fragmentation, so an echo may be split differently from what
+    /// arrived). Control frames may go out between pieces. Returns false
+    /// (queues nothing) unless the connection can send.
+    pub fn send_fragment(&mut self, data: Vec<u8>, first: bool, fin: bool) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let opcode = if first {
+            OpCode::Binary
+        } else {
+            OpCode::Continuation
+        };
+        let mut hdr = FrameHeader::server(opcode, data.len());
+        hdr.fin = fin;
+        let (bytes, n) = hdr.encode();
+        self.out
+            .push_frame(Chunk::Inline(bytes, n as u8), Chunk::Owned(data));
         true
     }
 
@@ -485,6 +539,18 @@ impl Connection {
         }
     }
 
+    /// Whether a message is being streamed: pieces of it went out and the rest
+    /// is still arriving. A driver must keep reading such a connection even
+    /// over its backpressure budget: a client may well send a whole message
+    /// before it reads anything, and if we stopped reading it midway while our
+    /// echo of the first pieces waits unread, neither side would move again.
+    /// To keep that bounded, the driver turns streaming off while over budget
+    /// ([`Connection::set_streaming`]), so at most one message (up to the size
+    /// cap) streams past the budget.
+    pub fn is_streaming_message(&self) -> bool {
+        self.message.as_ref().is_some_and(|m| m.is_streaming())
+    }
+
     /// Whether reading from the socket is still useful.
     pub fn wants_read(&self) -> bool {
         self.state != State::Dead && !self.eof
@@ -516,6 +582,31 @@ impl Connection {
     }
 
     // ----- internals -----
+
+    /// Streaming: hands out what is buffered of an incomplete binary message.
+    /// A message that started streaming goes on streaming; a new one starts
+    /// only while streaming is on.
+    fn hand_out_piece(&mut self) {
+        if self.state != State::Open {
+            return;
+        }
+        let Some(msg) = self.message.as_mut() else {
+            return;
+        };
+        let first = !msg.is_streaming();
+        if msg.kind() != MessageKind::Binary
+            || (first && !self.streaming)
+            || msg.len() < self.limits.stream_chunk.max(1)
+        {
+            return;
+        }
+        let data = msg.take_piece(self.out.take_spare());
+        self.items.push_back(Item::Event(Event::Fragment {
+            data,
+            first,
+            fin: false,
+        }));
+    }
 
     fn take_pending_pong(&mut self) -> Option<Vec<u8>> {
         self.ctl.as_mut()?.pending_pong.take()
@@ -695,7 +786,7 @@ impl Connection {
         } else {
             let so_far = match (opcode, &self.message) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-                (OpCode::Continuation, Some(m)) => m.len() as u64,
+                (OpCode::Continuation, Some(m)) => m.total_len(),
                 (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
                 (_, None) => 0,
             };
@@ -744,9 +835,18 @@ impl Connection {
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if frame.fin {
                     let msg = self.message.take().expect("message in progress");
+                    let streaming = msg.is_streaming();
                     let (kind, data) = msg.finish()?;
-                    self.items
-                        .push_back(Item::Event(Event::Message { kind, data }));
+                    let event = if streaming {
+                        Event::Fragment {
+                            data,
+                            first: false,
+                            fin: true,
+                        }
+                    } else {
+                        Event::Message { kind, data }
+                    };
+                    self.items.push_back(Item::Event(event));
                 }
             }
             OpCode::Ping => {

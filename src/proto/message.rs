@@ -30,6 +30,8 @@ pub struct MessageBuffer {
     /// The last `utf8_pending` bytes (at most 3) are an incomplete, so far valid,
     /// code point; everything before them is known to be valid UTF-8.
     utf8_pending: u8,
+    /// Bytes already handed out as pieces ([`MessageBuffer::take_piece`]).
+    delivered: u64,
 }
 
 impl MessageBuffer {
@@ -39,6 +41,7 @@ impl MessageBuffer {
             kind,
             data,
             utf8_pending: 0,
+            delivered: 0,
         }
     }
 
@@ -46,8 +49,28 @@ impl MessageBuffer {
         self.kind
     }
 
+    /// Bytes buffered now (not counting pieces already handed out).
     pub fn len(&self) -> usize {
         self.data.len()
+    }
+
+    /// The message's size so far, pieces handed out included (what the size
+    /// cap is checked against).
+    pub fn total_len(&self) -> u64 {
+        self.delivered + self.data.len() as u64
+    }
+
+    /// Whether a piece was handed out already (the message is being streamed).
+    pub fn is_streaming(&self) -> bool {
+        self.delivered > 0
+    }
+
+    /// Hands out the buffered bytes of a binary message as one piece and goes
+    /// on in `fresh` (an empty buffer).
+    pub fn take_piece(&mut self, fresh: Vec<u8>) -> Vec<u8> {
+        debug_assert!(self.kind == MessageKind::Binary && fresh.is_empty());
+        self.delivered += self.data.len() as u64;
+        std::mem::replace(&mut self.data, fresh)
     }
 
     pub fn is_empty(&self) -> bool {

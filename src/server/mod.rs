@@ -71,8 +71,9 @@ struct Client {
     stream: TcpStream,
     id: Id,
     proto: Connection,
-    /// Set when the upgrade is accepted.
-    room: Option<u32>,
+    /// The room (index + 1, so the option takes 4 bytes), set when the upgrade
+    /// is accepted; see [`Client::room`].
+    room: Option<std::num::NonZeroU32>,
     /// The WebSocket was opened (the 101 was queued).
     upgraded: bool,
     /// Counted against `--max-connections` (not refused with 503).
@@ -85,6 +86,12 @@ struct Client {
     scheduled: Option<Instant>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     read_pending: bool,
+}
+
+impl Client {
+    fn room(&self) -> Option<usize> {
+        self.room.map(|r| r.get() as usize - 1)
+    }
 }
 
 struct Room {
@@ -398,7 +405,14 @@ impl Server {
             if !client.proto.wants_read() {
                 return;
             }
-            if client.proto.output_len() > self.config.max_backpressure {
+            let over = client.proto.output_len() > self.config.max_backpressure;
+            // A message already streaming is read to its end even over the
+            // budget (see `is_streaming_message`); a new one streams only
+            // while under it, so at most one message's echo piles up.
+            client
+                .proto
+                .set_streaming(self.config.streaming && client.room.is_none() && !over);
+            if over && !client.proto.is_streaming_message() {
                 // Echo backpressure: stop reading until the queue drains; TCP then
                 // pushes back on the client. `flush` resumes.
                 client.read_paused = true;
@@ -436,15 +450,19 @@ impl Server {
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
-                Event::Message { kind, data } => match c.room {
+                Event::Message { kind, data } => match c.room() {
                     None => handler::echo(&mut c.proto, kind, data),
                     Some(room) => {
-                        self.broadcast(room as usize, kind, &data, now);
+                        self.broadcast(room, kind, &data, now);
                         if let Some(c) = self.client_mut(t) {
                             c.proto.recycle(data);
                         }
                     }
                 },
+                // Only echo connections stream (see `open`).
+                Event::Fragment { data, first, fin } => {
+                    handler::echo_fragment(&mut c.proto, data, first, fin)
+                }
             }
         }
     }
@@ -469,11 +487,16 @@ impl Server {
             }
         }
         let path = req.path;
+        let streaming = self.config.streaming;
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
         let Some(c) = self.client_mut(t) else { return };
+        // Echo streams large binary messages back as they arrive (`read` turns
+        // it off while over the backpressure budget); a room needs whole
+        // messages (one frame, encoded once, for every member).
+        c.proto.set_streaming(streaming && room.is_none());
         c.proto.accept(now);
         // The peer address is not kept per connection; one syscall per open.
         let peer = c
@@ -482,7 +505,7 @@ impl Server {
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
         info!("{} {peer}: open {path}", c.id);
         c.upgraded = true;
-        c.room = room;
+        c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
     }
 
     fn join(&mut self, name: String, t: Token) -> usize {
@@ -690,8 +713,8 @@ impl Server {
             self.admitted -= 1;
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
-        if let Some(id) = c.room {
-            self.leave(id as usize, t);
+        if let Some(id) = c.room() {
+            self.leave(id, t);
         }
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
         if !c.upgraded {

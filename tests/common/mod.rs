@@ -160,11 +160,52 @@ impl Client {
         }
     }
 
+    /// Reads one data message, reassembling fragments (control frames in
+    /// between are skipped); returns (opcode, payload, frames it came in).
+    pub fn read_message(&mut self) -> (u8, Vec<u8>, usize) {
+        let mut msg: Option<(u8, Vec<u8>)> = None;
+        let mut frames = 0;
+        loop {
+            let (fin, op, p) = self.read_frame();
+            match op {
+                0 => msg
+                    .as_mut()
+                    .expect("continuation outside a message")
+                    .1
+                    .extend_from_slice(&p),
+                1 | 2 => {
+                    assert!(msg.is_none(), "data frame inside a fragmented message");
+                    msg = Some((op, p));
+                }
+                _ => continue,
+            }
+            frames += 1;
+            if fin {
+                let (op, p) = msg.unwrap();
+                return (op, p, frames);
+            }
+        }
+    }
+
     pub fn expect_text(&mut self) -> String {
         let (fin, op, p) = self.read_frame();
         assert!(fin);
         assert_eq!(op, 1, "expected a text frame, got opcode {op}");
         String::from_utf8(p).unwrap()
+    }
+
+    /// Reads binary data frames (pieces of a streamed echo) until a close
+    /// frame; returns its code and how many data bytes came before it.
+    pub fn expect_close_after_data(&mut self) -> (Option<u16>, usize) {
+        let mut echoed = 0;
+        loop {
+            let (_, op, p) = self.read_frame();
+            match op {
+                0 | 2 => echoed += p.len(),
+                8 => return (close_code(&p), echoed),
+                _ => panic!("unexpected opcode {op} before the close"),
+            }
+        }
     }
 
     /// Reads a close frame and returns its code.

@@ -149,3 +149,86 @@ fn a_broken_server_cannot_score() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// An echo server built on echocast's sans-IO core that corrupts one byte
+/// deep inside every large message: the load generator must notice (it checks
+/// every byte of one echo in 64, the first one included).
+fn corrupting_server() -> std::net::SocketAddr {
+    use echocast::proto::{Connection, Event, Limits};
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let now = std::time::Instant::now();
+                let mut conn = Connection::new(Limits::default(), now);
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok(n) = s.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    conn.receive(&buf[..n], now);
+                    while let Some(ev) = conn.poll_event() {
+                        match ev {
+                            Event::Upgrade(_) => conn.accept(now),
+                            Event::Message { kind, mut data } => {
+                                if data.len() > 50_000 {
+                                    data[50_000] ^= 1;
+                                }
+                                conn.send(kind, data);
+                            }
+                            _ => return,
+                        }
+                    }
+                    while conn.output_len() > 0 {
+                        let front = conn.output_front().to_vec();
+                        if s.write_all(&front).is_err() {
+                            return;
+                        }
+                        conn.consume_output(front.len());
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_corrupted_byte_deep_in_a_large_echo_is_caught() {
+    let addr = corrupting_server().to_string();
+    // Small messages pass through this server untouched...
+    let json = bench(&[
+        "echo",
+        "--addr",
+        &addr,
+        "-c",
+        "1",
+        "-s",
+        "1000",
+        "--duration",
+        "0.3",
+    ]);
+    assert!(field(&json, "messages") > 0.0, "{json}");
+    // ...a flipped byte at offset 50,000 of a 100 kB echo fails the run.
+    let out = Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
+        .args([
+            "echo",
+            "--addr",
+            &addr,
+            "-c",
+            "1",
+            "-s",
+            "100000",
+            "--duration",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differs"), "{err}");
+}

@@ -378,25 +378,71 @@ fn broadcast(
     Ok(())
 }
 
-/// The payload of message `seq`: its number in ASCII digits, then filler, so
-/// text and binary both carry it and every echo can be checked exactly.
-fn echo_payload(seq: u64, size: usize) -> Vec<u8> {
-    let digits = format!("{seq:020}");
-    let mut p = vec![b'e'; size];
+/// The payload of message `seq`: its number in ASCII digits (the last
+/// `min(size, 20)` of 20), then `e` filler, so text and binary both carry it
+/// and every echo can be checked exactly. This returns the digits.
+fn echo_digits(seq: u64, size: usize) -> [u8; 20] {
+    let mut d = [b'e'; 20];
+    let all = format!("{seq:020}");
     let n = size.min(20);
-    p[..n].copy_from_slice(&digits.as_bytes()[20 - n..]);
-    p
+    d[..n].copy_from_slice(&all.as_bytes()[20 - n..]);
+    d
+}
+
+/// Messages up to this size are copied whole into the output buffer; larger
+/// ones are sent as a patched prefix plus the shared, pre-masked template.
+const SMALL: usize = 4096;
+
+/// One piece of a connection's output.
+enum Seg {
+    Bytes(Vec<u8>),
+    /// The template from this offset to its end (shared, never copied).
+    Template(usize),
+}
+
+/// The echo being received: frames are checked as their bytes arrive and
+/// never accumulated, so a 16 MiB echo costs the client one pass.
+#[derive(Default)]
+struct Rx {
+    /// Payload bytes left in the current frame.
+    frame_left: u64,
+    frame_fin: bool,
+    /// Inside a message (its first frame was seen).
+    in_message: bool,
+    /// Bytes of the message so far.
+    len: usize,
+    /// Every byte of this message is checked (one in 64), not just the digits.
+    full: bool,
+    digits: [u8; 20],
 }
 
 struct EchoConn {
     stream: TcpStream,
     buf: Vec<u8>,
-    /// An echo arriving as a fragmented message (servers may re-fragment).
-    partial: Option<Vec<u8>>,
-    out: Vec<u8>,
+    rx: Rx,
+    out: VecDeque<Seg>,
+    /// Bytes of `out[0]` already written.
+    out_pos: usize,
     sent: u64,
     received: u64,
     sent_at: VecDeque<Instant>,
+}
+
+/// Checks `bytes`, found at `off` in the echo of a message of `size` bytes.
+fn check_echo(rx: &Rx, off: usize, bytes: &[u8], size: usize) -> bool {
+    let d = size.min(20);
+    let end = off + bytes.len();
+    if off < d {
+        let n = d.min(end) - off;
+        if bytes[..n] != rx.digits[off..off + n] {
+            return false;
+        }
+    }
+    if rx.full && end > d {
+        let from = d.saturating_sub(off);
+        return bytes[from..].iter().all(|&b| b == b'e');
+    }
+    true
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -424,8 +470,9 @@ fn echo(
         conns.push(EchoConn {
             stream,
             buf: rest,
-            partial: None,
-            out: Vec::new(),
+            rx: Rx::default(),
+            out: VecDeque::new(),
+            out_pos: 0,
             sent: 0,
             received: 0,
             sent_at: VecDeque::new(),
@@ -434,9 +481,13 @@ fn echo(
     let opcode = if text { 1 } else { 2 };
     let key = [0x3c, 0x91, 0x07, 0xe2];
     // Masked once; only the sequence digits are re-masked per message.
-    let template = masked_frame_op(opcode, &echo_payload(0, size), key);
+    let mut payload = vec![b'e'; size];
+    payload[..size.min(20)].copy_from_slice(&echo_digits(0, size)[..size.min(20)]);
+    let template = masked_frame_op(opcode, &payload, key);
+    drop(payload);
     let hdr_len = template.len() - size;
     let digits = size.min(20);
+    let prefix = hdr_len + digits;
     let mut latencies: Vec<u32> = Vec::new();
     let mut read_buf = vec![0u8; 256 * 1024];
     let mut events = Events::with_capacity(1024);
@@ -447,19 +498,60 @@ fn echo(
 
     let top_up = |c: &mut EchoConn, now: Instant| -> Result<(), String> {
         while c.sent - c.received < pipeline as u64 {
-            let p = echo_payload(c.sent, size);
-            let start = c.out.len();
-            c.out.extend_from_slice(&template);
-            for i in 0..digits {
-                c.out[start + hdr_len + i] = p[i] ^ key[i % 4];
+            let d = echo_digits(c.sent, size);
+            let masked = |p: &mut [u8]| {
+                for i in 0..digits {
+                    p[hdr_len + i] = d[i] ^ key[i % 4];
+                }
+            };
+            if size <= SMALL {
+                // Appending to a partly written buffer is fine: `out_pos` counts
+                // from its start.
+                if !matches!(c.out.back(), Some(Seg::Bytes(_))) {
+                    c.out.push_back(Seg::Bytes(Vec::new()));
+                }
+                let Some(Seg::Bytes(b)) = c.out.back_mut() else {
+                    unreachable!()
+                };
+                let at = b.len();
+                b.extend_from_slice(&template);
+                masked(&mut b[at..]);
+            } else {
+                let mut head = template[..prefix].to_vec();
+                masked(&mut head);
+                c.out.push_back(Seg::Bytes(head));
+                c.out.push_back(Seg::Template(prefix));
             }
             c.sent += 1;
             c.sent_at.push_back(now);
         }
         while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
+            let mut slices = [io::IoSlice::new(&[]); 64];
+            let mut n = 0;
+            for (k, seg) in c.out.iter().take(64).enumerate() {
+                let bytes = match seg {
+                    Seg::Bytes(b) => &b[..],
+                    Seg::Template(from) => &template[*from..],
+                };
+                slices[n] = io::IoSlice::new(if k == 0 { &bytes[c.out_pos..] } else { bytes });
+                n += 1;
+            }
+            match c.stream.write_vectored(&slices[..n]) {
+                Ok(mut written) => {
+                    while written > 0 {
+                        let len = match &c.out[0] {
+                            Seg::Bytes(b) => b.len(),
+                            Seg::Template(from) => template.len() - from,
+                        } - c.out_pos;
+                        if written >= len {
+                            written -= len;
+                            c.out.pop_front();
+                            c.out_pos = 0;
+                        } else {
+                            c.out_pos += written;
+                            written = 0;
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("write: {e}")),
@@ -481,57 +573,76 @@ fn echo(
             read_available(&mut c.stream, &mut c.buf, &mut read_buf)
                 .map_err(|e| format!("connection {i}: {e}"))?;
             let mut pos = 0;
-            while let Ok(Some((h, n))) = FrameHeader::decode(&c.buf[pos..]) {
-                let fend = pos + n + h.payload_len as usize;
-                if c.buf.len() < fend {
-                    break;
-                }
-                let frame = &c.buf[pos + n..fend];
-                pos = fend;
-                // A message is one frame, or a first frame with the message's
-                // opcode and continuations (RFC 6455 §5.4).
-                let whole: Vec<u8>;
-                let got: &[u8] = match (h.opcode, c.partial.as_mut()) {
-                    (0, Some(p)) => {
-                        p.extend_from_slice(frame);
-                        if !h.fin {
-                            continue;
-                        }
-                        whole = c.partial.take().expect("checked");
-                        &whole
+            loop {
+                if c.rx.frame_left > 0 {
+                    let n = (c.rx.frame_left as usize).min(c.buf.len() - pos);
+                    if n == 0 {
+                        break;
                     }
-                    (op, None) if op == opcode && !h.fin => {
-                        c.partial = Some(frame.to_vec());
+                    let bytes = &c.buf[pos..pos + n];
+                    if c.rx.len + n > size || !check_echo(&c.rx, c.rx.len, bytes, size) {
+                        return Err(format!(
+                            "connection {i}: echo {} differs from what was sent",
+                            c.received
+                        ));
+                    }
+                    c.rx.len += n;
+                    c.rx.frame_left -= n as u64;
+                    pos += n;
+                    if c.rx.frame_left > 0 {
+                        break;
+                    }
+                } else {
+                    let Ok(Some((h, n))) = FrameHeader::decode(&c.buf[pos..]) else {
+                        break;
+                    };
+                    if matches!(h.opcode, 9 | 10) {
+                        // Control frames from the server are skipped whole.
+                        let fend = pos + n + h.payload_len as usize;
+                        if c.buf.len() < fend {
+                            break;
+                        }
+                        pos = fend;
                         continue;
                     }
-                    (op, None) if op == opcode => frame,
-                    (9 | 10, _) => continue,
-                    (op, _) => {
+                    // A message is one frame, or a first frame with the
+                    // message's opcode and continuations (RFC 6455 §5.4).
+                    let expected = if c.rx.in_message { 0 } else { opcode };
+                    if h.opcode != expected {
                         return Err(format!(
-                            "connection {i}: unexpected frame (opcode {op}, {} bytes)",
-                            h.payload_len
-                        ))
+                            "connection {i}: unexpected frame (opcode {}, {} bytes)",
+                            h.opcode, h.payload_len
+                        ));
                     }
-                };
-                if got.len() != size {
-                    return Err(format!(
-                        "connection {i}: echo of {} bytes, sent {size}",
-                        got.len()
-                    ));
+                    if !c.rx.in_message {
+                        c.rx = Rx {
+                            in_message: true,
+                            full: c.received % 64 == 0,
+                            digits: echo_digits(c.received, size),
+                            ..Rx::default()
+                        };
+                    }
+                    c.rx.frame_left = h.payload_len;
+                    c.rx.frame_fin = h.fin;
+                    pos += n;
+                    if h.payload_len > 0 {
+                        continue;
+                    }
                 }
-                let expect = echo_payload(c.received, size);
-                // The digits always; the whole payload for one message in 64.
-                let checked = if c.received % 64 == 0 { size } else { digits };
-                if got[..checked] != expect[..checked] {
-                    return Err(format!(
-                        "connection {i}: echo {} differs from what was sent",
-                        c.received
-                    ));
+                if c.rx.frame_fin {
+                    if c.rx.len != size {
+                        return Err(format!(
+                            "connection {i}: echo of {} bytes, sent {size}",
+                            c.rx.len
+                        ));
+                    }
+                    c.rx.in_message = false;
+                    c.rx.frame_fin = false;
+                    c.received += 1;
+                    total += 1;
+                    let t0 = c.sent_at.pop_front().expect("sent before received");
+                    latencies.push(now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
                 }
-                c.received += 1;
-                total += 1;
-                let t0 = c.sent_at.pop_front().expect("sent before received");
-                latencies.push(now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
             }
             c.buf.drain(..pos);
             top_up(c, now)?;

@@ -70,6 +70,11 @@ impl Default for Limits {
 /// does not read cannot grow the queue.
 pub const PONG_COALESCE_BYTES: usize = 64 * 1024;
 
+/// The largest piece of a streamed message (see [`Event::Fragment`]): its
+/// buffer stays small enough to be recycled, so streaming does not allocate
+/// (or page-fault) per piece.
+pub const STREAM_PIECE_MAX: usize = 32 * 1024;
+
 /// What the connection reports to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -584,6 +589,19 @@ impl Connection {
     // ----- internals -----
 
     /// Streaming: hands out what is buffered of an incomplete binary message.
+    /// Streaming: room left in the current piece, if the frame being received
+    /// is part of a binary message that streams (or may start to).
+    fn stream_room(&self) -> Option<usize> {
+        let frame = self.frame.as_ref()?;
+        let msg = self.message.as_ref()?;
+        let eligible = self.state == State::Open
+            && !frame.opcode.is_control()
+            && !frame.discard
+            && msg.kind() == MessageKind::Binary
+            && (self.streaming || msg.is_streaming());
+        eligible.then(|| STREAM_PIECE_MAX.saturating_sub(msg.len()))
+    }
+
     /// A message that started streaming goes on streaming; a new one starts
     /// only while streaming is on.
     fn hand_out_piece(&mut self) {
@@ -729,11 +747,20 @@ impl Connection {
                 }
             } else if !data.is_empty() {
                 let frame = self.frame.as_mut().expect("frame in progress");
-                let take = frame.remaining.min(data.len() as u64) as usize;
+                let mut take = frame.remaining.min(data.len() as u64) as usize;
+                // A streamed piece is at most STREAM_PIECE_MAX bytes, so its
+                // buffer never grows past what the out-queue recycles.
+                let room = self.stream_room();
+                if let Some(room) = room {
+                    take = take.min(room);
+                }
                 let (chunk, rest) = data.split_at(take);
                 data = rest;
                 if let Err(e) = self.frame_payload(chunk) {
                     return self.fail(e, now);
+                }
+                if room.is_some() && self.stream_room() == Some(0) {
+                    self.hand_out_piece();
                 }
             }
             match &self.frame {

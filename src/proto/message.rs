@@ -86,8 +86,16 @@ impl MessageBuffer {
         offset: usize,
     ) -> Result<(), ProtocolError> {
         let start = self.data.len();
-        self.data.extend_from_slice(masked);
-        apply_mask(&mut self.data[start..], key, offset);
+        // Copy and unmask in 4 KiB blocks: the unmasking pass then reads what
+        // was just written from L1, instead of a second trip through memory.
+        self.data.reserve(masked.len());
+        let mut off = offset;
+        for block in masked.chunks(4096) {
+            let at = self.data.len();
+            self.data.extend_from_slice(block);
+            apply_mask(&mut self.data[at..], key, off);
+            off += block.len();
+        }
         if self.kind == MessageKind::Text {
             let from = start - usize::from(self.utf8_pending);
             let valid = validate_utf8_prefix(&self.data[from..])?;

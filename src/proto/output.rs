@@ -20,6 +20,10 @@ pub const COALESCE_MAX: usize = 4096;
 const TAIL_CAPACITY: usize = 64 * 1024;
 /// Buffers up to this capacity are kept for reuse once written.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Message buffers kept for reuse, in all (a pipelined burst of small messages
+/// needs one each; a streamed message a couple of pieces).
+const SPARE_BYTES: usize = 64 * 1024;
+const SPARE_COUNT: usize = 64;
 
 /// A piece of queued output.
 #[derive(Debug, Clone)]
@@ -76,9 +80,11 @@ struct Queue {
     open_tail: bool,
     /// A written tail buffer, emptied, kept for the next tail.
     spare_tail: Vec<u8>,
-    /// A message buffer whose payload was copied into a tail: the next received
-    /// message is assembled in it.
-    spare_message: Vec<u8>,
+    /// Emptied message buffers (payloads copied into a tail, or written): the
+    /// next received messages are assembled in them. At most `SPARE_COUNT`
+    /// buffers and `SPARE_BYTES` of capacity.
+    spares: Vec<Vec<u8>>,
+    spare_bytes: usize,
 }
 
 /// The outbound queue of one connection: [`Queue`] behind a box that exists
@@ -107,18 +113,14 @@ impl OutQueue {
     pub fn take_spare(&mut self) -> Vec<u8> {
         self.q
             .as_mut()
-            .map(|q| std::mem::take(&mut q.spare_message))
+            .and_then(|q| q.take_spare())
             .unwrap_or_default()
     }
 
-    /// Keeps `buf` (emptied) for the next message, if none is kept yet and it
-    /// is not large.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    /// Keeps `buf` (emptied) for a next message, within the spare budget.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
         if let Some(q) = self.q.as_mut() {
-            if q.spare_message.capacity() == 0 && buf.capacity() <= KEEP_CAPACITY {
-                buf.clear();
-                q.spare_message = buf;
-            }
+            q.keep_spare(buf);
         }
     }
 
@@ -186,14 +188,26 @@ impl Queue {
         if header.len() + payload.len() <= COALESCE_MAX {
             self.append(&[header.as_slice(), payload.as_slice()]);
             if let Chunk::Owned(v) = payload {
-                if self.spare_message.capacity() == 0 && v.capacity() <= KEEP_CAPACITY {
-                    self.spare_message = v;
-                    self.spare_message.clear();
-                }
+                self.keep_spare(v);
             }
         } else {
             self.push_part(header, false);
             self.push_part(payload, true);
+        }
+    }
+
+    fn take_spare(&mut self) -> Option<Vec<u8>> {
+        let v = self.spares.pop()?;
+        self.spare_bytes -= v.capacity();
+        Some(v)
+    }
+
+    fn keep_spare(&mut self, mut v: Vec<u8>) {
+        let cap = v.capacity();
+        if cap > 0 && self.spares.len() < SPARE_COUNT && self.spare_bytes + cap <= SPARE_BYTES {
+            v.clear();
+            self.spare_bytes += cap;
+            self.spares.push(v);
         }
     }
 
@@ -295,13 +309,11 @@ impl Queue {
                 // Keep a written buffer's storage (an echoed payload, a tail)
                 // for the next message or the next tail.
                 if let Some((Chunk::Owned(mut v), _)) = popped {
-                    if v.capacity() <= KEEP_CAPACITY {
+                    if self.spare_tail.capacity() == 0 && v.capacity() <= KEEP_CAPACITY {
                         v.clear();
-                        if self.spare_message.capacity() == 0 {
-                            self.spare_message = v;
-                        } else if self.spare_tail.capacity() == 0 {
-                            self.spare_tail = v;
-                        }
+                        self.spare_tail = v;
+                    } else {
+                        self.keep_spare(v);
                     }
                 }
             } else {
@@ -420,6 +432,28 @@ mod tests {
         assert_eq!(q.take_spare().capacity(), 0);
         q.recycle(Vec::with_capacity(100));
         assert!(q.take_spare().capacity() >= 100);
+    }
+
+    #[test]
+    fn a_burst_of_small_messages_reuses_a_buffer_each() {
+        // 16 pipelined echoes: 16 message buffers out at once. After one
+        // burst, the next takes 16 kept buffers, allocating none.
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(vec![0; 1])); // the queue exists once used
+        for _ in 0..2 {
+            let bufs: Vec<Vec<u8>> = (0..16).map(|_| q.take_spare()).collect();
+            for mut b in bufs {
+                b.extend_from_slice(&[1; 20]);
+                q.push_frame(
+                    Chunk::Inline([0x82, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 2),
+                    Chunk::Owned(b),
+                );
+            }
+            let n = q.len();
+            q.consume(n);
+        }
+        let reused = (0..16).filter(|_| q.take_spare().capacity() >= 20).count();
+        assert_eq!(reused, 16);
     }
 
     #[test]

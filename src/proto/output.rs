@@ -3,8 +3,9 @@
 //! Frames are queued as chunks that are written in order with vectored I/O.
 //! Small frames (at most [`COALESCE_MAX`] bytes) are copied into one growing
 //! buffer at the tail, so sixteen pipelined echoes become one contiguous write,
-//! not 32 iovecs; the buffer is kept and reused once written, so steady traffic
-//! does not allocate. Large frames are queued without a copy: the header inline,
+//! not 32 iovecs; the buffer is kept and reused once written, and emptied
+//! message buffers go to a small pool the next messages are assembled in, so
+//! steady traffic does not allocate. Large frames are queued without a copy: the header inline,
 //! an echoed payload as the very buffer it was received into, a broadcast frame
 //! as one `Rc<[u8]>` shared by every recipient.
 

@@ -93,7 +93,11 @@ for rep in $(seq 1 "$REPS"); do
                 sleep 0.1
             done
             if ! grep -q "listening on" "$log"; then
-                echo "$server did not start:"; cat "$log"; kill $pid 2>/dev/null; exit 1
+                echo "$server did not start: $(head -c 300 "$log" | tr '\n"\\' "  '")"
+                echo "{\"server\":\"$server\",\"case\":\"$scenario\",\"rep\":$rep,\"error\":\"server did not start\"}" >> "$RAW"
+                kill $pid 2>/dev/null || true
+                wait $pid 2>/dev/null || true
+                continue
             fi
             printf '%-9s rep %d  %-15s %-18s ' "" "$rep" "$scenario" "$server"
             # shellcheck disable=SC2046
@@ -113,7 +117,7 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 
-{
+machine_info() {
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
     echo "kernel: $(uname -sr)"
     echo "rustc: $(rustc --version)"
@@ -126,7 +130,8 @@ done
     echo "websockets: $("$PEERS/python-websockets/.venv/bin/python" -c 'import websockets; print(websockets.__version__)' 2>/dev/null || true)"
     echo "reps: $REPS, seconds per run: $DURATION"
     echo "date: $(date -u +%Y-%m-%d)"
-} > "$RESULTS/machine.txt"
+}
+machine_info > "$RESULTS/machine.txt"
 
 python3 "$ROOT/bench/report.py" "$RAW" "$RESULTS/machine.txt" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.svg"
 echo "== wrote docs/benchmarks.md and docs/benchmarks.svg"

@@ -203,6 +203,10 @@ def main():
     write_svg(out_svg, cases, peers, med)
 
 
+def label(v):
+    return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+
+
 def write_svg(path, cases, peers, med):
     """Horizontal bars: per case and peer, how many times better echocast is
     (peer/echocast for lower-is-better, echocast/peer for higher-is-better),
@@ -249,7 +253,7 @@ def write_svg(path, cases, peers, med):
                 x0, x1 = sorted((x(1), x(adv)))
                 out.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{bar - 2}" '
                            f'fill="{COLORS.get(p, "#888")}"/>')
-                out.append(f'<text x="{x(max(adv, 1)) + 3:.1f}" y="{y + bar - 3}" font-size="9">{adv:.2g}</text>')
+                out.append(f'<text x="{x(max(adv, 1)) + 3:.1f}" y="{y + bar - 3}" font-size="9">{label(adv)}</text>')
             y += bar
         y += gap
     out.append("</svg>")

@@ -123,6 +123,8 @@ pub struct Server {
     limits: Rc<Limits>,
     /// The next connection id for the logs.
     next_id: u32,
+    /// Heap entries (about) that no longer match their connection's deadline.
+    stale_timers: usize,
     /// Where broadcast frames are encoded before they become one `Rc`.
     scratch: Vec<u8>,
     stop: Arc<AtomicBool>,
@@ -166,6 +168,7 @@ impl Server {
             room_ids: std::collections::HashMap::new(),
             free_rooms: Vec::new(),
             next_id: 0,
+            stale_timers: 0,
             scratch: Vec::new(),
             read_buf: vec![0; READ_BUF],
             stop: Arc::new(AtomicBool::new(false)),
@@ -671,12 +674,46 @@ impl Server {
         // its heap entry: when that fires, the core says nothing is due and the
         // entry is re-armed. Only an earlier deadline adds an entry, so the heap
         // does not grow with every message.
-        if let Some(d) = c.proto.poll_timeout() {
-            if c.scheduled.is_none_or(|s| d < s) {
+        let mut stale = 0;
+        match (c.proto.poll_timeout(), c.scheduled) {
+            (Some(d), s) if s.is_none_or(|s| d < s) => {
+                if s.is_some() {
+                    stale += 1; // superseded by the earlier one
+                }
                 c.scheduled = Some(d);
                 self.timers.push(Reverse((d, t)));
             }
+            (None, Some(_)) => {
+                // No deadline any more (e.g. the handshake finished): the
+                // entry is stale.
+                c.scheduled = None;
+                stale += 1;
+            }
+            _ => {}
         }
+        self.stale_timers += stale;
+        self.compact_timers();
+    }
+
+    /// Drops stale heap entries once they are most of the heap, and gives the
+    /// memory back: every connection pushes a handshake deadline, and 10,000
+    /// connections that opened and went idle would otherwise keep 24 bytes
+    /// each in the heap until their handshake timeout passes.
+    fn compact_timers(&mut self) {
+        if self.stale_timers < 1024 || self.stale_timers * 2 < self.timers.len() {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|Reverse((when, t))| {
+            let (index, gen) = split(*t);
+            slots
+                .get(index)
+                .filter(|s| s.gen == gen)
+                .and_then(|s| s.client.as_ref())
+                .is_some_and(|c| c.scheduled == Some(*when))
+        });
+        self.timers.shrink_to_fit();
+        self.stale_timers = 0;
     }
 
     fn run_timers(&mut self, now: Instant) {
@@ -685,12 +722,17 @@ impl Server {
                 return;
             }
             self.timers.pop();
+            let live = self
+                .client_mut(t)
+                .is_some_and(|c| c.scheduled == Some(when));
+            if !live {
+                // Superseded, or the connection is gone.
+                self.stale_timers = self.stale_timers.saturating_sub(1);
+                continue;
+            }
             let Some(c) = self.client_mut(t) else {
                 continue;
             };
-            if c.scheduled != Some(when) {
-                continue; // superseded by a later deadline
-            }
             c.scheduled = None;
             c.proto.handle_timeout(now);
             self.settle(t);
@@ -707,6 +749,9 @@ impl Server {
             return;
         };
         slot.gen = slot.gen.wrapping_add(1);
+        if c.scheduled.is_some() {
+            self.stale_timers += 1;
+        }
         self.free.push(index);
         self.open -= 1;
         if c.admitted {

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use common::*;
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 struct Server {
-    child: Child,
+    child: Spawned,
     addr: std::net::SocketAddr,
 }
 
@@ -32,13 +32,6 @@ impl Server {
         let rss = rss_kib(self.child.id());
         eprintln!("{what}: server RSS {rss} KiB");
         assert!(rss < RSS_BOUND_KIB, "{what}: RSS {rss} KiB");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

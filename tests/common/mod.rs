@@ -231,13 +231,37 @@ impl Client {
 }
 
 /// The echocast binary on 127.0.0.1:0 with extra arguments, and its address.
-pub fn spawn_binary(args: &[&str]) -> (Child, SocketAddr) {
+/// A child process that is killed when dropped, also when a test panics (so a
+/// failed test leaves no server running).
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_binary(args: &[&str]) -> (Spawned, SocketAddr) {
     spawn_command(Command::new(env!("CARGO_BIN_EXE_echocast")).args(args))
 }
 
 /// Runs a command that prints `listening on ws://ADDR` first (it gets
 /// `--listen 127.0.0.1:0` appended).
-pub fn spawn_command(cmd: &mut Command) -> (Child, SocketAddr) {
+pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
     let mut child = cmd
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -252,7 +276,7 @@ pub fn spawn_command(cmd: &mut Command) -> (Child, SocketAddr) {
         .trim()
         .strip_prefix("listening on ws://")
         .unwrap_or_else(|| panic!("{line:?}"));
-    (child, addr.parse().unwrap())
+    (Spawned(child), addr.parse().unwrap())
 }
 
 /// Resident memory of a process, from /proc.

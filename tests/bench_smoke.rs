@@ -21,6 +21,16 @@ fn bench(args: &[&str]) -> String {
     stdout.lines().last().unwrap().to_string()
 }
 
+/// Runs the load generator expecting it to fail; returns its stderr.
+fn bench_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} passed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn field(json: &str, name: &str) -> f64 {
     let start = json.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
     let rest = &json[start..];
@@ -112,16 +122,8 @@ fn connect_fails_on_a_wrong_accept_key() {
             );
         }
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
-        .args(["connect", "--addr", &addr, "-c", "1", "--duration", "1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Sec-WebSocket-Accept"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = bench_fails(&["connect", "--addr", &addr, "-c", "1", "--duration", "1"]);
+    assert!(err.contains("Sec-WebSocket-Accept"), "{err}");
 }
 
 #[test]
@@ -214,21 +216,16 @@ fn a_corrupted_byte_deep_in_a_large_echo_is_caught() {
     ]);
     assert!(field(&json, "messages") > 0.0, "{json}");
     // ...a flipped byte at offset 50,000 of a 100 kB echo fails the run.
-    let out = Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
-        .args([
-            "echo",
-            "--addr",
-            &addr,
-            "-c",
-            "1",
-            "-s",
-            "100000",
-            "--duration",
-            "0.5",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = bench_fails(&[
+        "echo",
+        "--addr",
+        &addr,
+        "-c",
+        "1",
+        "-s",
+        "100000",
+        "--duration",
+        "0.5",
+    ]);
     assert!(err.contains("differs"), "{err}");
 }

@@ -444,11 +444,10 @@ fn binary_payload(n: usize) -> Vec<u8> {
 
 #[test]
 fn large_binary_message_is_echoed_in_pieces_while_it_arrives() {
-    let limits = Limits {
+    let mut h = streaming(Limits {
         stream_chunk: 1000,
         ..Limits::default()
-    };
-    let mut h = streaming(limits);
+    });
     let payload = binary_payload(10_000);
     let frame = client_frame(true, 2, &payload, [1, 2, 3, 4]);
     let mut written_before_end = 0;
@@ -476,11 +475,10 @@ fn large_binary_message_is_echoed_in_pieces_while_it_arrives() {
 
 #[test]
 fn streaming_leaves_small_and_text_messages_whole() {
-    let limits = Limits {
+    let mut h = streaming(Limits {
         stream_chunk: 1000,
         ..Limits::default()
-    };
-    let mut h = streaming(limits);
+    });
     // A binary message that arrives in one read: one event, one frame.
     let payload = binary_payload(5_000);
     h.feed(&client_frame(true, 2, &payload, [9, 9, 9, 9]));
@@ -535,11 +533,10 @@ fn streamed_message_keeps_the_size_cap_and_control_frames_go_between_pieces() {
 
 #[test]
 fn streaming_turned_off_mid_message_finishes_that_message_only() {
-    let limits = Limits {
+    let mut h = streaming(Limits {
         stream_chunk: 1000,
         ..Limits::default()
-    };
-    let mut h = streaming(limits);
+    });
     let payload = binary_payload(10_000);
     let frame = client_frame(true, 2, &payload, [1, 2, 3, 4]);
     let (head, tail) = frame.split_at(4_000);

@@ -501,12 +501,15 @@ impl Server {
         // messages (one frame, encoded once, for every member).
         c.proto.set_streaming(streaming && room.is_none());
         c.proto.accept(now);
-        // The peer address is not kept per connection; one syscall per open.
-        let peer = c
-            .stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        info!("{} {peer}: open {path}", c.id);
+        // The peer address is not kept per connection: one syscall per open,
+        // and only when the line is logged.
+        if log::log_enabled!(log::Level::Info) {
+            let peer = c
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            info!("{} {peer}: open {path}", c.id);
+        }
         c.upgraded = true;
         c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
     }
@@ -745,7 +748,7 @@ impl Server {
         if slot.gen != gen {
             return;
         }
-        let Some(mut c) = slot.client.take() else {
+        let Some(c) = slot.client.take() else {
             return;
         };
         slot.gen = slot.gen.wrapping_add(1);
@@ -757,7 +760,8 @@ impl Server {
         if c.admitted {
             self.admitted -= 1;
         }
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        // No `deregister`: closing the socket (dropping `c`) removes it from
+        // epoll/kqueue, and its token's generation is already retired.
         if let Some(id) = c.room() {
             self.leave(id, t);
         }

@@ -561,3 +561,23 @@ fn streaming_turned_off_mid_message_finishes_that_message_only() {
     assert!(h.seen.iter().all(|(_, p)| *p == payload));
     assert_eq!(reassemble(&h.frames()).len(), 2);
 }
+
+#[test]
+fn a_stream_chunk_above_the_piece_size_still_streams_in_pieces() {
+    // stream_chunk larger than a piece: pieces are still handed out when full
+    // (and the receive loop always makes progress).
+    let mut h = streaming(Limits {
+        stream_chunk: 1 << 20,
+        ..Limits::default()
+    });
+    let payload = binary_payload(200_000);
+    for piece in client_frame(true, 2, &payload, [4, 3, 2, 1]).chunks(50_000) {
+        h.feed(piece);
+    }
+    assert!(h.pieces.len() >= 6, "{:?}", h.pieces);
+    assert!(h
+        .pieces
+        .iter()
+        .all(|p| p.2 <= echocast::proto::connection::STREAM_PIECE_MAX));
+    assert_eq!(h.seen, vec![(MessageKind::Binary, payload)]);
+}

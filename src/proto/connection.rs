@@ -48,7 +48,8 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// On a streaming connection ([`Connection::set_streaming`]), a binary
     /// message still incomplete at the end of a `receive` is handed out as an
-    /// [`Event::Fragment`] once at least this many bytes are buffered.
+    /// [`Event::Fragment`] once at least this many bytes are buffered (at most
+    /// [`STREAM_PIECE_MAX`]: a piece is handed out when it is that large anyway).
     pub stream_chunk: usize,
 }
 
@@ -614,7 +615,7 @@ impl Connection {
         let first = !msg.is_streaming();
         if msg.kind() != MessageKind::Binary
             || (first && !self.streaming)
-            || msg.len() < self.limits.stream_chunk.max(1)
+            || msg.len() < self.limits.stream_chunk.clamp(1, STREAM_PIECE_MAX)
         {
             return;
         }

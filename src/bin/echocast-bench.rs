@@ -216,10 +216,6 @@ fn read_available(
     }
 }
 
-fn masked_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    masked_frame_op(2, payload, key)
-}
-
 fn masked_frame_op(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let h = FrameHeader {
         fin: true,
@@ -272,7 +268,7 @@ fn broadcast(
     };
 
     let key = [0x5a, 0x17, 0xc3, 0x9e];
-    let template = masked_frame(&vec![b'x'; size], key);
+    let template = masked_frame_op(2, &vec![b'x'; size], key);
     let hdr_len = template.len() - size;
     let mut out: Vec<u8> = Vec::new();
     // received[i]: how many subscribers have message base + i.

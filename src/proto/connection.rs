@@ -392,11 +392,7 @@ impl Connection {
         } else {
             OpCode::Continuation
         };
-        let mut hdr = FrameHeader::server(opcode, data.len());
-        hdr.fin = fin;
-        let (bytes, n) = hdr.encode();
-        self.out
-            .push_frame(Chunk::Inline(bytes, n as u8), Chunk::Owned(data));
+        self.queue_frame_fin(opcode, fin, Chunk::Owned(data));
         true
     }
 
@@ -637,8 +633,14 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, opcode: OpCode, payload: Chunk) {
-        let (hdr, n) = FrameHeader::server(opcode, payload.len()).encode();
-        self.out.push_frame(Chunk::Inline(hdr, n as u8), payload);
+        self.queue_frame_fin(opcode, true, payload);
+    }
+
+    fn queue_frame_fin(&mut self, opcode: OpCode, fin: bool, payload: Chunk) {
+        let mut hdr = FrameHeader::server(opcode, payload.len());
+        hdr.fin = fin;
+        let (bytes, n) = hdr.encode();
+        self.out.push_frame(Chunk::Inline(bytes, n as u8), payload);
     }
 
     /// Prepares our close frame (`None`: an empty body). It is queued once the

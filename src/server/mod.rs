@@ -92,6 +92,14 @@ impl Client {
     fn room(&self) -> Option<usize> {
         self.room.map(|r| r.get() as usize - 1)
     }
+
+    /// Whether a new message may start streaming its echo: echo connections
+    /// only (a room needs whole messages: one frame, encoded once, for every
+    /// member), and only while under the backpressure budget, so at most one
+    /// message's echo piles up past it.
+    fn may_stream(&self, streaming: bool, budget: usize) -> bool {
+        streaming && self.room.is_none() && self.proto.output_len() <= budget
+    }
 }
 
 struct Room {
@@ -408,14 +416,12 @@ impl Server {
             if !client.proto.wants_read() {
                 return;
             }
-            let over = client.proto.output_len() > self.config.max_backpressure;
+            let budget = self.config.max_backpressure;
+            let stream = client.may_stream(self.config.streaming, budget);
+            client.proto.set_streaming(stream);
             // A message already streaming is read to its end even over the
-            // budget (see `is_streaming_message`); a new one streams only
-            // while under it, so at most one message's echo piles up.
-            client
-                .proto
-                .set_streaming(self.config.streaming && client.room.is_none() && !over);
-            if over && !client.proto.is_streaming_message() {
+            // budget (see `is_streaming_message`).
+            if client.proto.output_len() > budget && !client.proto.is_streaming_message() {
                 // Echo backpressure: stop reading until the queue drains; TCP then
                 // pushes back on the client. `flush` resumes.
                 client.read_paused = true;
@@ -490,16 +496,16 @@ impl Server {
             }
         }
         let path = req.path;
-        let streaming = self.config.streaming;
+        let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
         let Some(c) = self.client_mut(t) else { return };
-        // Echo streams large binary messages back as they arrive (`read` turns
-        // it off while over the backpressure budget); a room needs whole
-        // messages (one frame, encoded once, for every member).
-        c.proto.set_streaming(streaming && room.is_none());
+        c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
+        // Set before `accept`, which reads the frames that came with the request.
+        let stream = c.may_stream(streaming, budget);
+        c.proto.set_streaming(stream);
         c.proto.accept(now);
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
@@ -511,7 +517,6 @@ impl Server {
             info!("{} {peer}: open {path}", c.id);
         }
         c.upgraded = true;
-        c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
     }
 
     fn join(&mut self, name: String, t: Token) -> usize {
@@ -725,15 +730,9 @@ impl Server {
                 return;
             }
             self.timers.pop();
-            let live = self
-                .client_mut(t)
-                .is_some_and(|c| c.scheduled == Some(when));
-            if !live {
+            let Some(c) = self.client_mut(t).filter(|c| c.scheduled == Some(when)) else {
                 // Superseded, or the connection is gone.
                 self.stale_timers = self.stale_timers.saturating_sub(1);
-                continue;
-            }
-            let Some(c) = self.client_mut(t) else {
                 continue;
             };
             c.scheduled = None;

@@ -9,6 +9,10 @@ use crate::proto::Limits;
 /// Default byte budget of unsent output per connection (docs/limits.md).
 pub const DEFAULT_MAX_BACKPRESSURE: usize = 1024 * 1024;
 
+/// Default budget of bytes held in buffers by all connections together
+/// (docs/limits.md).
+pub const DEFAULT_MAX_MEMORY: usize = 1024 * 1024 * 1024;
+
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +25,10 @@ pub struct Config {
     /// Unsent bytes per connection above which an echo client is no longer read
     /// and a broadcast recipient is closed with 1008.
     pub max_backpressure: usize,
+    /// Bytes all connections together may hold in message buffers and output
+    /// queues; when a read could take the total over it, the connection
+    /// holding the most is closed (1009 or 1008 `memory budget`).
+    pub max_memory: usize,
     /// Serve the built-in page on a plain `GET /`.
     pub page: bool,
     /// Echo connections stream large binary messages back as they arrive
@@ -41,6 +49,7 @@ impl Default for Config {
             limits: Limits::default(),
             mode: Mode::Echo,
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
+            max_memory: DEFAULT_MAX_MEMORY,
             page: true,
             streaming: true,
             max_connections: None,

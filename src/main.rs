@@ -46,6 +46,13 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_BACKPRESSURE)]
     max_backpressure: usize,
 
+    /// Bytes all connections together may hold in message buffers and output
+    /// queues (64MiB, 1GiB, 500MB or plain bytes). When a read could take the
+    /// total over it, the connection holding the most is closed: 1009 if that
+    /// is mostly an incoming message, 1008 "memory budget" if output
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    max_memory: usize,
+
     /// Do not serve the built-in page on GET / (answer 426 like any other path)
     #[arg(long)]
     no_page: bool,
@@ -101,6 +108,37 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
+/// "1048576", "64MiB", "1GiB", "500MB", "64k" (KiB, MiB, GiB, TiB and bare
+/// k, m, g, t are powers of 1024; kB, MB, GB, TB powers of 1000; case does not
+/// matter).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1048576, 64MiB or 1GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
@@ -119,6 +157,7 @@ fn main() -> ExitCode {
             ModeArg::Broadcast => Mode::Broadcast,
         },
         max_backpressure: args.max_backpressure,
+        max_memory: args.max_memory,
         page: !args.no_page,
         streaming: !args.no_streaming,
         max_connections: args.max_connections,
@@ -153,5 +192,27 @@ fn main() -> ExitCode {
             eprintln!("echocast: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_people_write() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1gib"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2 KiB"), Ok(2048));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 }

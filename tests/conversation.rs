@@ -18,6 +18,9 @@ struct Harness {
     pieces: Vec<(bool, bool, usize)>,
     partial: Vec<u8>,
     written: Vec<u8>,
+    /// The peer reads only until it has this many bytes (a client that stops
+    /// reading); `usize::MAX`: it reads everything.
+    read_limit: usize,
 }
 
 impl Harness {
@@ -30,6 +33,7 @@ impl Harness {
             pieces: Vec::new(),
             partial: Vec::new(),
             written: Vec::new(),
+            read_limit: usize::MAX,
         }
     }
 
@@ -62,9 +66,10 @@ impl Harness {
                 }
             }
         }
-        // Write everything, one front chunk at a time.
-        while self.conn.output_len() > 0 {
-            let front = self.conn.output_front().to_vec();
+        // Write everything the peer takes, one front chunk at a time.
+        while self.conn.output_len() > 0 && self.written.len() < self.read_limit {
+            let front = self.conn.output_front();
+            let front = front[..front.len().min(self.read_limit - self.written.len())].to_vec();
             self.written.extend_from_slice(&front);
             self.conn.consume_output(front.len());
         }
@@ -580,4 +585,121 @@ fn a_stream_chunk_above_the_piece_size_still_streams_in_pieces() {
         .iter()
         .all(|p| p.2 <= echocast::proto::connection::STREAM_PIECE_MAX));
     assert_eq!(h.seen, vec![(MessageKind::Binary, payload)]);
+}
+
+// ----- failing and memory (issue 12) -----
+
+#[test]
+fn a_failing_message_does_not_keep_its_close_behind_its_own_echo() {
+    // A client sends a fragmented binary message over the cap and stops
+    // reading early. The streamed echo piles up unread (by design); when the
+    // cap is crossed, its unsent frames are dropped, so the close frame
+    // follows at most the frame being written. The echo of a message that
+    // was complete before keeps its place.
+    let mut h = streaming(Limits {
+        stream_chunk: 1000,
+        max_message_size: 64_000,
+        ..Limits::default()
+    });
+    h.feed(&text("before"));
+    // The peer reads 100 bytes of the first piece, then nothing more.
+    h.read_limit = h.written.len() + 100;
+    let part = binary_payload(10_000);
+    for (i, op) in [2u8, 0, 0, 0, 0, 0].into_iter().enumerate() {
+        for piece in client_frame(false, op, &part, [i as u8; 4]).chunks(700) {
+            h.feed(piece);
+        }
+    }
+    let piece_frame = 4 + h.pieces[0].2;
+    assert!(h.conn.output_len() > 50_000, "the echo piled up unread");
+    // Over the cap: 1009.
+    h.feed(&client_frame(false, 0, &part, [7; 4])[..20]);
+    assert!(
+        h.conn.output_len() <= piece_frame - 100 + 4 + 2 + 20,
+        "{} bytes still ahead of the close",
+        h.conn.output_len()
+    );
+    h.read_limit = usize::MAX;
+    h.pump();
+    let frames = h.frames();
+    assert_eq!(frames[0], (true, 1, b"before".to_vec()));
+    assert_eq!(
+        (frames[1].0, frames[1].1),
+        (false, 2),
+        "the piece being written"
+    );
+    assert_eq!(
+        frames.len(),
+        3,
+        "{:?}",
+        frames.iter().map(|f| f.1).collect::<Vec<_>>()
+    );
+    assert_eq!(h.close_code_sent(), Some(1009));
+}
+
+#[test]
+fn pieces_not_yet_taken_are_dropped_when_their_message_fails() {
+    // Pieces handed out in the same read as the error are not echoed: the
+    // close frame comes right after the frames already queued.
+    let mut h = streaming(Limits {
+        stream_chunk: 1000,
+        max_message_size: 30_000,
+        ..Limits::default()
+    });
+    let mut bytes = client_frame(false, 2, &binary_payload(20_000), [1; 4]);
+    bytes.extend(client_frame(true, 0, &binary_payload(20_000), [2; 4]));
+    h.feed(&bytes[..10_000]);
+    let before = h.written.len();
+    assert!(before > 9_000, "a first piece was echoed");
+    h.conn.receive(&bytes[10_000..], h.now);
+    h.pump();
+    let frames = h.frames();
+    let data: usize = frames.iter().filter(|f| f.1 != 8).map(|f| f.2.len()).sum();
+    assert!(data <= 10_000, "{data} bytes of the failing message echoed");
+    assert_eq!(h.close_code_sent(), Some(1009));
+}
+
+#[test]
+fn memory_counts_what_a_connection_holds_and_shed_frees_it() {
+    use echocast::proto::CloseCode;
+    // Mostly an incoming message: 1009.
+    let mut h = opened();
+    let idle = h.conn.memory();
+    let frame = client_frame(true, 2, &binary_payload(200_000), [3; 4]);
+    h.feed(&frame[..150_000]);
+    let held = h.conn.memory();
+    assert!(held >= idle + 150_000 - 14, "{idle} -> {held}");
+    assert!(
+        held < idle + 2 * 150_000,
+        "capacity at most doubles: {held}"
+    );
+    assert_eq!(h.conn.shed(h.now), Some(CloseCode::MESSAGE_TOO_BIG));
+    assert!(h.conn.memory() < 4096, "{} bytes left", h.conn.memory());
+    h.conn.receive(&frame[150_000..], h.now);
+    h.pump();
+    assert_eq!(h.frames().len(), 1, "nothing but the close");
+    let (_, _, body) = &h.frames()[0];
+    assert_eq!(&body[2..], b"memory budget");
+    assert_eq!(h.close_code_sent(), Some(1009));
+
+    // Mostly output (a peer that does not read its echoes): 1008.
+    let mut h = opened();
+    h.read_limit = h.written.len();
+    for i in 0..3u8 {
+        h.feed(&client_frame(true, 2, &binary_payload(100_000), [i; 4]));
+    }
+    assert!(h.conn.memory() >= 300_000);
+    assert_eq!(h.conn.shed(h.now), Some(CloseCode::POLICY_VIOLATION));
+    assert!(h.conn.memory() < 4096, "{} bytes left", h.conn.memory());
+    h.read_limit = usize::MAX;
+    h.pump();
+    assert_eq!(h.frames().len(), 1, "no echo had started: only the close");
+    assert_eq!(h.close_code_sent(), Some(1008));
+
+    // Once written, a connection holds only its small reusable buffers.
+    let mut h = opened();
+    for _ in 0..100 {
+        h.feed(&client_frame(true, 2, &binary_payload(3_000), [5; 4]));
+    }
+    assert!(h.conn.memory() <= 64 * 1024 + 4096, "{}", h.conn.memory());
 }

@@ -142,6 +142,55 @@ impl Items {
             self.0 = None;
         }
     }
+
+    /// Heap bytes held by queued items and the queue itself.
+    fn memory(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| {
+            let data: usize = q
+                .iter()
+                .map(|item| match item {
+                    Item::Event(Event::Message { data, .. } | Event::Fragment { data, .. })
+                    | Item::Pong(data)
+                    | Item::Close(data) => data.capacity(),
+                    Item::Event(_) => 0,
+                })
+                .sum();
+            data + q.capacity() * std::mem::size_of::<Item>()
+        })
+    }
+
+    /// Drops the pieces of the message still arriving that the application
+    /// has not taken yet (the items after the last complete message), so a
+    /// failing message is not echoed further. Replies queued among them stay.
+    fn drop_unfinished_pieces(&mut self) {
+        let Some(q) = self.0.as_mut() else { return };
+        let start = q
+            .iter()
+            .rposition(|item| {
+                matches!(
+                    item,
+                    Item::Event(Event::Message { .. } | Event::Fragment { fin: true, .. })
+                )
+            })
+            .map_or(0, |i| i + 1);
+        let mut i = 0;
+        q.retain(|item| {
+            i += 1;
+            i <= start || !matches!(item, Item::Event(Event::Fragment { .. }))
+        });
+    }
+
+    /// Drops every data message and piece not yet taken (replies stay).
+    fn drop_data(&mut self) {
+        if let Some(q) = self.0.as_mut() {
+            q.retain(|item| {
+                !matches!(
+                    item,
+                    Item::Event(Event::Message { .. } | Event::Fragment { .. })
+                )
+            });
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +268,8 @@ pub struct Connection {
     streaming: bool,
     /// Our close frame is decided but still behind events in `items`.
     close_pending: bool,
+    /// The upgrade was accepted (the 101 was queued).
+    opened: bool,
     shutdown_requested: bool,
     eof: bool,
     close_sent: Option<CloseCode>,
@@ -251,6 +302,7 @@ impl Connection {
             release_out: false,
             streaming: false,
             close_pending: false,
+            opened: false,
             shutdown_requested: false,
             eof: false,
             close_sent: None,
@@ -343,6 +395,7 @@ impl Connection {
         self.out
             .push(Chunk::Owned(handshake::accept_response(&req)));
         self.release_out = true;
+        self.opened = true;
         self.state = State::Open;
         self.deadline = None;
         // The handshake's event storage is not needed by an idle connection.
@@ -388,11 +441,15 @@ impl Connection {
             return false;
         }
         let opcode = if first {
+            self.out.begin_stream();
             OpCode::Binary
         } else {
             OpCode::Continuation
         };
         self.queue_frame_fin(opcode, fin, Chunk::Owned(data));
+        if fin {
+            self.out.end_stream();
+        }
         true
     }
 
@@ -436,6 +493,36 @@ impl Connection {
         }
     }
 
+    /// Frees what this connection holds because the server is over its memory
+    /// budget and this connection holds the most, and closes it: with 1009
+    /// `memory budget` if most of what it held was an incoming message, 1008
+    /// `memory budget` if it was output. The message being received, the
+    /// messages not yet taken and every unstarted output frame are dropped (the
+    /// frame being written is finished, so the peer's stream stays valid), and
+    /// the close frame follows at once. A connection that is not open is
+    /// aborted instead (its socket is to be dropped now). Returns the code sent.
+    pub fn shed(&mut self, now: Instant) -> Option<CloseCode> {
+        if self.state != State::Open {
+            self.abort();
+            return None;
+        }
+        let incoming = self.message.as_ref().map_or(0, |m| m.capacity()) + self.items.memory();
+        let code = if incoming >= self.out.memory() {
+            CloseCode::MESSAGE_TOO_BIG
+        } else {
+            CloseCode::POLICY_VIOLATION
+        };
+        self.frame = None;
+        self.message = None;
+        self.items.drop_data();
+        self.out.discard_unstarted();
+        self.out.release_spares();
+        self.take_pending_pong();
+        self.queue_close(Some(code), "memory budget");
+        self.enter_flushing(now);
+        Some(code)
+    }
+
     /// Drops everything unsent and stops: the connection is to be closed at once
     /// (used for a consumer too slow to take its queue, after the close frame was
     /// given a chance, or at shutdown).
@@ -445,6 +532,22 @@ impl Connection {
     }
 
     // ----- outputs -----
+
+    /// Heap bytes this connection holds in buffers: the request being read,
+    /// the message being assembled, control payloads, events not yet taken,
+    /// and the output queue with its buffers kept for reuse (see
+    /// [`OutQueue::memory`]). Not counted: the fixed-size struct itself (a
+    /// few hundred bytes, the same for every connection). O(1) while the
+    /// event queue is drained, which it is between reads.
+    pub fn memory(&self) -> usize {
+        self.hs.as_ref().map_or(0, |h| h.pending.capacity())
+            + self.message.as_ref().map_or(0, |m| m.capacity())
+            + self.ctl.as_ref().map_or(0, |c| {
+                c.payload.capacity() + c.pending_pong.as_ref().map_or(0, |p| p.capacity())
+            })
+            + self.items.memory()
+            + self.out.memory()
+    }
 
     /// The next event for the application.
     ///
@@ -563,6 +666,12 @@ impl Connection {
         self.state == State::Open
     }
 
+    /// Whether the upgrade was accepted (the 101 was queued), whatever the
+    /// state now.
+    pub fn was_opened(&self) -> bool {
+        self.opened
+    }
+
     /// Whether the opening handshake is still in progress (no 101 sent yet).
     pub fn is_handshaking(&self) -> bool {
         matches!(self.state, State::Handshake | State::Decide)
@@ -673,9 +782,16 @@ impl Connection {
         self.state == State::Open || self.close_pending
     }
 
+    /// Fails the connection: the failing message goes no further (its pieces
+    /// not yet taken are dropped, and so are the unsent frames of its streamed
+    /// echo, but the frame being written), so our close frame follows at most
+    /// one frame even when the peer does not read. Answers to messages that
+    /// arrived complete before the failure keep their place ahead of it.
     fn fail(&mut self, err: ProtocolError, now: Instant) {
         self.error = Some(err);
         if self.close_sent.is_none() && self.state == State::Open {
+            self.items.drop_unfinished_pieces();
+            self.out.discard_stream();
             self.queue_close(Some(err.close_code()), err.reason());
         }
         self.frame = None;

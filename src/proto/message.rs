@@ -49,6 +49,11 @@ impl MessageBuffer {
         self.kind
     }
 
+    /// Heap bytes the buffer holds (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// Bytes buffered now (not counting pieces already handed out).
     pub fn len(&self) -> usize {
         self.data.len()

@@ -77,6 +77,15 @@ struct Queue {
     head_pos: usize,
     /// Unsent bytes in total.
     len: usize,
+    /// Heap bytes the chunks refer to ([`footprint`]), kept up to date on
+    /// every push and pop so that [`OutQueue::memory`] costs nothing.
+    chunk_bytes: usize,
+    /// Chunks popped from the front so far: `chunks[i]` is chunk number
+    /// `popped + i` of all this queue ever held (what a stream mark names).
+    popped: u64,
+    /// The number of the first chunk of a streamed echo still being sent
+    /// (see [`OutQueue::begin_stream`]).
+    stream_mark: Option<u64>,
     /// `chunks.back()` is a tail buffer (whole frames only) that takes more.
     open_tail: bool,
     /// A written tail buffer, emptied, kept for the next tail.
@@ -139,6 +148,55 @@ impl OutQueue {
         }
     }
 
+    /// A streamed echo starts with the next frame: remember where, so that
+    /// [`OutQueue::discard_stream`] can drop its unsent frames if the message
+    /// fails before its end. Frames queued before it are never affected, and
+    /// until [`OutQueue::end_stream`] every frame is its own chunk (not copied
+    /// into a shared tail buffer), so unsent ones can be dropped one by one.
+    pub fn begin_stream(&mut self) {
+        let q = self.q.get_or_insert_with(Box::default);
+        q.open_tail = false;
+        q.stream_mark = Some(q.popped + q.chunks.len() as u64);
+    }
+
+    /// The streamed echo was queued to its last frame.
+    pub fn end_stream(&mut self) {
+        if let Some(q) = self.q.as_mut() {
+            q.stream_mark = None;
+        }
+    }
+
+    /// Drops the unsent frames of an unfinished streamed echo (and whatever
+    /// was queued after its first frame), keeping the frame being written
+    /// whole and everything queued before the stream began.
+    pub fn discard_stream(&mut self) {
+        if let Some(q) = self.q.as_mut() {
+            q.discard_stream();
+        }
+    }
+
+    /// Frees the buffers kept for reuse.
+    pub fn release_spares(&mut self) {
+        if let Some(q) = self.q.as_mut() {
+            q.spare_tail = Vec::new();
+            q.spares = Vec::new();
+            q.spare_bytes = 0;
+        }
+    }
+
+    /// Heap bytes held: queued buffers (an owned buffer by its capacity, a
+    /// shared frame by its length, as if this queue alone held it), buffers
+    /// kept for reuse, and the queue's own storage. O(1).
+    pub fn memory(&self) -> usize {
+        self.q.as_ref().map_or(0, |q| {
+            q.chunk_bytes
+                + q.spare_tail.capacity()
+                + q.spare_bytes
+                + q.spares.capacity() * std::mem::size_of::<Vec<u8>>()
+                + q.chunks.capacity() * std::mem::size_of::<(Chunk, bool)>()
+        })
+    }
+
     /// Unsent bytes.
     pub fn len(&self) -> usize {
         self.q.as_ref().map_or(0, |q| q.len)
@@ -174,10 +232,20 @@ impl OutQueue {
     }
 }
 
+/// The heap bytes a chunk refers to: an owned buffer's capacity, a shared
+/// frame's length (counted in full by every queue that holds it).
+fn footprint(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Inline(..) => 0,
+        Chunk::Owned(v) => v.capacity(),
+        Chunk::Shared(r) => r.len(),
+    }
+}
+
 impl Queue {
     /// Queues a whole unit (a complete frame, or an HTTP response).
     pub fn push(&mut self, chunk: Chunk) {
-        if chunk.len() <= COALESCE_MAX {
+        if chunk.len() <= COALESCE_MAX && self.stream_mark.is_none() {
             self.append(&[chunk.as_slice()]);
         } else {
             self.push_part(chunk, false);
@@ -186,7 +254,9 @@ impl Queue {
 
     /// Queues a frame as its header and its payload.
     pub fn push_frame(&mut self, header: Chunk, payload: Chunk) {
-        if header.len() + payload.len() <= COALESCE_MAX {
+        // While a stream is marked, frames are not coalesced: each stays its
+        // own chunk, so the unsent ones can be dropped frame by frame.
+        if header.len() + payload.len() <= COALESCE_MAX && self.stream_mark.is_none() {
             self.append(&[header.as_slice(), payload.as_slice()]);
             if let Chunk::Owned(v) = payload {
                 self.keep_spare(v);
@@ -225,15 +295,18 @@ impl Queue {
             if buf.capacity() == 0 {
                 buf.reserve(n.max(512));
             }
+            self.chunk_bytes += buf.capacity();
             self.chunks.push_back((Chunk::Owned(buf), false));
             self.open_tail = true;
         }
         let Some((Chunk::Owned(tail), _)) = self.chunks.back_mut() else {
             unreachable!("the tail buffer was just ensured");
         };
+        let before = tail.capacity();
         for p in parts {
             tail.extend_from_slice(p);
         }
+        self.chunk_bytes += tail.capacity() - before;
         self.len += n;
     }
 
@@ -243,27 +316,55 @@ impl Queue {
             return;
         }
         self.len += n;
+        self.chunk_bytes += footprint(&chunk);
         self.chunks.push_back((chunk, continues));
         self.open_tail = false;
     }
 
-    /// Drops every frame not yet started; the one being written is kept whole.
-    pub fn discard_unstarted(&mut self) {
-        let started = match self.chunks.front() {
-            Some((_, continues)) => self.head_pos > 0 || *continues,
-            None => return,
-        };
-        let keep = if started {
-            1 + self.chunks.iter().skip(1).take_while(|(_, c)| *c).count()
-        } else {
-            0
-        };
+    /// How many leading chunks make up the frame being written (0 if none is
+    /// started).
+    fn started_chunks(&self) -> usize {
+        match self.chunks.front() {
+            Some((_, continues)) if self.head_pos > 0 || *continues => {
+                1 + self.chunks.iter().skip(1).take_while(|(_, c)| *c).count()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Drops every chunk from `keep` on.
+    fn truncate_chunks(&mut self, keep: usize) {
+        if keep >= self.chunks.len() {
+            return;
+        }
+        let dropped: usize = self
+            .chunks
+            .iter()
+            .skip(keep)
+            .map(|(c, _)| footprint(c))
+            .sum();
+        self.chunk_bytes -= dropped;
         self.chunks.truncate(keep);
         self.open_tail = false;
         let whole: usize = self.chunks.iter().map(|(c, _)| c.len()).sum();
-        self.len = whole - self.head_pos;
         if keep == 0 {
             self.head_pos = 0;
+        }
+        self.len = whole - self.head_pos;
+    }
+
+    /// Drops every frame not yet started; the one being written is kept whole.
+    pub fn discard_unstarted(&mut self) {
+        self.stream_mark = None;
+        self.truncate_chunks(self.started_chunks());
+    }
+
+    /// Drops what was queued from the stream mark on, but the frame being
+    /// written.
+    fn discard_stream(&mut self) {
+        if let Some(mark) = self.stream_mark.take() {
+            let before = usize::try_from(mark.saturating_sub(self.popped)).unwrap_or(usize::MAX);
+            self.truncate_chunks(before.max(self.started_chunks()));
         }
     }
 
@@ -303,6 +404,10 @@ impl Queue {
             if n >= front_left {
                 n -= front_left;
                 let popped = self.chunks.pop_front();
+                self.popped += 1;
+                if let Some((c, _)) = &popped {
+                    self.chunk_bytes -= footprint(c);
+                }
                 self.head_pos = 0;
                 if self.chunks.is_empty() {
                     self.open_tail = false;
@@ -326,10 +431,8 @@ impl Queue {
 
     /// Drops everything unsent.
     pub fn clear(&mut self) {
-        self.open_tail = false;
-        self.chunks.clear();
-        self.head_pos = 0;
-        self.len = 0;
+        self.stream_mark = None;
+        self.truncate_chunks(0);
     }
 }
 
@@ -500,5 +603,61 @@ mod tests {
         want.extend([2; 10]);
         want.extend([9, 9]);
         assert_eq!(drain(&mut q), want);
+    }
+
+    #[test]
+    fn memory_follows_pushes_and_writes() {
+        let mut q = OutQueue::default();
+        assert_eq!(q.memory(), 0);
+        q.push_frame(Chunk::Inline([0x82; 14], 4), Chunk::Owned(vec![1; 100_000]));
+        q.push(Chunk::Shared(Rc::from(vec![2u8; 50_000])));
+        q.push(Chunk::Owned(vec![3; 10]));
+        let held = q.memory();
+        assert!(held >= 150_010, "{held}");
+        // Written: the big buffer is freed, the tail kept for reuse.
+        let n = q.len();
+        q.consume(n);
+        assert!(q.memory() < 4096, "{} bytes after writing", q.memory());
+        q.release_spares();
+        assert!(q.memory() < 1024, "{} bytes after release", q.memory());
+        q.push(Chunk::Owned(vec![4; BIG]));
+        q.discard_unstarted();
+        assert!(q.memory() < 1024, "{} bytes after discard", q.memory());
+    }
+
+    #[test]
+    fn discard_stream_keeps_earlier_frames_and_the_one_being_written() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(vec![1; 10])); // an earlier echo, in the tail
+        q.begin_stream();
+        q.push_frame(Chunk::Inline([2; 14], 2), Chunk::Owned(vec![2; BIG]));
+        q.push(Chunk::Owned(vec![9; 3])); // a pong between pieces
+        q.push_frame(Chunk::Inline([3; 14], 2), Chunk::Owned(vec![3; BIG]));
+        q.consume(10 + 2 + 5); // the earlier frame, then into the first piece
+        q.discard_stream();
+        assert_eq!(q.len(), BIG - 5, "the rest of the piece being written");
+        q.push(Chunk::Owned(vec![8; 4])); // the close frame
+        let mut want = vec![2; BIG - 5];
+        want.extend([8; 4]);
+        assert_eq!(drain(&mut q), want);
+
+        // Nothing written yet: everything before the mark stays.
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(vec![1; BIG]));
+        q.push(Chunk::Owned(vec![4; 4]));
+        q.begin_stream();
+        q.push(Chunk::Owned(vec![2; 6]));
+        q.discard_stream();
+        let mut want = vec![1; BIG];
+        want.extend([4; 4]);
+        assert_eq!(drain(&mut q), want);
+
+        // A finished stream is not discarded.
+        let mut q = OutQueue::default();
+        q.begin_stream();
+        q.push(Chunk::Owned(vec![5; 6]));
+        q.end_stream();
+        q.discard_stream();
+        assert_eq!(q.len(), 6);
     }
 }

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
+# The heavy memory-budget test (200 clients × 60 MiB) needs the release build.
+cargo test --release --test memory -- --ignored
+tests/soak.sh
 tests/autobahn.sh
 tests/browser.sh
 tests/fuzz.sh

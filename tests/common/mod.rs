@@ -90,7 +90,29 @@ impl Client {
 
     /// Connects and completes the opening handshake, checking the 101.
     pub fn connect(addr: SocketAddr, path: &str) -> Client {
-        let mut c = Client::raw(addr);
+        Client::raw(addr).handshake(path)
+    }
+
+    /// Connects with a small receive buffer (set before `connect`, when the
+    /// window scale is fixed): on loopback the kernel would otherwise let an
+    /// unread receive buffer grow to 32 MiB and hide the server's
+    /// backpressure (see ../shared/tooling.md). Then the opening handshake.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: usize) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client::from_stream(stream).handshake(path)
+    }
+
+    /// Sends the upgrade request and checks the 101.
+    pub fn handshake(self, path: &str) -> Client {
+        let mut c = self;
         c.send_raw(upgrade_request(path).as_bytes());
         let head = c.read_http_head();
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
@@ -157,6 +179,32 @@ impl Client {
                 }
             }
             assert!(self.fill() > 0, "EOF while waiting for a frame");
+        }
+    }
+
+    /// Reads one server frame, or `None` if the read timeout passes first
+    /// (what was read of a frame is kept for the next call).
+    pub fn try_read_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        loop {
+            if let Ok(Some((h, n))) = FrameHeader::decode(&self.buf) {
+                if self.buf.len() >= n + h.payload_len as usize {
+                    return Some(self.read_frame());
+                }
+            }
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => panic!("EOF while waiting for a frame"),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("read: {e}"),
+            }
         }
     }
 

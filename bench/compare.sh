@@ -47,6 +47,8 @@ case " $SERVERS " in *" python-websockets "*)
         .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt) ;; esac
 
 BENCH=$ROOT/target/release/echocast-bench
+# shellcheck source=bench/scenarios.sh
+. "$ROOT/bench/scenarios.sh"
 PORT=9500
 
 server_cmd() {
@@ -61,22 +63,6 @@ server_cmd() {
     esac
 }
 
-scenario_args() {
-    local d=$DURATION
-    case $1 in
-        echo-20) echo "echo -c 100 -s 20 --text --duration $d" ;;
-        echo-20-p16) echo "echo -c 100 -s 20 --text -p 16 --duration $d" ;;
-        echo-1k) echo "echo -c 100 -s 1024 --duration $d" ;;
-        echo-64k) echo "echo -c 10 -s 65536 --duration $d" ;;
-        echo-16m) echo "echo -c 1 -s 16777216 --duration $d" ;;
-        latency) echo "echo -c 1 -s 20 --text --duration $d" ;;
-        broadcast-1000) echo "broadcast -c 1000 -s 20 --duration $d" ;;
-        broadcast-16k) echo "broadcast -c 100 -s 16384 --duration $d" ;;
-        connect-50) echo "connect -c 50 --duration $d" ;;
-        idle-10k) echo "idle -c 10000" ;;
-        *) echo "unknown scenario $1" >&2; return 1 ;;
-    esac
-}
 
 RAW=$RESULTS/raw.jsonl
 : > "$RAW"

@@ -1,0 +1,19 @@
+# The benchmark matrix: each case's echocast-bench arguments (sourced by
+# bench/compare.sh and bench/ab.sh; DURATION is the seconds per run).
+# shellcheck shell=bash
+scenario_args() {
+    local d=$DURATION
+    case $1 in
+        echo-20) echo "echo -c 100 -s 20 --text --duration $d" ;;
+        echo-20-p16) echo "echo -c 100 -s 20 --text -p 16 --duration $d" ;;
+        echo-1k) echo "echo -c 100 -s 1024 --duration $d" ;;
+        echo-64k) echo "echo -c 10 -s 65536 --duration $d" ;;
+        echo-16m) echo "echo -c 1 -s 16777216 --duration $d" ;;
+        latency) echo "echo -c 1 -s 20 --text --duration $d" ;;
+        broadcast-1000) echo "broadcast -c 1000 -s 20 --duration $d" ;;
+        broadcast-16k) echo "broadcast -c 100 -s 16384 --duration $d" ;;
+        connect-50) echo "connect -c 50 --duration $d" ;;
+        idle-10k) echo "idle -c 10000" ;;
+        *) echo "unknown scenario $1" >&2; return 1 ;;
+    esac
+}

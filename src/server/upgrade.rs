@@ -1,0 +1,81 @@
+//! What an opening request becomes: a refusal (403 for a foreign `Origin`),
+//! a WebSocket routed to echo or to a room (`handler::route`), the built-in
+//! page on a plain `GET /`, or 426 for any other plain request. Decides
+//! through the core (`accept`, `reject`, `respond`); calls rooms.rs to join.
+
+use std::time::Instant;
+
+use log::info;
+use mio::Token;
+
+use super::{Server, PAGE};
+use crate::handler::{self, Route};
+use crate::proto::handshake::{http_response, Request};
+use crate::proto::HandshakeError;
+
+impl Server {
+    pub(super) fn open(&mut self, t: Token, req: Request, now: Instant) {
+        if !self.config.allow_origins.is_empty() {
+            let allowed = req.origin.as_deref().is_none_or(|o| {
+                self.config
+                    .allow_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+            if !allowed {
+                let Some(c) = self.client_mut(t) else { return };
+                info!(
+                    "{}: 403, origin {:?} not allowed",
+                    c.id,
+                    req.origin.unwrap_or_default()
+                );
+                c.proto.reject(HandshakeError::ForbiddenOrigin, now);
+                return;
+            }
+        }
+        let path = req.path;
+        let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
+        let room = match handler::route(self.config.mode, &path) {
+            Route::Echo => None,
+            Route::Room(name) => Some(self.join(name, t) as u32),
+        };
+        let Some(c) = self.client_mut(t) else { return };
+        c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
+        // Set before `accept`, which reads the frames that came with the request.
+        let stream = c.may_stream(streaming, budget);
+        c.proto.set_streaming(stream);
+        c.proto.accept(now);
+        // The peer address is not kept per connection: one syscall per open,
+        // and only when the line is logged.
+        if log::log_enabled!(log::Level::Info) {
+            let peer = c
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            info!("{} {peer}: open {path}", c.id);
+        }
+    }
+
+    pub(super) fn answer_http(&mut self, t: Token, method: &str, path: &str, now: Instant) {
+        let page = self.config.page;
+        let Some(c) = self.client_mut(t) else { return };
+        let bare = path.split('?').next().unwrap_or("");
+        if page && bare == "/" && (method == "GET" || method == "HEAD") {
+            info!("{}: {method} {path}: 200 (page)", c.id);
+            let mut response = http_response(
+                200,
+                "OK",
+                "text/html; charset=utf-8",
+                "Cache-Control: no-store\r\n",
+                PAGE.as_bytes(),
+            );
+            if method == "HEAD" {
+                response.truncate(response.len() - PAGE.len());
+            }
+            c.proto.respond(response, now);
+        } else {
+            info!("{}: {method} {path}: 426 (not a WebSocket upgrade)", c.id);
+            c.proto.reject(HandshakeError::NotWebSocket, now);
+        }
+    }
+}

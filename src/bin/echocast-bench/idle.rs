@@ -1,0 +1,46 @@
+//! `idle`: hold C open connections and report the server's RSS per
+//! connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::conn::handshake;
+use crate::report::{cpu_ns, rss_kib};
+
+pub(crate) fn idle(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    pid: u32,
+) -> Result<(), String> {
+    let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        held.push(handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?);
+    }
+    // Let the server settle, then measure.
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu_mid = cpu_ns(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu_end = cpu_ns(pid);
+    let after = rss_kib(pid).ok_or("cannot read the server's RSS")?;
+    let per = (after.saturating_sub(before) as f64 * 1024.0) / connections as f64;
+    let idle_cpu = match (cpu_mid, cpu_end) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / 2e9 * 100.0),
+        _ => None,
+    };
+    println!("scenario     idle");
+    println!("connections  {connections}");
+    println!("server RSS   {before} KiB before, {after} KiB after");
+    println!("per conn     {per:.0} B");
+    if let Some(c) = idle_cpu {
+        println!("idle CPU     {c:.2} % of one core");
+    }
+    println!(
+        "{{\"scenario\":\"idle\",\"connections\":{connections},\"rss_before_kib\":{before},\
+         \"rss_after_kib\":{after},\"rss_bytes_per_connection\":{per:.0},\"idle_cpu_percent\":{}}}",
+        idle_cpu.map_or("null".into(), |c| format!("{c:.3}"))
+    );
+    drop(held);
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! echocast-bench: a single-threaded load generator for WebSocket servers.
+//!
+//! Scenarios: `echo` (C connections, P messages in flight
+//! each; messages/s, MB/s, latency; every echo is checked byte for byte),
+//! `broadcast` (1 publisher + C subscribers of a room, deliveries/s, fails on
+//! any missed or reordered message) and `idle` (hold C idle connections, report
+//! the server's RSS per connection) and `connect` (handshakes per second with
+//! C concurrent clients, each closing cleanly). With
+//! `--server-pid` it also reports the server's CPU time per operation, read from
+//! /proc (on a 2-core loopback box that is the figure that compares servers).
+//! Prints a human table, then one JSON line.
+//!
+//! One file per scenario (`echo.rs`, `broadcast.rs`, `connect.rs`,
+//! `idle.rs`), the WebSocket client plumbing they share (`conn.rs`: blocking
+//! handshake with the accept key checked, registration with mio, masked
+//! frames) and the server figures read from /proc (`report.rs`).
+
+mod broadcast;
+mod conn;
+mod connect;
+mod echo;
+mod idle;
+mod report;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+use broadcast::broadcast;
+use connect::connect;
+use echo::echo;
+use idle::idle;
+
+#[derive(Parser)]
+#[command(
+    name = "echocast-bench",
+    about = "Load generator for WebSocket servers"
+)]
+struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One publisher and C subscribers of one room; the publisher keeps at most
+    /// WINDOW messages not yet received by every subscriber.
+    Broadcast {
+        /// Server address and room path
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/broadcast/bench")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 1000)]
+        subscribers: usize,
+        /// Payload bytes per message (at least 8: a sequence number)
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Seconds to measure
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// C connections each keeping P messages in flight (P = 1: ping-pong);
+    /// every echo is compared with what was sent.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 100)]
+        connections: usize,
+        /// Payload bytes per message
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        /// Messages in flight per connection
+        #[arg(long, short = 'p', default_value_t = 1)]
+        pipeline: usize,
+        /// Text messages instead of binary
+        #[arg(long)]
+        text: bool,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// C concurrent clients each looping: connect, upgrade (101 with the right
+    /// accept key), send close 1000, wait for the server's close frame and its
+    /// FIN. Handshakes per second, and server CPU per handshake.
+    Connect {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Hold C idle connections and report the server's RSS per connection.
+    Idle {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long)]
+        server_pid: u32,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let r = match args.scenario {
+        Scenario::Broadcast {
+            addr,
+            path,
+            subscribers,
+            size,
+            window,
+            duration,
+            server_pid,
+        } => broadcast(addr, &path, subscribers, size, window, duration, server_pid),
+        Scenario::Connect {
+            addr,
+            path,
+            concurrency,
+            duration,
+            server_pid,
+        } => connect(addr, &path, concurrency, duration, server_pid),
+        Scenario::Idle {
+            addr,
+            path,
+            connections,
+            server_pid,
+        } => idle(addr, &path, connections, server_pid),
+        Scenario::Echo {
+            addr,
+            path,
+            connections,
+            size,
+            pipeline,
+            text,
+            duration,
+            server_pid,
+        } => echo(
+            addr,
+            &path,
+            connections,
+            size,
+            pipeline,
+            text,
+            duration,
+            server_pid,
+        ),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echocast-bench: FAILED: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

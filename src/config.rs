@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::handler::Mode;
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::Limits;
 
 /// Default byte budget of unsent output per connection (docs/limits.md).
@@ -29,6 +30,8 @@ pub struct Config {
     /// queues; when a read could take the total over it, the connection
     /// holding the most is closed (1009 or 1008 `memory budget`).
     pub max_memory: usize,
+    /// permessage-deflate (RFC 7692): mode, window cap, threshold.
+    pub deflate: DeflateConfig,
     /// Serve the built-in page on a plain `GET /`.
     pub page: bool,
     /// Echo connections stream large binary messages back as they arrive
@@ -50,6 +53,7 @@ impl Default for Config {
             mode: Mode::Echo,
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
             max_memory: DEFAULT_MAX_MEMORY,
+            deflate: DeflateConfig::default(),
             page: true,
             streaming: true,
             max_connections: None,

@@ -7,8 +7,21 @@ use clap::Parser;
 
 use echocast::config::DEFAULT_MAX_BACKPRESSURE;
 use echocast::handler::Mode;
+use echocast::proto::deflate::{DeflateConfig, DeflateMode};
 use echocast::proto::Limits;
 use echocast::{Config, Server};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DeflateArg {
+    /// No context takeover either way: one loop-wide compressor, a broadcast
+    /// compressed once, no zlib state kept by idle connections
+    Shared,
+    /// Context takeover where the client allows it: a compressor and an
+    /// inflater per connection, better ratio on small repetitive messages
+    Dedicated,
+    /// Decline permessage-deflate
+    Off,
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ModeArg {
@@ -52,6 +65,20 @@ struct Args {
     /// is mostly an incoming message, 1008 "memory budget" if output
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     max_memory: usize,
+
+    /// permessage-deflate (RFC 7692), offered by every browser
+    #[arg(long, value_enum, default_value = "shared")]
+    deflate: DeflateArg,
+
+    /// Largest compression window (9-15 bits): what we compress with, and
+    /// what we ask of a client that offers client_max_window_bits
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_window_bits: u8,
+
+    /// Messages shorter than this are sent uncompressed (default 0: every
+    /// message is compressed, so a client's inflate path is always exercised)
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    deflate_threshold: usize,
 
     /// Do not serve the built-in page on GET / (answer 426 like any other path)
     #[arg(long)]
@@ -158,6 +185,15 @@ fn main() -> ExitCode {
         },
         max_backpressure: args.max_backpressure,
         max_memory: args.max_memory,
+        deflate: DeflateConfig {
+            mode: match args.deflate {
+                DeflateArg::Shared => DeflateMode::Shared,
+                DeflateArg::Dedicated => DeflateMode::Dedicated,
+                DeflateArg::Off => DeflateMode::Off,
+            },
+            window_bits: args.deflate_window_bits,
+            threshold: args.deflate_threshold,
+        },
         page: !args.no_page,
         streaming: !args.no_streaming,
         max_connections: args.max_connections,

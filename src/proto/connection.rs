@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::close::CloseCode;
+use super::deflate::{self, Agreed, DeflateConfig, SharedCodec};
 use super::error::{HandshakeError, ProtocolError};
 use super::frame::{FrameHeader, MAX_HEADER_LEN};
 use super::handshake::{self, Parsed, Request};
@@ -224,14 +225,77 @@ struct Handshake {
     accept: Option<Request>,
 }
 
-/// Control-frame state, allocated on the first control frame (most data
-/// connections never need it).
+/// State most connections never need, allocated on first use: control
+/// frames, and permessage-deflate once negotiated.
 #[derive(Debug, Default)]
 struct Control {
     /// The payload of the control frame being received.
     payload: Vec<u8>,
     /// The pong owed while the queue is over `PONG_COALESCE_BYTES`.
     pending_pong: Option<Vec<u8>>,
+    /// permessage-deflate, if agreed.
+    deflate: Option<Deflate>,
+}
+
+/// Bytes of zlib state counted for an inflater (its struct and a 32 KiB
+/// window) and a compressor (zlib's `(1 << (bits + 2)) + (1 << (memLevel + 9))`
+/// for 15 bits and memLevel 8), for [`Connection::memory`].
+const INFLATER_BYTES: usize = 7 * 1024 + 32 * 1024;
+const COMPRESSOR_BYTES: usize = 256 * 1024 + 6 * 1024;
+
+/// permessage-deflate on one connection.
+struct Deflate {
+    agreed: Agreed,
+    threshold: usize,
+    /// The loop-wide compressors (shared mode, and any message compressed
+    /// without context).
+    shared: Rc<SharedCodec>,
+    /// Inflates the client's messages: exists while a compressed message is
+    /// being received, and between messages only if the client keeps its
+    /// context (no `client_no_context_takeover`).
+    inflater: Option<Box<flate2::Decompress>>,
+    /// Our own compressor, only with server context takeover (dedicated mode).
+    compressor: Option<Box<flate2::Compress>>,
+}
+
+impl std::fmt::Debug for Deflate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflate")
+            .field("agreed", &self.agreed)
+            .finish()
+    }
+}
+
+impl Deflate {
+    fn memory(&self) -> usize {
+        self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
+            + self.compressor.as_ref().map_or(0, |_| COMPRESSOR_BYTES)
+    }
+
+    /// Compresses a message we send (RSV1 set on its frame).
+    fn compress(&mut self, data: &[u8]) -> Vec<u8> {
+        let bits = self.agreed.server_max_window_bits;
+        if self.agreed.server_no_context_takeover {
+            return self.shared.compress(bits, data);
+        }
+        let c = self
+            .compressor
+            .get_or_insert_with(|| Box::new(deflate::new_compressor(bits)));
+        deflate::compress_message(c, data, false)
+    }
+}
+
+/// How a broadcast message goes to one member (see
+/// [`Connection::broadcast_form`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastForm {
+    /// The plain frame, shared with every plain member.
+    Plain,
+    /// Compressed without context with this window: one compressed frame is
+    /// shared by every member with the same window.
+    Compressed(u8),
+    /// Compressed with this connection's own context: [`Connection::send`].
+    Own,
 }
 
 /// A server-side WebSocket connection. See the module documentation.
@@ -381,8 +445,25 @@ impl Connection {
         }
     }
 
-    /// Accepts the Upgrade request reported by [`Event::Upgrade`].
+    /// Accepts the Upgrade request reported by [`Event::Upgrade`], declining
+    /// any extension offered.
     pub fn accept(&mut self, now: Instant) {
+        self.accept_with(now, None);
+    }
+
+    /// Accepts the Upgrade request, with permessage-deflate if the client
+    /// offered it in a form `config` can honour (RFC 7692 §5). `shared` holds
+    /// the loop-wide compressors.
+    pub fn accept_deflate(
+        &mut self,
+        now: Instant,
+        config: &DeflateConfig,
+        shared: &Rc<SharedCodec>,
+    ) {
+        self.accept_with(now, Some((config, shared)));
+    }
+
+    fn accept_with(&mut self, now: Instant, deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>) {
         if self.state != State::Decide {
             return;
         }
@@ -392,8 +473,22 @@ impl Connection {
         let Some(req) = hs.accept else {
             return;
         };
-        self.out
-            .push(Chunk::Owned(handshake::accept_response(&req)));
+        let agreed = deflate.and_then(|(config, shared)| {
+            let offers: Vec<&str> = req.extensions.iter().map(String::as_str).collect();
+            let agreed = deflate::negotiate(&offers, config)?;
+            self.ctl.get_or_insert_with(Box::default).deflate = Some(Deflate {
+                agreed,
+                threshold: config.threshold,
+                shared: shared.clone(),
+                inflater: None,
+                compressor: None,
+            });
+            Some(agreed.response())
+        });
+        self.out.push(Chunk::Owned(handshake::accept_response(
+            &req,
+            agreed.as_deref(),
+        )));
         self.release_out = true;
         self.opened = true;
         self.state = State::Open;
@@ -422,13 +517,52 @@ impl Connection {
 
     /// Queues a message. Returns false (and queues nothing) unless the connection
     /// is open.
+    ///
+    /// With permessage-deflate, a message at least `--deflate-threshold`
+    /// bytes long goes out compressed (RSV1 set), and an owned buffer is
+    /// recycled.
     pub fn send(&mut self, kind: MessageKind, payload: impl Into<Chunk>) -> bool {
         if !self.can_send() {
             return false;
         }
         let payload = payload.into();
+        let deflate = self.deflate_mut().filter(|d| payload.len() >= d.threshold);
+        if let Some(d) = deflate {
+            let compressed = d.compress(payload.as_slice());
+            if let Chunk::Owned(buf) = payload {
+                self.out.recycle(buf);
+            }
+            self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
+            return true;
+        }
         self.queue_frame(kind.opcode(), payload);
         true
+    }
+
+    /// How a broadcast message of `len` bytes is to reach this connection:
+    /// plain, as a frame compressed without context (shared among members
+    /// with the same window), or compressed with this connection's own
+    /// context ([`Connection::send`]).
+    pub fn broadcast_form(&self, len: usize) -> BroadcastForm {
+        match self.ctl.as_ref().and_then(|c| c.deflate.as_ref()) {
+            Some(d) if len >= d.threshold => {
+                if d.agreed.server_no_context_takeover {
+                    BroadcastForm::Compressed(d.agreed.server_max_window_bits)
+                } else {
+                    BroadcastForm::Own
+                }
+            }
+            _ => BroadcastForm::Plain,
+        }
+    }
+
+    /// The parameters of permessage-deflate, if agreed.
+    pub fn deflate(&self) -> Option<Agreed> {
+        self.ctl.as_ref()?.deflate.as_ref().map(|d| d.agreed)
+    }
+
+    fn deflate_mut(&mut self) -> Option<&mut Deflate> {
+        self.ctl.as_mut()?.deflate.as_mut()
     }
 
     /// Queues one piece of a fragmented binary message: the first piece opens
@@ -543,7 +677,9 @@ impl Connection {
         self.hs.as_ref().map_or(0, |h| h.pending.capacity())
             + self.message.as_ref().map_or(0, |m| m.capacity())
             + self.ctl.as_ref().map_or(0, |c| {
-                c.payload.capacity() + c.pending_pong.as_ref().map_or(0, |p| p.capacity())
+                c.payload.capacity()
+                    + c.pending_pong.as_ref().map_or(0, |p| p.capacity())
+                    + c.deflate.as_ref().map_or(0, Deflate::memory)
             })
             + self.items.memory()
             + self.out.memory()
@@ -704,6 +840,7 @@ impl Connection {
             && !frame.opcode.is_control()
             && !frame.discard
             && msg.kind() == MessageKind::Binary
+            && !msg.is_compressed()
             && (self.streaming || msg.is_streaming());
         eligible.then(|| STREAM_PIECE_MAX.saturating_sub(msg.len()))
     }
@@ -719,6 +856,7 @@ impl Connection {
         };
         let first = !msg.is_streaming();
         if msg.kind() != MessageKind::Binary
+            || msg.is_compressed()
             || (first && !self.streaming)
             || msg.len() < self.limits.stream_chunk.clamp(1, STREAM_PIECE_MAX)
         {
@@ -746,8 +884,13 @@ impl Connection {
     }
 
     fn queue_frame_fin(&mut self, opcode: OpCode, fin: bool, payload: Chunk) {
+        self.queue_frame_rsv(opcode, fin, 0, payload);
+    }
+
+    fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk) {
         let mut hdr = FrameHeader::server(opcode, payload.len());
         hdr.fin = fin;
+        hdr.rsv = rsv;
         let (bytes, n) = hdr.encode();
         self.out.push_frame(Chunk::Inline(bytes, n as u8), payload);
     }
@@ -916,11 +1059,17 @@ impl Connection {
             self.frame = Some(frame);
             return Ok(());
         }
-        if hdr.rsv != 0 {
+        // RSV1 means "compressed" once permessage-deflate is agreed; RSV2 and
+        // RSV3 mean nothing here.
+        let rsv1 = hdr.rsv & 4 != 0;
+        if hdr.rsv & 3 != 0 || (rsv1 && self.deflate().is_none()) {
             return Err(ProtocolError::ReservedBits);
         }
         let opcode = opcode?;
         key?;
+        if rsv1 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::CompressedControlOrContinuation);
+        }
         if opcode.is_control() {
             if !hdr.fin {
                 return Err(ProtocolError::FragmentedControlFrame);
@@ -936,7 +1085,12 @@ impl Connection {
                 (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
                 (_, None) => 0,
             };
-            if so_far.saturating_add(hdr.payload_len) > self.limits.max_message_size as u64 {
+            // A compressed message is checked on its inflated size, as it
+            // inflates (`frame_payload`).
+            let compressed = rsv1 || self.message.as_ref().is_some_and(|m| m.is_compressed());
+            if !compressed
+                && so_far.saturating_add(hdr.payload_len) > self.limits.max_message_size as u64
+            {
                 return Err(ProtocolError::MessageTooBig);
             }
             if self.message.is_none() {
@@ -945,7 +1099,12 @@ impl Connection {
                 } else {
                     MessageKind::Binary
                 };
-                self.message = Some(MessageBuffer::new(kind, self.out.take_spare()));
+                let buf = self.out.take_spare();
+                self.message = Some(if compressed {
+                    MessageBuffer::new_compressed(kind, buf)
+                } else {
+                    MessageBuffer::new(kind, buf)
+                });
             }
         }
         self.frame = Some(frame);
@@ -968,7 +1127,23 @@ impl Connection {
             Ok(())
         } else {
             let msg = self.message.as_mut().expect("message in progress");
-            msg.push(chunk, frame.key, offset)
+            if !msg.is_compressed() {
+                return msg.push(chunk, frame.key, offset);
+            }
+            let d = self
+                .ctl
+                .as_mut()
+                .and_then(|c| c.deflate.as_mut())
+                .expect("compressed only with deflate");
+            let shared = &d.shared;
+            let inflater = d.inflater.get_or_insert_with(|| shared.take_inflater());
+            msg.inflate(
+                chunk,
+                frame.key,
+                offset,
+                inflater,
+                self.limits.max_message_size,
+            )
         }
     }
 
@@ -980,7 +1155,10 @@ impl Connection {
         match frame.opcode {
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if frame.fin {
-                    let msg = self.message.take().expect("message in progress");
+                    let mut msg = self.message.take().expect("message in progress");
+                    if msg.is_compressed() {
+                        self.inflate_tail(&mut msg)?;
+                    }
                     let streaming = msg.is_streaming();
                     let (kind, data) = msg.finish()?;
                     let event = if streaming {
@@ -1001,6 +1179,27 @@ impl Connection {
             }
             OpCode::Pong => {}
             OpCode::Close => self.receive_close(now)?,
+        }
+        Ok(())
+    }
+
+    /// Ends a compressed message: the `00 00 ff ff` the sender stripped
+    /// (RFC 7692 §7.2.2) goes through the inflater; without client context
+    /// takeover the inflater goes back to the loop-wide pool.
+    fn inflate_tail(&mut self, msg: &mut MessageBuffer) -> Result<(), ProtocolError> {
+        let max = self.limits.max_message_size;
+        let d = self
+            .ctl
+            .as_mut()
+            .and_then(|c| c.deflate.as_mut())
+            .expect("compressed only with deflate");
+        let shared = &d.shared;
+        let inflater = d.inflater.get_or_insert_with(|| shared.take_inflater());
+        msg.inflate_plain(&deflate::TAIL, inflater, max)?;
+        if d.agreed.client_no_context_takeover {
+            if let Some(i) = d.inflater.take() {
+                d.shared.give_inflater(i);
+            }
         }
         Ok(())
     }

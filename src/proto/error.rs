@@ -45,6 +45,12 @@ pub enum ProtocolError {
     /// §5.5.1: the Close reason "is not guaranteed to be human readable" but it
     /// MUST be UTF-8 (close code 1007).
     InvalidCloseReason,
+    /// RFC 7692 §6: "An endpoint MUST NOT set the "Per-Message Compressed" bit
+    /// of control frames and non-first fragments of a data message" (1002).
+    CompressedControlOrContinuation,
+    /// RFC 7692 §6.2: the payload of a compressed message does not inflate
+    /// (close code 1007: the data is not consistent with the message).
+    BadCompressedData,
 }
 
 impl ProtocolError {
@@ -52,9 +58,9 @@ impl ProtocolError {
     pub fn close_code(self) -> CloseCode {
         match self {
             ProtocolError::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::BadCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -75,6 +81,10 @@ impl ProtocolError {
             ProtocolError::CloseBodyTooShort => "close frame body of one byte",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidCloseReason => "close reason is not UTF-8",
+            ProtocolError::CompressedControlOrContinuation => {
+                "RSV1 on a control frame or a continuation frame"
+            }
+            ProtocolError::BadCompressedData => "compressed data does not inflate",
         }
     }
 }

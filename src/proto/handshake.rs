@@ -23,6 +23,9 @@ pub struct Request {
     pub origin: Option<String>,
     /// The computed `Sec-WebSocket-Accept` value.
     pub accept: String,
+    /// Every `Sec-WebSocket-Extensions` header value, in order (RFC 6455
+    /// §9.1: the header may be repeated; RFC 7692 offers are read from them).
+    pub extensions: Vec<String>,
 }
 
 /// A parsed request head, valid or not as a WebSocket upgrade.
@@ -119,23 +122,32 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
     let origin = all("origin")
         .first()
         .map(|o| String::from_utf8_lossy(o.trim_ascii()).into_owned());
+    let extensions = all("sec-websocket-extensions")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
     Ok(Some((
         Parsed::Upgrade(Request {
             path: path.to_owned(),
             origin,
             accept: accept_key(key),
+            extensions,
         }),
         n,
     )))
 }
 
-/// The `101 Switching Protocols` answer.
-pub fn accept_response(req: &Request) -> Vec<u8> {
+/// The `101 Switching Protocols` answer, naming the extension agreed, if any.
+pub fn accept_response(req: &Request, extensions: Option<&str>) -> Vec<u8> {
+    let ext = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
          Upgrade: websocket\r\n\
          Connection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n\
+         {ext}\
          Server: echocast\r\n\r\n",
         req.accept
     )

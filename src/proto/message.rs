@@ -2,6 +2,7 @@
 //! fragments, and incremental UTF-8 validation that fails at the first invalid
 //! byte even in the middle of a frame (RFC 6455 §5.4, §5.6, §8.1).
 
+use super::deflate;
 use super::error::ProtocolError;
 use super::mask::apply_mask;
 use super::opcode::OpCode;
@@ -32,6 +33,9 @@ pub struct MessageBuffer {
     utf8_pending: u8,
     /// Bytes already handed out as pieces ([`MessageBuffer::take_piece`]).
     delivered: u64,
+    /// The payload is permessage-deflate data (RSV1 on the first frame):
+    /// what is buffered is the inflated message.
+    compressed: bool,
 }
 
 impl MessageBuffer {
@@ -42,7 +46,69 @@ impl MessageBuffer {
             data,
             utf8_pending: 0,
             delivered: 0,
+            compressed: false,
         }
+    }
+
+    /// A message whose payload is compressed (RFC 7692): its bytes go through
+    /// [`MessageBuffer::inflate`].
+    pub fn new_compressed(kind: MessageKind, data: Vec<u8>) -> MessageBuffer {
+        MessageBuffer {
+            compressed: true,
+            ..MessageBuffer::new(kind, data)
+        }
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// Inflates masked payload bytes sitting `offset` bytes into their frame
+    /// into the message, failing with 1009 as soon as the inflated message
+    /// passes `max_len` (checked every [`deflate::INFLATE_STEP`] bytes, so a
+    /// bomb costs at most the cap plus one step) and, for text, at the first
+    /// invalid UTF-8 byte of the inflated data.
+    pub fn inflate(
+        &mut self,
+        masked: &[u8],
+        key: [u8; 4],
+        offset: usize,
+        d: &mut flate2::Decompress,
+        max_len: usize,
+    ) -> Result<(), ProtocolError> {
+        let mut block = [0u8; 4096];
+        let mut off = offset;
+        for piece in masked.chunks(block.len()) {
+            let plain = &mut block[..piece.len()];
+            plain.copy_from_slice(piece);
+            apply_mask(plain, key, off);
+            off += piece.len();
+            self.inflate_plain(plain, d, max_len)?;
+        }
+        Ok(())
+    }
+
+    /// Inflates unmasked compressed bytes (the `00 00 ff ff` tail at the end).
+    pub fn inflate_plain(
+        &mut self,
+        input: &[u8],
+        d: &mut flate2::Decompress,
+        max_len: usize,
+    ) -> Result<(), ProtocolError> {
+        let text = self.kind == MessageKind::Text;
+        let pending = &mut self.utf8_pending;
+        deflate::inflate_into(d, input, &mut self.data, max_len, |data, from| {
+            if text {
+                check_utf8(data, from, pending)
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| match e {
+            Ok(deflate::InflateError::TooBig) => ProtocolError::MessageTooBig,
+            Ok(deflate::InflateError::Corrupt) => ProtocolError::BadCompressedData,
+            Err(e) => e,
+        })
     }
 
     pub fn kind(&self) -> MessageKind {
@@ -102,10 +168,7 @@ impl MessageBuffer {
             off += block.len();
         }
         if self.kind == MessageKind::Text {
-            let from = start - usize::from(self.utf8_pending);
-            let valid = validate_utf8_prefix(&self.data[from..])?;
-            // An incomplete code point is at most 3 bytes long.
-            self.utf8_pending = (self.data.len() - from - valid) as u8;
+            check_utf8(&self.data, start, &mut self.utf8_pending)?;
         }
         Ok(())
     }
@@ -117,6 +180,17 @@ impl MessageBuffer {
         }
         Ok((self.kind, self.data))
     }
+}
+
+/// Validates the bytes of `data` from `start` on, together with the `pending`
+/// bytes before it that were an incomplete code point; leaves in `pending` the
+/// length of the incomplete code point now at the end.
+fn check_utf8(data: &[u8], start: usize, pending: &mut u8) -> Result<(), ProtocolError> {
+    let from = start - usize::from(*pending);
+    let valid = validate_utf8_prefix(&data[from..])?;
+    // An incomplete code point is at most 3 bytes long.
+    *pending = (data.len() - from - valid) as u8;
+    Ok(())
 }
 
 /// Returns how many leading bytes of `bytes` are complete, valid UTF-8, provided

@@ -45,6 +45,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
+use crate::proto::deflate::SharedCodec;
 use crate::proto::{CloseCode, Connection, Limits};
 
 /// The page served on a plain `GET /` (see `--no-page`).
@@ -141,6 +142,8 @@ pub struct Server {
     stale_timers: usize,
     /// Where broadcast frames are encoded before they become one `Rc`.
     scratch: Vec<u8>,
+    /// The loop-wide permessage-deflate compressors and inflater pool.
+    deflate_codec: Rc<SharedCodec>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -189,6 +192,7 @@ impl Server {
             next_id: 0,
             stale_timers: 0,
             scratch: Vec::new(),
+            deflate_codec: Rc::default(),
             read_buf: vec![0; READ_BUF],
             stop: Arc::new(AtomicBool::new(false)),
             waker,

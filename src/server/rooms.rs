@@ -12,6 +12,9 @@ use mio::Token;
 
 use super::Server;
 use crate::handler;
+use std::rc::Rc;
+
+use crate::proto::connection::BroadcastForm;
 use crate::proto::{CloseCode, MessageKind};
 
 pub(super) struct Room {
@@ -59,16 +62,21 @@ impl Server {
     }
 
     /// Sends one message to every open member of a room, the sender included. The
-    /// frame is encoded once and shared. A recipient still holding more than the
-    /// budget of unsent bytes after a write attempt is closed with 1008.
+    /// frame is encoded once and shared: once plain, and once compressed per
+    /// window size among the members that agreed permessage-deflate without
+    /// server context (a member with its own context gets its own
+    /// compression). A recipient still holding more than the budget of unsent
+    /// bytes after a write attempt is closed with 1008.
     pub(super) fn broadcast(&mut self, id: usize, kind: MessageKind, data: &[u8], now: Instant) {
-        let frame = handler::encode_shared_with(kind, data, &mut self.scratch);
+        let mut plain: Option<Rc<[u8]>> = None;
+        let mut compressed: [Option<Rc<[u8]>>; 7] = Default::default();
         let members = std::mem::take(&mut self.rooms[id].members);
         let budget = self.config.max_backpressure;
         for &m in &members {
             let Some(c) = self.client_mut(m) else {
                 continue;
             };
+            let form = c.proto.broadcast_form(data.len());
             if c.proto.output_len() > budget {
                 self.flush(m);
                 let Some(c) = self.client_mut(m) else {
@@ -87,10 +95,32 @@ impl Server {
                     continue;
                 }
             }
+            let frame = match form {
+                BroadcastForm::Plain => Some(
+                    plain
+                        .get_or_insert_with(|| {
+                            handler::encode_shared_with(kind, data, &mut self.scratch)
+                        })
+                        .clone(),
+                ),
+                BroadcastForm::Compressed(bits) => Some(
+                    compressed[usize::from(bits.clamp(9, 15) - 9)]
+                        .get_or_insert_with(|| {
+                            let z = self.deflate_codec.compress(bits, data);
+                            handler::encode_compressed_with(kind, &z, &mut self.scratch)
+                        })
+                        .clone(),
+                ),
+                BroadcastForm::Own => None,
+            };
             let Some(c) = self.client_mut(m) else {
                 continue;
             };
-            if c.proto.send_encoded(frame.clone()) {
+            let sent = match frame {
+                Some(f) => c.proto.send_encoded(f),
+                None => c.proto.send(kind, data.to_vec()),
+            };
+            if sent {
                 self.account(m);
                 self.mark_dirty(m);
             }

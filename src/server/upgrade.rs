@@ -35,6 +35,7 @@ impl Server {
         }
         let path = req.path;
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
+        let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
@@ -44,7 +45,7 @@ impl Server {
         // Set before `accept`, which reads the frames that came with the request.
         let stream = c.may_stream(streaming, budget);
         c.proto.set_streaming(stream);
-        c.proto.accept(now);
+        c.proto.accept_deflate(now, &deflate, &codec);
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs by itself (a Python
-# venv with kosoku under .venv; Debian's chromium and chromium-driver;
+# venv with kosoku and websockets under .venv; Node ws under tests/clients; Debian's chromium and chromium-driver;
 # cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +11,6 @@ cargo test
 cargo test --release --test memory -- --ignored
 tests/soak.sh
 tests/autobahn.sh
+tests/deflate_clients.sh
 tests/browser.sh
 tests/fuzz.sh

@@ -62,6 +62,10 @@ pub struct Agreed {
     pub client_no_context_takeover: bool,
     /// The window we compress with (9–15).
     pub server_max_window_bits: u8,
+    /// Whether the answer names `server_max_window_bits`: always when the
+    /// client offered it (§7.1.2.1: an offer with it is accepted by naming
+    /// it), and when our cap is below 15.
+    pub name_server_window: bool,
     /// Named in the answer only if the client offered the parameter.
     pub client_max_window_bits: Option<u8>,
 }
@@ -76,7 +80,7 @@ impl Agreed {
         if self.client_no_context_takeover {
             out.push_str("; client_no_context_takeover");
         }
-        if self.server_max_window_bits < 15 {
+        if self.name_server_window {
             out.push_str(&format!(
                 "; server_max_window_bits={}",
                 self.server_max_window_bits
@@ -205,6 +209,7 @@ fn accept_offer(params: &[Param<'_>], config: &DeflateConfig) -> Option<Agreed> 
         // §7.1.1.2: and client_no_context_takeover unasked.
         client_no_context_takeover: cnct || shared,
         server_max_window_bits: smwb.unwrap_or(15).min(cap),
+        name_server_window: smwb.is_some() || cap < 15,
         // §7.1.2.2: named in the answer only if offered; never larger than
         // what the client offered, nor than our cap.
         client_max_window_bits: cmwb.map(|v| v.unwrap_or(15).min(cap).max(9)),
@@ -489,6 +494,13 @@ mod tests {
         let a = agreed("permessage-deflate; client_max_window_bits", capped).unwrap();
         assert_eq!(a.client_max_window_bits, Some(10));
         assert_eq!(a.server_max_window_bits, 10);
+        // §7.1.2.1: an offer with server_max_window_bits is accepted by naming
+        // it, even at 15.
+        let a = agreed("permessage-deflate; server_max_window_bits=15", dedicated()).unwrap();
+        assert_eq!(
+            a.response(),
+            "permessage-deflate; server_max_window_bits=15"
+        );
         let a = agreed("permessage-deflate; client_max_window_bits=9", capped).unwrap();
         assert_eq!(a.client_max_window_bits, Some(9));
         let a = agreed("permessage-deflate", capped).unwrap();

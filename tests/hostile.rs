@@ -360,3 +360,82 @@ fn out_of_file_descriptors_pauses_accept_without_spinning() {
     drop(pending);
     s.check("after running out of descriptors");
 }
+
+/// A client that offered permessage-deflate (the server agrees in shared mode).
+fn connect_deflate(addr: std::net::SocketAddr) -> Client {
+    let mut c = Client::raw(addr);
+    let req = upgrade_request("/").replace(
+        "Host: localhost\r\n",
+        "Host: localhost\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+    );
+    c.send_raw(req.as_bytes());
+    let head = c.read_http_head();
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{head}"
+    );
+    c
+}
+
+/// Raw deflate with a sync flush, the `00 00 ff ff` tail stripped.
+fn deflate(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::best(), false);
+    let mut out = Vec::with_capacity(data.len() / 100 + 4096);
+    c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn with_rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[0] |= 0x40;
+    frame
+}
+
+#[test]
+fn inflate_bombs_and_rsv1_abuse_close_with_the_right_codes() {
+    let s = Server::start(&["--max-message-size", "1048576"]);
+    // 32 MiB of zeros (32 times the cap) in ~32 KiB: one frame, and the same
+    // in 64 fragments.
+    let bomb = deflate(&vec![0u8; 32 << 20]);
+    eprintln!("bomb: {} bytes inflating to 32 MiB", bomb.len());
+    let mut c = connect_deflate(s.addr);
+    c.send_raw(&with_rsv1(client_frame(true, 2, &bomb, [1, 2, 3, 4])));
+    assert_eq!(c.expect_close(), Some(1009));
+    let mut c = connect_deflate(s.addr);
+    let step = bomb.len().div_ceil(64);
+    for (i, part) in bomb.chunks(step).enumerate() {
+        let f = client_frame(false, if i == 0 { 2 } else { 0 }, part, [5; 4]);
+        if c.stream
+            .write_all(&if i == 0 { with_rsv1(f) } else { f })
+            .is_err()
+        {
+            break; // closed already
+        }
+    }
+    assert_eq!(c.expect_close(), Some(1009));
+    // Fifty bombs at once: each is stopped at the cap, so RSS stays bounded.
+    let mut many: Vec<Client> = (0..50).map(|_| connect_deflate(s.addr)).collect();
+    let frame = with_rsv1(client_frame(true, 1, &bomb, [7; 4]));
+    for c in &mut many {
+        c.send_raw(&frame);
+    }
+    for c in &mut many {
+        assert_eq!(c.expect_close(), Some(1009));
+    }
+    // RSV1 where RFC 7692 forbids it, a compressed control frame, garbage.
+    let mut c = connect_deflate(s.addr);
+    c.send_raw(&with_rsv1(client_frame(true, 9, b"ping", [1; 4])));
+    assert_eq!(c.expect_close(), Some(1002));
+    let mut c = connect_deflate(s.addr);
+    c.send_raw(&client_frame(false, 2, b"a", [1; 4]));
+    c.send_raw(&with_rsv1(client_frame(true, 0, b"b", [1; 4])));
+    assert_eq!(c.expect_close(), Some(1002));
+    let mut c = Client::connect(s.addr, "/"); // no deflate agreed
+    c.send_raw(&with_rsv1(client_frame(true, 2, &deflate(b"hi"), [1; 4])));
+    assert_eq!(c.expect_close(), Some(1002));
+    let mut c = connect_deflate(s.addr);
+    c.send_raw(&with_rsv1(client_frame(true, 2, &[0xff; 100], [1; 4])));
+    assert_eq!(c.expect_close(), Some(1007));
+    s.check("inflate bombs and RSV1 abuse");
+}

@@ -8,16 +8,26 @@
 //!   continuation only inside a fragmented message, no new data frame inside
 //!   one (half of the runs stream binary echoes, which fragments them);
 //! - nothing is written after our close frame;
-//! - memory is bounded: unsent output never exceeds what the input can explain.
+//! - memory is bounded: unsent output never exceeds what the input can explain;
+//! - with permessage-deflate (a control bit offers it, another picks the
+//!   dedicated mode): RSV1 only on whole data frames, and every compressed
+//!   frame we send inflates (in sequence, with our context when we keep it),
+//!   text to UTF-8.
 #![no_main]
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
+
+use echocast::proto::deflate::{DeflateConfig, DeflateMode, SharedCodec, TAIL};
 use echocast::proto::{Connection, Event, FrameHeader, Limits, OpCode};
+use flate2::{Decompress, FlushDecompress};
 use libfuzzer_sys::fuzz_target;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 Sec-WebSocket-Version: 13\r\n\r\n";
+const DEFLATE_OFFER: &[u8] =
+    b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
 
 struct Checker {
     buf: Vec<u8>,
@@ -27,6 +37,9 @@ struct Checker {
     closed: bool,
     /// Inside a fragmented data message (a data frame without FIN was sent).
     fragmented: bool,
+    /// permessage-deflate was agreed (the 101 says so): inflates what we
+    /// send; `reset` when we keep no context between messages.
+    inflater: Option<(Decompress, bool)>,
 }
 
 impl Checker {
@@ -47,6 +60,14 @@ impl Checker {
                         self.http_answer = true;
                         return;
                     }
+                    let head = String::from_utf8_lossy(&self.buf[..p]).into_owned();
+                    if let Some(line) = head
+                        .lines()
+                        .find(|l| l.starts_with("Sec-WebSocket-Extensions:"))
+                    {
+                        let reset = line.contains("server_no_context_takeover");
+                        self.inflater = Some((Decompress::new(false), reset));
+                    }
                     self.buf.drain(..p + 4);
                     self.seen_head = true;
                 }
@@ -59,8 +80,16 @@ impl Checker {
                 break;
             }
             assert!(!self.closed, "frame after our close frame");
-            assert!(h.mask.is_none() && h.rsv == 0);
+            assert!(h.mask.is_none() && (h.rsv == 0 || h.rsv == 4));
             let op = OpCode::from_u8(h.opcode).expect("known opcode");
+            let compressed = h.rsv == 4;
+            if compressed {
+                assert!(self.inflater.is_some(), "RSV1 without deflate agreed");
+                assert!(
+                    matches!(op, OpCode::Text | OpCode::Binary) && h.fin,
+                    "RSV1 on a frame other than a whole data message"
+                );
+            }
             if op.is_control() {
                 assert!(h.fin, "fragmented control frame");
             } else {
@@ -71,12 +100,23 @@ impl Checker {
                 );
                 self.fragmented = !h.fin;
             }
-            let payload = &self.buf[n..end];
+            let mut payload = self.buf[n..end].to_vec();
+            if compressed {
+                let (d, reset) = self.inflater.as_mut().unwrap();
+                if *reset {
+                    d.reset(false);
+                }
+                payload.extend_from_slice(&TAIL);
+                let mut out = Vec::with_capacity(1 << 16);
+                d.decompress_vec(&payload, &mut out, FlushDecompress::Sync)
+                    .expect("our compressed frame inflates");
+                payload = out;
+            }
             if op.is_control() {
                 assert!(payload.len() <= 125);
             }
             match op {
-                OpCode::Text => assert!(std::str::from_utf8(payload).is_ok()),
+                OpCode::Text => assert!(std::str::from_utf8(&payload).is_ok()),
                 OpCode::Close => {
                     assert!(payload.len() != 1);
                     if payload.len() >= 2 {
@@ -100,8 +140,22 @@ fuzz_target!(|data: &[u8]| {
     let (ctl, body) = data.split_at(2);
     let mut input = Vec::new();
     if ctl[0] & 1 == 1 {
-        input.extend_from_slice(REQUEST);
+        let mut request = REQUEST.to_vec();
+        if ctl[0] & 4 == 4 {
+            let at = request.len() - 2;
+            request.splice(at..at, DEFLATE_OFFER.iter().copied());
+        }
+        input.extend_from_slice(&request);
     }
+    let deflate = DeflateConfig {
+        mode: if ctl[0] & 8 == 8 {
+            DeflateMode::Dedicated
+        } else {
+            DeflateMode::Shared
+        },
+        ..DeflateConfig::default()
+    };
+    let codec = Rc::new(SharedCodec::default());
     input.extend_from_slice(body);
     let limits = Limits {
         max_message_size: 4096,
@@ -118,6 +172,7 @@ fuzz_target!(|data: &[u8]| {
         http_answer: false,
         closed: false,
         fragmented: false,
+        inflater: None,
     };
     conn.set_streaming(ctl[0] & 2 == 2);
     // A small PRNG seeded from the control bytes picks split points, how much
@@ -138,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
         pos += take;
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::Upgrade(_) => conn.accept(now),
+                Event::Upgrade(_) => conn.accept_deflate(now, &deflate, &codec),
                 Event::HttpRequest { .. } => {
                     conn.reject(echocast::proto::HandshakeError::NotWebSocket, now)
                 }

@@ -18,7 +18,7 @@ ROOT=$PWD
 REPS=3
 DURATION=3
 SERVERS="echocast fastwebsockets tokio-tungstenite node-ws python-websockets"
-SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k connect-50 idle-10k"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k connect-50 idle-10k echo-deflate-1k idle-deflate-10k"
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -72,6 +72,7 @@ for rep in $(seq 1 "$REPS"); do
             PORT=$((PORT + 1))
             log=$RESULTS/server.log
             # exec: $! is the server itself, so /proc/$!/ is the server's CPU.
+            case $scenario in *deflate*) export PEER_DEFLATE=1 ;; *) export PEER_DEFLATE=0 ;; esac
             taskset -c 0 bash -c "exec $(server_cmd $PORT "$server")" > "$log" 2>&1 &
             pid=$!
             for _ in $(seq 300); do

@@ -32,6 +32,8 @@ CASES = {
     "broadcast-16k": ("Broadcast 100 subs, 16 KiB", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
     "connect-50": ("Handshakes, 50 concurrent", "server_cpu_ns_per_handshake", "µs CPU/handshake", 1e-3, "lower", "handshakes_per_sec", "handshakes/s", 1),
     "idle-10k": ("10,000 idle connections", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
+    "echo-deflate-1k": ("Echo 1 KiB JSON, deflate, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "server_ratio", "compressed/raw", 1),
+    "idle-deflate-10k": ("10,000 idle deflate connections (one message each)", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
 }
 
 # (case, peer or None for an absolute bound, bound on echocast/peer, text)
@@ -45,6 +47,8 @@ TARGETS = [
     ("broadcast-16k", "tokio-tungstenite", 0.7, "CPU/delivery ≤ 0.7 × tokio-tungstenite"),
     ("connect-50", "tokio-tungstenite", 0.9, "CPU/handshake ≤ 0.9 × tokio-tungstenite"),
     ("idle-10k", None, 256, "≤ 256 B RSS per connection"),
+    ("echo-deflate-1k", "node-ws", 0.5, "CPU/msg ≤ 0.5 × Node ws with deflate"),
+    ("idle-deflate-10k", None, 2048, "≤ 2 KiB RSS per connection"),
     ("latency", "*", 1.0, "p50 not worse than any peer"),
 ]
 

@@ -14,6 +14,9 @@ scenario_args() {
         broadcast-16k) echo "broadcast -c 100 -s 16384 --duration $d" ;;
         connect-50) echo "connect -c 50 --duration $d" ;;
         idle-10k) echo "idle -c 10000" ;;
+        # permessage-deflate (peers get PEER_DEFLATE=1): 1 KiB JSON-like text.
+        echo-deflate-1k) echo "echo --deflate -c 100 -s 1024 --duration $d" ;;
+        idle-deflate-10k) echo "idle --deflate -c 10000" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

@@ -237,7 +237,9 @@ pub fn new_compressor(bits: u8) -> Compress {
 
 /// Compresses `data` as one message with a sync flush and strips the
 /// `00 00 ff ff` tail (§7.2.1). With `reset`, the compressor starts from an
-/// empty window (no context takeover) and is reset again afterwards.
+/// empty window (no context takeover). (A reset clears zlib's hash table,
+/// most of the cost of compressing a small message: it is done once, here,
+/// not again after.)
 pub fn compress_message(c: &mut Compress, data: &[u8], reset: bool) -> Vec<u8> {
     if reset {
         c.reset();
@@ -271,9 +273,6 @@ pub fn compress_message(c: &mut Compress, data: &[u8], reset: bool) -> Vec<u8> {
         // appends `00 00 ff ff` to whatever we send, so send the header
         // byte of an empty stored block, as §7.2.3.6 shows.
         out.push(0x00);
-    }
-    if reset {
-        c.reset();
     }
     out
 }
@@ -354,10 +353,12 @@ pub fn inflate_into<E>(
         if out.len() > max_len {
             return Err(Ok(InflateError::TooBig));
         }
-        if out.capacity() - out.len() < INFLATE_STEP {
-            let want = (out.capacity() * 2)
-                .max(out.len() + INFLATE_STEP)
-                .min(max_len.saturating_add(INFLATE_STEP));
+        // Room for the next step: the capacity doubles (from 1 KiB, so a
+        // small message does not leave a 16 KiB buffer behind for reuse), at
+        // most one step at a time and never past the cap plus one step.
+        let step = out.capacity().clamp(1024, INFLATE_STEP);
+        if out.capacity() - out.len() < step {
+            let want = (out.len() + step).min(max_len.saturating_add(INFLATE_STEP));
             out.reserve_exact(want.saturating_sub(out.len()).max(1));
         }
         let from = out.len();

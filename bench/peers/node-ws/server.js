@@ -1,6 +1,7 @@
 // Peer for echocast's benchmarks: echo + broadcast rooms on Node `ws`.
 // Same routing as echocast: /broadcast and /broadcast/... are rooms, every
 // other path echoes. Usage: node server.js [HOST:PORT]
+// PEER_DEFLATE=1 turns permessage-deflate on (ws's own defaults otherwise).
 "use strict";
 const { WebSocketServer } = require("ws");
 
@@ -8,7 +9,7 @@ const [host, port] = (process.argv[2] || "127.0.0.1:9001").split(":");
 const wss = new WebSocketServer({
   host,
   port: Number(port),
-  perMessageDeflate: false,
+  perMessageDeflate: process.env.PEER_DEFLATE === "1",
   maxPayload: 64 << 20,
 });
 const rooms = new Map();

@@ -2,9 +2,11 @@
 
 Same routing as echocast: /broadcast and /broadcast/... are rooms, every other
 path echoes. Usage: python server.py [HOST:PORT]
+PEER_DEFLATE=1 turns permessage-deflate on (websockets' default settings).
 """
 
 import asyncio
+import os
 import sys
 
 from websockets.asyncio.server import broadcast, serve
@@ -30,7 +32,12 @@ async def handler(ws):
 async def main():
     host, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9001").split(":")
     async with serve(
-        handler, host, int(port), compression=None, max_size=64 << 20, max_queue=None
+        handler,
+        host,
+        int(port),
+        compression="deflate" if os.environ.get("PEER_DEFLATE") == "1" else None,
+        max_size=64 << 20,
+        max_queue=None,
     ) as server:
         addr = server.sockets[0].getsockname()
         print(f"listening on ws://{addr[0]}:{addr[1]}", flush=True)

@@ -1,22 +1,37 @@
 //! `idle`: hold C open connections and report the server's RSS per
-//! connection.
+//! connection (with `--deflate`: connections that agreed permessage-deflate
+//! and each sent one compressed message).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::conn::handshake;
+use crate::deflate::{json_message, DeflateConn};
 use crate::report::{cpu_ns, rss_kib};
 
 pub(crate) fn idle(
     addr: SocketAddr,
     path: &str,
     connections: usize,
+    deflate: bool,
     pid: u32,
 ) -> Result<(), String> {
     let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
     let mut held = Vec::with_capacity(connections);
+    let mut held_deflate = Vec::new();
     for i in 0..connections {
-        held.push(handshake(addr, path).map_err(|e| format!("connection {i}: {e}"))?);
+        let err = |e: std::io::Error| format!("connection {i}: {e}");
+        if deflate {
+            let mut c = DeflateConn::open(addr, path).map_err(err)?;
+            let m = json_message(i as u64, 1024);
+            c.send(&m).map_err(err)?;
+            if c.recv().map_err(err)? != m.as_bytes() {
+                return Err(format!("connection {i}: echo differs"));
+            }
+            held_deflate.push(c);
+        } else {
+            held.push(handshake(addr, path).map_err(err)?);
+        }
     }
     // Let the server settle, then measure.
     std::thread::sleep(Duration::from_millis(500));
@@ -29,7 +44,14 @@ pub(crate) fn idle(
         (Some(a), Some(b)) => Some((b - a) as f64 / 2e9 * 100.0),
         _ => None,
     };
-    println!("scenario     idle");
+    println!(
+        "scenario     idle{}",
+        if deflate {
+            " (permessage-deflate, one message each)"
+        } else {
+            ""
+        }
+    );
     println!("connections  {connections}");
     println!("server RSS   {before} KiB before, {after} KiB after");
     println!("per conn     {per:.0} B");
@@ -37,10 +59,10 @@ pub(crate) fn idle(
         println!("idle CPU     {c:.2} % of one core");
     }
     println!(
-        "{{\"scenario\":\"idle\",\"connections\":{connections},\"rss_before_kib\":{before},\
+        "{{\"scenario\":\"idle\",\"deflate\":{deflate},\"connections\":{connections},\"rss_before_kib\":{before},\
          \"rss_after_kib\":{after},\"rss_bytes_per_connection\":{per:.0},\"idle_cpu_percent\":{}}}",
         idle_cpu.map_or("null".into(), |c| format!("{c:.3}"))
     );
-    drop(held);
+    drop((held, held_deflate));
     Ok(())
 }

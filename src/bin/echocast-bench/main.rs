@@ -18,6 +18,7 @@
 mod broadcast;
 mod conn;
 mod connect;
+mod deflate;
 mod echo;
 mod idle;
 mod report;
@@ -82,6 +83,10 @@ enum Scenario {
         /// Text messages instead of binary
         #[arg(long)]
         text: bool,
+        /// Offer permessage-deflate, send JSON-like text compressed, inflate
+        /// and compare every echo (ping-pong only)
+        #[arg(long)]
+        deflate: bool,
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
         #[arg(long)]
@@ -110,6 +115,10 @@ enum Scenario {
         path: String,
         #[arg(long, short = 'c', default_value_t = 10_000)]
         connections: usize,
+        /// Each connection offers permessage-deflate (as Node ws and browsers
+        /// do) and sends one compressed message (echo checked) before idling
+        #[arg(long)]
+        deflate: bool,
         #[arg(long)]
         server_pid: u32,
     },
@@ -138,8 +147,19 @@ fn main() -> std::process::ExitCode {
             addr,
             path,
             connections,
+            deflate,
             server_pid,
-        } => idle(addr, &path, connections, server_pid),
+        } => idle(addr, &path, connections, deflate, server_pid),
+        Scenario::Echo {
+            addr,
+            path,
+            connections,
+            size,
+            deflate: true,
+            duration,
+            server_pid,
+            ..
+        } => deflate::echo_deflate(addr, &path, connections, size, duration, server_pid),
         Scenario::Echo {
             addr,
             path,
@@ -149,6 +169,7 @@ fn main() -> std::process::ExitCode {
             text,
             duration,
             server_pid,
+            ..
         } => echo(
             addr,
             &path,

@@ -267,6 +267,21 @@ impl std::fmt::Debug for Deflate {
 }
 
 impl Deflate {
+    /// The deflate state of a connection receiving a compressed message
+    /// (there is one: RSV1 is refused without it).
+    fn of(ctl: &mut Option<Box<Control>>) -> &mut Deflate {
+        ctl.as_mut()
+            .and_then(|c| c.deflate.as_mut())
+            .expect("compressed only with deflate")
+    }
+
+    /// The inflater for the message being received (from the loop-wide pool
+    /// when this connection keeps none).
+    fn inflater(&mut self) -> &mut flate2::Decompress {
+        let shared = &self.shared;
+        self.inflater.get_or_insert_with(|| shared.take_inflater())
+    }
+
     fn memory(&self) -> usize {
         self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
             + self.compressor.as_ref().map_or(0, |_| COMPRESSOR_BYTES)
@@ -1130,13 +1145,7 @@ impl Connection {
             if !msg.is_compressed() {
                 return msg.push(chunk, frame.key, offset);
             }
-            let d = self
-                .ctl
-                .as_mut()
-                .and_then(|c| c.deflate.as_mut())
-                .expect("compressed only with deflate");
-            let shared = &d.shared;
-            let inflater = d.inflater.get_or_insert_with(|| shared.take_inflater());
+            let inflater = Deflate::of(&mut self.ctl).inflater();
             msg.inflate(
                 chunk,
                 frame.key,
@@ -1188,14 +1197,8 @@ impl Connection {
     /// takeover the inflater goes back to the loop-wide pool.
     fn inflate_tail(&mut self, msg: &mut MessageBuffer) -> Result<(), ProtocolError> {
         let max = self.limits.max_message_size;
-        let d = self
-            .ctl
-            .as_mut()
-            .and_then(|c| c.deflate.as_mut())
-            .expect("compressed only with deflate");
-        let shared = &d.shared;
-        let inflater = d.inflater.get_or_insert_with(|| shared.take_inflater());
-        msg.inflate_plain(&deflate::TAIL, inflater, max)?;
+        let d = Deflate::of(&mut self.ctl);
+        msg.inflate_plain(&deflate::TAIL, d.inflater(), max)?;
         if d.agreed.client_no_context_takeover {
             if let Some(i) = d.inflater.take() {
                 d.shared.give_inflater(i);

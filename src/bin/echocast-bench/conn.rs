@@ -13,9 +13,19 @@ use echocast::proto::FrameHeader;
 /// Opens a WebSocket with a blocking handshake; returns the socket and any
 /// bytes that followed the 101.
 pub(crate) fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, Vec<u8>)> {
+    let (s, _, rest) = handshake_with(addr, &request_bytes(addr, path))?;
+    Ok((s, rest))
+}
+
+/// Sends `request`, reads the response head and checks the upgrade; returns
+/// the socket, the head, and any bytes that followed it.
+pub(crate) fn handshake_with(
+    addr: SocketAddr,
+    request: &[u8],
+) -> io::Result<(StdStream, String, Vec<u8>)> {
     let mut s = StdStream::connect(addr)?;
     s.set_nodelay(true)?;
-    s.write_all(&request_bytes(addr, path))?;
+    s.write_all(request)?;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
@@ -26,7 +36,8 @@ pub(crate) fn handshake(addr: SocketAddr, path: &str) -> io::Result<(StdStream, 
         buf.extend_from_slice(&tmp[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             check_upgrade(&buf[..p])?;
-            return Ok((s, buf[p + 4..].to_vec()));
+            let head = String::from_utf8_lossy(&buf[..p]).into_owned();
+            return Ok((s, head, buf[p + 4..].to_vec()));
         }
     }
 }

@@ -13,7 +13,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 use echocast::proto::FrameHeader;
 
-use crate::conn::{check_upgrade, masked_frame_op};
+use crate::conn::{handshake_with, masked_frame_op};
 use crate::report::cpu_ns;
 
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -64,29 +64,13 @@ impl DeflateConn {
     /// Connects and upgrades offering permessage-deflate; fails if the
     /// server declines it.
     pub(crate) fn open(addr: SocketAddr, path: &str) -> io::Result<DeflateConn> {
-        let mut s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
         );
-        s.write_all(req.as_bytes())?;
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        let head = loop {
-            let n = s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(io::Error::other("EOF during handshake"));
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                check_upgrade(&buf[..p])?;
-                let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
-                buf.drain(..p + 4);
-                break head;
-            }
-        };
+        let (s, head, buf) = handshake_with(addr, req.as_bytes())?;
+        let head = head.to_ascii_lowercase();
         let ext = head
             .lines()
             .find_map(|l| l.strip_prefix("sec-websocket-extensions:"))

@@ -101,8 +101,39 @@ fn echo_broadcast_and_connect_scenarios_verify_what_comes_back() {
     ]);
     assert!(field(&json, "handshakes") > 0.0, "{json}");
     assert!(field(&json, "server_cpu_ns_per_handshake") > 0.0, "{json}");
+    // permessage-deflate: every echo inflated and compared; JSON-like text
+    // compresses.
+    let json = bench(&[
+        "echo",
+        "--deflate",
+        "--addr",
+        &a,
+        "-c",
+        "4",
+        "-s",
+        "1024",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(field(&json, "messages") > 0.0, "{json}");
+    let ratio = field(&json, "server_ratio");
+    assert!(ratio > 0.05 && ratio < 0.8, "{json}");
     child.kill().unwrap();
     child.wait().unwrap();
+    // A server that declines permessage-deflate fails the deflate scenario.
+    let (_off, addr) = spawn_binary(&["--deflate", "off"]);
+    let a = addr.to_string();
+    let err = bench_fails(&[
+        "echo",
+        "--deflate",
+        "--addr",
+        &a,
+        "-c",
+        "1",
+        "--duration",
+        "0.2",
+    ]);
+    assert!(err.contains("declined permessage-deflate"), "{err}");
 }
 
 #[test]

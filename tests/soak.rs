@@ -184,12 +184,21 @@ fn subscriber(ctx: &Ctx, room: &str, seed: u64) {
         Stats::add(&ctx.stats.deliveries, got);
         if closed {
             Stats::add(&ctx.stats.subscriber_1008, 1);
-            c.send_raw(&client_frame(true, 8, &1008u16.to_be_bytes(), [1; 4]));
-            c.read_to_eof();
+            answer_close_1008(c);
         } else {
             close_cleanly(c);
         }
     }
+}
+
+/// Answers the server's 1008 with our close (the server waits for it, up to
+/// its close timeout) and reads until the server's FIN.
+fn answer_close_1008(mut c: Client) {
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    c.send_raw(&client_frame(true, 8, &1008u16.to_be_bytes(), [1; 4]));
+    c.read_to_eof();
 }
 
 /// Reads up to `want` room messages (until the soak stops), checking that
@@ -242,7 +251,7 @@ fn slow_consumer(ctx: &Ctx, room: &str) {
         let (_, closed) = read_room(ctx, &mut c, room, u64::MAX);
         if closed {
             Stats::add(&ctx.stats.slow_closed, 1);
-            c.read_to_eof();
+            answer_close_1008(c);
         } else {
             close_cleanly(c);
         }

@@ -133,6 +133,10 @@ impl Checker {
     }
 }
 
+thread_local! {
+    static CODEC: Rc<SharedCodec> = Rc::default();
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
@@ -155,7 +159,10 @@ fuzz_target!(|data: &[u8]| {
         },
         ..DeflateConfig::default()
     };
-    let codec = Rc::new(SharedCodec::default());
+    // One codec for every run, as one server has for every connection (its
+    // compressors and inflaters are made for sharing; creating them per run
+    // would cost most of the time).
+    let codec = CODEC.with(Rc::clone);
     input.extend_from_slice(body);
     let limits = Limits {
         max_message_size: 4096,

@@ -12,7 +12,9 @@ import os
 import statistics
 import sys
 
-SERVERS = ["echocast", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets"]
+SERVERS = ["echocast", "echocast-dedicated", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets"]
+# Not peers: echocast itself in another mode (results table only).
+VARIANTS = {"echocast-dedicated"}
 COLORS = {
     "fastwebsockets": "#e07b39",
     "tokio-tungstenite": "#3b7dd8",
@@ -33,6 +35,8 @@ CASES = {
     "connect-50": ("Handshakes, 50 concurrent", "server_cpu_ns_per_handshake", "µs CPU/handshake", 1e-3, "lower", "handshakes_per_sec", "handshakes/s", 1),
     "idle-10k": ("10,000 idle connections", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
     "echo-deflate-1k": ("Echo 1 KiB JSON, deflate, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "server_ratio", "compressed/raw", 1),
+    "broadcast-1k": ("Broadcast 1000 subs, 1 KiB", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
+    "broadcast-deflate-1k": ("Broadcast 1000 subs, 1 KiB JSON, deflate", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "server_ratio", "compressed/raw", 1),
     "idle-deflate-10k": ("10,000 idle deflate connections (one message each)", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
 }
 
@@ -48,6 +52,8 @@ TARGETS = [
     ("connect-50", "tokio-tungstenite", 0.9, "CPU/handshake ≤ 0.9 × tokio-tungstenite"),
     ("idle-10k", None, 256, "≤ 256 B RSS per connection"),
     ("echo-deflate-1k", "node-ws", 0.5, "CPU/msg ≤ 0.5 × Node ws with deflate"),
+    ("broadcast-deflate-1k", "node-ws", 0.05, "CPU/delivery ≤ 0.05 × Node ws with deflate"),
+    ("broadcast-deflate-1k", "self:broadcast-1k", 2.0, "CPU/delivery ≤ 2 × echocast's own uncompressed 1 KiB broadcast"),
     ("idle-deflate-10k", None, 2048, "≤ 2 KiB RSS per connection"),
     ("latency", "*", 1.0, "p50 not worse than any peer"),
 ]
@@ -149,7 +155,7 @@ def main():
             md.append(f"| {title if m == metric else ''} | {label} | " + " | ".join(cells) + " |")
     md.append("")
 
-    peers = [s for s in servers if s != "echocast"]
+    peers = [s for s in servers if s != "echocast" and s not in VARIANTS]
     md.append("## Ratios echocast / peer\n")
     md.append("On each case's main metric. For CPU, latency and memory below 1 means echocast "
               "is better; for MB/s above 1 means echocast is better.\n")
@@ -164,7 +170,24 @@ def main():
         md.append(f"| {CASES[c][0]} | " + " | ".join(row) + " |")
     md.append("")
 
-    md.append("## Targets (issue 5)\n")
+    md.append("## Compression ratios (permessage-deflate)\n")
+    md.append("Compressed bytes over raw bytes, server to client, on the JSON-like stream "
+              "(lower is better). echocast's default `shared` mode compresses every message on "
+              "its own (no context takeover) so a broadcast is compressed once; `dedicated` and "
+              "the peers keep a context per connection.\n")
+    rcases = [c for c in cases if "deflate" in c and c != "idle-deflate-10k"]
+    if rcases:
+        md.append("| Case | " + " | ".join(servers) + " |")
+        md.append("|---|" + "---|" * len(servers))
+        for c in rcases:
+            cells = []
+            for s in servers:
+                sm = summary(values(data, c, s, "server_ratio", 1))
+                cells.append(f"{sm[0]:.3f}" if sm else "–")
+            md.append(f"| {CASES[c][0]} | " + " | ".join(cells) + " |")
+        md.append("")
+
+    md.append("## Targets (issues 5 and 9)\n")
     md.append("| Case | Target | Measured | Met |")
     md.append("|---|---|---|---|")
     for c, peer, bound, text in TARGETS:
@@ -178,6 +201,14 @@ def main():
         if peer is None:
             ok = e <= bound
             md.append(f"| {CASES[c][0]} | {text} | {fmt(e)} {CASES[c][2]} | {'yes' if ok else 'no'} |")
+        elif peer.startswith("self:"):
+            base = peer[len("self:"):]
+            v = med.get((base, "echocast"))
+            if not v:
+                md.append(f"| {CASES[c][0]} | {text} | no echocast {base} result | – |")
+                continue
+            r = e / v
+            md.append(f"| {CASES[c][0]} | {text} | {r:.3f} × | {'yes' if r <= bound else '**no**'} |")
         elif peer == "*":
             best = min((med[(c, p)] for p in peers if (c, p) in med), default=None)
             ok = best is None or e <= best

@@ -17,6 +17,9 @@ scenario_args() {
         # permessage-deflate (peers get PEER_DEFLATE=1): 1 KiB JSON-like text.
         echo-deflate-1k) echo "echo --deflate -c 100 -s 1024 --duration $d" ;;
         idle-deflate-10k) echo "idle --deflate -c 10000" ;;
+        broadcast-deflate-1k) echo "broadcast --deflate -c 1000 -s 1024 --duration $d" ;;
+        # The uncompressed baseline of broadcast-deflate-1k (same size, same room).
+        broadcast-1k) echo "broadcast -c 1000 -s 1024 --duration $d" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

@@ -703,3 +703,37 @@ fn memory_counts_what_a_connection_holds_and_shed_frees_it() {
     }
     assert!(h.conn.memory() <= 64 * 1024 + 4096, "{}", h.conn.memory());
 }
+
+#[test]
+fn a_connection_quiet_for_a_whole_period_gives_back_its_reusable_buffers() {
+    let mut h = opened();
+    let idle = h.conn.memory();
+    for i in 0..20u8 {
+        h.feed(&client_frame(true, 1, b"{\"seq\": 1}", [i; 4]));
+    }
+    // A ping arrives without its payload yet: a control frame in progress.
+    h.feed(&client_frame(true, 9, b"abcd", [9; 4])[..6]);
+    let busy = h.conn.memory();
+    assert!(
+        busy > idle + 256,
+        "echoing keeps buffers for reuse: {idle} -> {busy}"
+    );
+    // Traffic since the last sweep: only noted, nothing freed.
+    assert!(!h.conn.release_if_quiet());
+    assert_eq!(h.conn.memory(), busy);
+    // Quiet for a whole period: the reusable buffers go.
+    assert!(h.conn.release_if_quiet());
+    assert!(
+        h.conn.memory() <= idle,
+        "{} bytes held after the release, {idle} when idle",
+        h.conn.memory()
+    );
+    // Nothing lost: the ping in progress is answered, echoes go on.
+    h.feed(&client_frame(true, 9, b"abcd", [9; 4])[6..]);
+    h.feed(&client_frame(true, 1, b"after", [7; 4]));
+    let frames = h.frames();
+    let n = frames.len();
+    assert_eq!((frames[n - 2].1, &frames[n - 2].2[..]), (10, &b"abcd"[..]));
+    assert_eq!((frames[n - 1].1, &frames[n - 1].2[..]), (1, &b"after"[..]));
+    assert!(!h.conn.release_if_quiet());
+}

@@ -159,6 +159,9 @@ pub struct Server {
     memory: usize,
     /// Over the memory budget: connections closed in this episode so far.
     budget_episode: Option<usize>,
+    /// When quiet connections next give back their reusable buffers
+    /// (`timers.rs`).
+    next_sweep: Instant,
 }
 
 impl Server {
@@ -203,6 +206,7 @@ impl Server {
             accept_failing: false,
             memory: 0,
             budget_episode: None,
+            next_sweep: Instant::now() + timers::QUIET_SWEEP,
         })
     }
 
@@ -253,7 +257,8 @@ impl Server {
                 Some(Duration::ZERO)
             } else {
                 let next = self.timers.peek().map(|Reverse((t, _))| *t);
-                let next = [next, stopping, self.accept_paused_until]
+                let sweep = (self.open > 0).then_some(self.next_sweep);
+                let next = [next, stopping, self.accept_paused_until, sweep]
                     .into_iter()
                     .flatten()
                     .min();
@@ -314,6 +319,7 @@ impl Server {
                 }
             }
             self.run_timers(now);
+            self.sweep_quiet(now);
             #[cfg(debug_assertions)]
             self.check_accounting();
         }

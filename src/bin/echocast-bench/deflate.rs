@@ -5,6 +5,7 @@
 //! Messages are JSON-like text, each different (a sequence number and words
 //! picked from it), so they compress the way real traffic does.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -96,6 +97,12 @@ impl DeflateConn {
 
     /// Sends `text` compressed, as one masked frame with RSV1.
     pub(crate) fn send(&mut self, text: &str) -> io::Result<()> {
+        let frame = self.encode(text)?;
+        self.stream.write_all(&frame)
+    }
+
+    /// `text` compressed, as one masked frame with RSV1.
+    pub(crate) fn encode(&mut self, text: &str) -> io::Result<Vec<u8>> {
         if self.client_no_context {
             self.compress.reset();
         }
@@ -113,7 +120,7 @@ impl DeflateConn {
         frame[0] |= 0x40;
         self.raw += text.len() as u64;
         self.sent_z += z.len() as u64;
-        self.stream.write_all(&frame)
+        Ok(frame)
     }
 
     /// Reads the next data message (control frames skipped), inflating it if
@@ -130,7 +137,7 @@ impl DeflateConn {
                         1 | 2 if !h.fin => return Err(io::Error::other("fragmented echo")),
                         1 | 2 if h.rsv & 4 != 0 => {
                             self.recv_z += payload.len() as u64;
-                            return self.inflate(payload);
+                            return inflate(&mut self.inflate, self.server_no_context, payload);
                         }
                         1 | 2 => return Ok(payload),
                         8 => return Err(io::Error::other("closed by the server")),
@@ -145,25 +152,26 @@ impl DeflateConn {
             self.buf.extend_from_slice(&tmp[..n]);
         }
     }
+}
 
-    fn inflate(&mut self, mut payload: Vec<u8>) -> io::Result<Vec<u8>> {
-        if self.server_no_context {
-            self.inflate.reset(false);
+/// Inflates one message from the server (`no_context`: it was compressed on
+/// its own).
+fn inflate(d: &mut Decompress, no_context: bool, mut payload: Vec<u8>) -> io::Result<Vec<u8>> {
+    if no_context {
+        d.reset(false);
+    }
+    payload.extend_from_slice(&TAIL);
+    let mut out = Vec::with_capacity(payload.len() * 8 + 1024);
+    let mut input = &payload[..];
+    loop {
+        let before = d.total_in();
+        d.decompress_vec(input, &mut out, FlushDecompress::Sync)
+            .map_err(|e| io::Error::other(format!("message does not inflate: {e}")))?;
+        input = &input[(d.total_in() - before) as usize..];
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(out);
         }
-        payload.extend_from_slice(&TAIL);
-        let mut out = Vec::with_capacity(payload.len() * 8 + 1024);
-        let mut input = &payload[..];
-        loop {
-            let before = self.inflate.total_in();
-            self.inflate
-                .decompress_vec(input, &mut out, FlushDecompress::Sync)
-                .map_err(|e| io::Error::other(format!("echo does not inflate: {e}")))?;
-            input = &input[(self.inflate.total_in() - before) as usize..];
-            if input.is_empty() && out.len() < out.capacity() {
-                return Ok(out);
-            }
-            out.reserve(out.capacity());
-        }
+        out.reserve(out.capacity());
     }
 }
 
@@ -233,6 +241,194 @@ pub(crate) fn echo_deflate(
         pct(0.5),
         pct(0.99),
         cpu.map_or("null".into(), |c| format!("{c:.1}"))
+    );
+    Ok(())
+}
+
+/// A room member of `broadcast --deflate`, read without blocking.
+struct Member {
+    stream: mio::net::TcpStream,
+    buf: Vec<u8>,
+    inflate: Decompress,
+    server_no_context: bool,
+    next: u64,
+    recv_z: u64,
+    raw: u64,
+}
+
+impl Member {
+    fn register(c: DeflateConn, poll: &mio::Poll, token: mio::Token) -> io::Result<Member> {
+        c.stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(c.stream);
+        poll.registry()
+            .register(&mut stream, token, mio::Interest::READABLE)?;
+        Ok(Member {
+            stream,
+            buf: c.buf,
+            inflate: c.inflate,
+            server_no_context: c.server_no_context,
+            next: 0,
+            recv_z: 0,
+            raw: 0,
+        })
+    }
+
+    /// Takes every complete message in the buffer: each must be the next in
+    /// sequence and equal, once inflated, to what was published.
+    fn take_messages(&mut self, base: u64, sent: &VecDeque<String>) -> Result<u64, String> {
+        let mut got = 0;
+        let mut pos = 0;
+        while let Ok(Some((h, n))) = FrameHeader::decode(&self.buf[pos..]) {
+            let end = pos + n + h.payload_len as usize;
+            if self.buf.len() < end {
+                break;
+            }
+            let payload = self.buf[pos + n..end].to_vec();
+            pos = end;
+            match h.opcode {
+                8 => return Err("got a close frame".into()),
+                1 if !h.fin => return Err("fragmented message".into()),
+                1 => {}
+                _ => continue,
+            }
+            let text = if h.rsv & 4 != 0 {
+                self.recv_z += payload.len() as u64;
+                inflate(&mut self.inflate, self.server_no_context, payload)
+                    .map_err(|e| e.to_string())?
+            } else {
+                self.recv_z += payload.len() as u64;
+                payload
+            };
+            self.raw += text.len() as u64;
+            let want = self
+                .next
+                .checked_sub(base)
+                .and_then(|i| sent.get(i as usize))
+                .ok_or("a message that was not published")?;
+            if text != want.as_bytes() {
+                return Err(format!(
+                    "message {} differs (missed, reordered or corrupted)",
+                    self.next
+                ));
+            }
+            self.next += 1;
+            got += 1;
+        }
+        self.buf.drain(..pos);
+        Ok(got)
+    }
+}
+
+/// `broadcast --deflate`: one publisher and C subscribers of one room, all
+/// with permessage-deflate; the publisher sends JSON-like text compressed,
+/// every member inflates every message and compares it whole with what was
+/// published, in order. At most WINDOW messages not yet received by everyone.
+pub(crate) fn broadcast_deflate(
+    addr: SocketAddr,
+    path: &str,
+    subscribers: usize,
+    size: usize,
+    window: usize,
+    duration: f64,
+    pid: Option<u32>,
+) -> Result<(), String> {
+    use mio::{Events, Poll, Token};
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut members = Vec::with_capacity(subscribers + 1);
+    for i in 0..subscribers {
+        let c = DeflateConn::open(addr, path).map_err(|e| format!("subscriber {i}: {e}"))?;
+        members.push(Member::register(c, &poll, Token(i)).map_err(|e| e.to_string())?);
+    }
+    // The publisher is a member too and checks its own copy; it writes on its
+    // blocking clone of the socket (a window of 1 KiB messages fits in the
+    // socket buffers, and the members are read between batches).
+    let mut publisher = DeflateConn::open(addr, path).map_err(|e| format!("publisher: {e}"))?;
+    let mut writer = publisher.stream.try_clone().map_err(|e| e.to_string())?;
+    let own = DeflateConn {
+        stream: publisher.stream.try_clone().map_err(|e| e.to_string())?,
+        buf: std::mem::take(&mut publisher.buf),
+        compress: Compress::new(Compression::fast(), false),
+        inflate: Decompress::new_with_window_bits(false, 15),
+        client_no_context: publisher.client_no_context,
+        server_no_context: publisher.server_no_context,
+        raw: 0,
+        sent_z: 0,
+        recv_z: 0,
+    };
+    members.push(Member::register(own, &poll, Token(subscribers)).map_err(|e| e.to_string())?);
+    let total = members.len();
+
+    let mut sent_msgs: VecDeque<String> = VecDeque::new();
+    let mut received: VecDeque<usize> = VecDeque::new();
+    let (mut base, mut sent, mut deliveries) = (0u64, 0u64, 0u64);
+    let mut read_buf = vec![0u8; 256 * 1024];
+    let mut events = Events::with_capacity(1024);
+    let start = Instant::now();
+    let cpu0 = pid.and_then(cpu_ns);
+    let end = start + Duration::from_secs_f64(duration);
+    while Instant::now() < end {
+        let mut batch = Vec::new();
+        while sent < base + window as u64 {
+            let m = json_message(sent, size);
+            batch.extend(publisher.encode(&m).map_err(|e| e.to_string())?);
+            sent_msgs.push_back(m);
+            received.push_back(0);
+            sent += 1;
+        }
+        if !batch.is_empty() {
+            writer
+                .write_all(&batch)
+                .map_err(|e| format!("publisher write: {e}"))?;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let m = &mut members[i];
+            crate::conn::read_available(&mut m.stream, &mut m.buf, &mut read_buf)
+                .map_err(|e| format!("member {i}: {e}"))?;
+            let first = m.next;
+            let got = m
+                .take_messages(base, &sent_msgs)
+                .map_err(|e| format!("member {i}: {e}"))?;
+            for seq in first..first + got {
+                received[(seq - base) as usize] += 1;
+            }
+            if i != subscribers {
+                deliveries += got;
+            }
+        }
+        while received.front() == Some(&total) {
+            received.pop_front();
+            sent_msgs.pop_front();
+            base += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64),
+        _ => None,
+    };
+    let (raw, z) = members[..subscribers]
+        .iter()
+        .fold((0, 0), |(a, b), m| (a + m.raw, b + m.recv_z));
+    let ratio = z as f64 / raw.max(1) as f64;
+    let rate = deliveries as f64 / elapsed;
+    let cpu_per = cpu.map(|c| c / deliveries.max(1) as f64);
+    println!("scenario     broadcast (permessage-deflate, JSON-like text)");
+    println!("subscribers  {subscribers}, {size} B per message, window {window}");
+    println!("messages     {base} fully delivered");
+    println!("deliveries   {deliveries} in {elapsed:.2} s = {rate:.0}/s");
+    println!("ratio        {ratio:.3} (compressed / raw, server to subscribers)");
+    if let Some(c) = cpu_per {
+        println!("server CPU   {c:.0} ns per delivery");
+    }
+    println!(
+        "{{\"scenario\":\"broadcast-deflate\",\"subscribers\":{subscribers},\"size\":{size},\
+         \"window\":{window},\"seconds\":{elapsed:.3},\"messages\":{base},\
+         \"deliveries\":{deliveries},\"deliveries_per_sec\":{rate:.0},\"server_ratio\":{ratio:.4},\
+         \"server_cpu_ns_per_delivery\":{}}}",
+        cpu_per.map_or("null".into(), |c| format!("{c:.1}"))
     );
     Ok(())
 }

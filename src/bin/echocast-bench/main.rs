@@ -59,6 +59,10 @@ enum Scenario {
         size: usize,
         #[arg(long, default_value_t = 16)]
         window: usize,
+        /// Every member offers permessage-deflate; the publisher sends
+        /// JSON-like text compressed, every member inflates and checks it
+        #[arg(long)]
+        deflate: bool,
         /// Seconds to measure
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
@@ -133,8 +137,21 @@ fn main() -> std::process::ExitCode {
             subscribers,
             size,
             window,
+            deflate: true,
             duration,
             server_pid,
+        } => {
+            deflate::broadcast_deflate(addr, &path, subscribers, size, window, duration, server_pid)
+        }
+        Scenario::Broadcast {
+            addr,
+            path,
+            subscribers,
+            size,
+            window,
+            duration,
+            server_pid,
+            ..
         } => broadcast(addr, &path, subscribers, size, window, duration, server_pid),
         Scenario::Connect {
             addr,

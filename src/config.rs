@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use crate::handler::Mode;
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::Limits;
+use crate::tls::TlsConfig;
 
 /// Default byte budget of unsent output per connection (docs/limits.md).
 pub const DEFAULT_MAX_BACKPRESSURE: usize = 1024 * 1024;
@@ -43,6 +44,11 @@ pub struct Config {
     /// Origins allowed to connect (exact, ASCII case-insensitive). Empty: any.
     /// Requests without an `Origin` header (non-browser clients) are allowed.
     pub allow_origins: Vec<String>,
+    /// TLS (`wss://`, and the page over `https://`) on the same port as
+    /// plain `ws://`: a connection's first byte decides. `None`: plain only.
+    /// Build it with [`crate::tls::from_pem_files`] or
+    /// [`crate::tls::self_signed`].
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -58,6 +64,7 @@ impl Default for Config {
             streaming: true,
             max_connections: None,
             allow_origins: Vec::new(),
+            tls: None,
         }
     }
 }

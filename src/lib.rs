@@ -23,6 +23,7 @@ pub mod config;
 pub mod handler;
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{spawn, Server, ServerHandle};

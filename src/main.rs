@@ -36,7 +36,8 @@ enum ModeArg {
 /// Every path echoes each message back to its sender, except paths under
 /// /broadcast, which are broadcast rooms. A plain GET / serves a page to try it.
 /// After binding, prints
-/// exactly one line to stdout: `listening on ws://HOST:PORT`. Logs go to stderr
+/// exactly one line to stdout: `listening on ws://HOST:PORT` (`wss://` with
+/// TLS, plain ws:// still served on the same port). Logs go to stderr
 /// (RUST_LOG=debug for more, RUST_LOG=warn for less).
 #[derive(Parser, Debug)]
 #[command(name = "echocast", version, about)]
@@ -114,6 +115,51 @@ struct Args {
     /// requests without Origin (non-browser clients) are allowed
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+
+    /// TLS certificate chain (PEM): serve wss:// (and the page over https://)
+    /// on the same port as ws://; each connection's first byte decides
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<String>,
+
+    /// TLS private key (PEM: PKCS#8, RSA or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<String>,
+
+    /// TLS with a certificate made at start for localhost, 127.0.0.1 and ::1
+    /// (its SHA-256 fingerprint is logged)
+    #[arg(long)]
+    tls_self_signed: bool,
+
+    /// With --tls-self-signed: write the certificate as PEM to FILE, for
+    /// clients to trust
+    #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
+    tls_cert_out: Option<String>,
+}
+
+/// The TLS settings the flags ask for (`None`: plain only).
+fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let config = echocast::tls::from_pem_files(cert, key)?;
+        log::info!("TLS: certificate {cert}");
+        return Ok(Some(config));
+    }
+    if !args.tls_self_signed {
+        return Ok(None);
+    }
+    let made = echocast::tls::self_signed()?;
+    log::info!(
+        "TLS: self-signed certificate for localhost, 127.0.0.1 and ::1, SHA-256 {}",
+        made.fingerprint
+    );
+    if let Some(path) = &args.tls_cert_out {
+        std::fs::write(path, &made.cert_pem).map_err(|e| format!("--tls-cert-out {path}: {e}"))?;
+    }
+    Ok(Some(made.config))
 }
 
 /// "10", "10s", "500ms", "2m" (a bare number is seconds).
@@ -169,6 +215,14 @@ fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    let tls = match tls_config(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("echocast: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
         listen: args.listen,
         limits: Limits {
@@ -198,6 +252,7 @@ fn main() -> ExitCode {
         streaming: !args.no_streaming,
         max_connections: args.max_connections,
         allow_origins: args.allow_origins,
+        tls,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,
@@ -218,7 +273,7 @@ fn main() -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening on ws://{addr}");
+    let _ = writeln!(out, "listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
     match server.run() {

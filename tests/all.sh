@@ -12,5 +12,6 @@ cargo test --release --test memory -- --ignored
 tests/soak.sh
 tests/autobahn.sh
 tests/deflate_clients.sh
+tests/tls_clients.sh
 tests/browser.sh
 tests/fuzz.sh

@@ -4,10 +4,18 @@
 Starts echocast on port 0 and chromedriver on a free port, opens the page in two
 windows of one browser with ?room=..., types a message into the first window and
 waits for it to appear in the second. Standard library only (WebDriver is HTTP).
+
+With --tls, echocast runs with --tls-self-signed and the page is loaded over
+https:// (Chromium with --ignore-certificate-errors); the page then speaks
+wss:// by itself, and the echoes are checked over wss:// and plain ws:// on the
+same port.
 """
 import json, os, socket, subprocess, sys, tempfile, time, urllib.request
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/echocast"
+ARGS = [a for a in sys.argv[1:] if a != "--tls"]
+TLS = "--tls" in sys.argv[1:]
+BIN = ARGS[0] if ARGS else "target/release/echocast"
+SCHEME = "https" if TLS else "http"
 DEADLINE = time.monotonic() + 90
 
 
@@ -37,8 +45,11 @@ def wait_for(what, fn):
     raise SystemExit(f"timed out waiting for {what}")
 
 
-server = subprocess.Popen([BIN, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-addr = server.stdout.readline().strip().removeprefix("listening on ws://")
+server = subprocess.Popen([BIN, "--listen", "127.0.0.1:0"] + (["--tls-self-signed"] if TLS else []),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+line = server.stdout.readline().strip()
+addr = line.removeprefix("listening on wss://" if TLS else "listening on ws://")
+assert addr != line, line
 DRIVER_PORT = free_port()
 driver = subprocess.Popen(["chromedriver", f"--port={DRIVER_PORT}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 profile = tempfile.mkdtemp(prefix="echocast-chromium-")
@@ -58,11 +69,11 @@ try:
         "binary": "/usr/bin/chromium",
         "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={profile}"],
+                 f"--user-data-dir={profile}"] + (["--ignore-certificate-errors"] if TLS else []),
     }}}}
     session = wd("POST", "/session", caps)["sessionId"]
     s = f"/session/{session}"
-    page = f"http://{addr}/?room=e2e"
+    page = f"{SCHEME}://{addr}/?room=e2e"
 
     def state():
         return wd("POST", f"{s}/execute/sync", {"script": "return document.getElementById('state').textContent", "args": []})
@@ -89,7 +100,10 @@ try:
 
     wd("POST", f"{s}/window", {"handle": second})
     wait_for("tab 2 receives the message", lambda: "\u2190 hello from tab one" in log_text())
-    print("browser e2e: a message typed in one tab appeared in the other")
+    print(f"browser e2e ({SCHEME}): a message typed in one tab appeared in the other")
+    if TLS:
+        url = wd("POST", f"{s}/execute/sync", {"script": "return ws.url", "args": []})
+        assert url.startswith("wss://"), url
 
     # permessage-deflate: Chromium offers it; the page's socket agreed it, and
     # echoes of text and binary, 1 B to 16 MiB, come back byte for byte.
@@ -123,9 +137,15 @@ e.onmessage = (m) => {
   e.send(cases[i]);
 };
 """
-    result = wd("POST", f"{s}/execute/async", {"script": echo_js, "args": [f"ws://{addr}/"]})
-    assert result.startswith("ok permessage-deflate"), result
-    print(f"browser e2e: deflate agreed ({ext}); 12 echoes, 1 B to 16 MiB, byte for byte")
+    for url in [f"wss://{addr}/", f"ws://{addr}/"] if TLS else [f"ws://{addr}/"]:
+        if url.startswith("ws://") and TLS:
+            # An https page may not open ws:// (mixed content): check the plain
+            # transport from a page loaded over http on the same port.
+            wd("POST", f"{s}/url", {"url": f"http://{addr}/?room=plain"})
+            wait_for("plain page open", lambda: state() == "open")
+        result = wd("POST", f"{s}/execute/async", {"script": echo_js, "args": [url]})
+        assert result.startswith("ok permessage-deflate"), (url, result)
+        print(f"browser e2e: {url} deflate agreed ({ext}); 12 echoes, 1 B to 16 MiB, byte for byte")
 finally:
     if session:
         try:

@@ -10,3 +10,4 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 cargo build --release --quiet
 timeout 180 python3 tests/browser.py target/release/echocast
+timeout 180 python3 tests/browser.py target/release/echocast --tls

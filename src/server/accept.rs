@@ -90,6 +90,8 @@ impl Server {
         }
         slot.client = Some(Client {
             stream,
+            tls: None,
+            sniff: self.config.tls.is_some(),
             id,
             admitted: !overloaded,
             proto,

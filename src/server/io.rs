@@ -10,10 +10,10 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, info, warn};
 use mio::Token;
 
-use super::{split, Server};
+use super::{split, transport, Client, Server};
 use crate::handler;
 use crate::proto::{Event, TransportAction};
 
@@ -21,6 +21,16 @@ use crate::proto::{Event, TransportAction};
 const READS_PER_TURN: usize = 16;
 /// Slices per vectored write.
 const MAX_IOV: usize = 64;
+
+impl Client {
+    /// The socket reached EOF or failed.
+    fn receive_eof(&mut self, now: Instant) {
+        match self.tls.as_mut() {
+            Some(tls) => tls.receive_eof(&mut self.proto, now),
+            None => self.proto.receive_eof(now),
+        }
+    }
+}
 
 impl Server {
     /// Reads until `WouldBlock` or the per-turn budget, handling events as they come.
@@ -59,9 +69,36 @@ impl Server {
                 return;
             }
             match client.stream.read(&mut self.read_buf) {
-                Ok(0) => return client.proto.receive_eof(now),
+                Ok(0) => return client.receive_eof(now),
                 Ok(n) => {
-                    client.proto.receive(&self.read_buf[..n], now);
+                    let bytes = &self.read_buf[..n];
+                    if client.sniff {
+                        client.sniff = false;
+                        if let Some(config) = self.config.tls.as_ref() {
+                            match transport::sniff(bytes, config) {
+                                Ok(tls) => client.tls = tls,
+                                Err(e) => {
+                                    warn!("{}: TLS: {e}", client.id);
+                                    client.proto.abort();
+                                    return;
+                                }
+                            }
+                            debug!("{}: {}", client.id, client.scheme());
+                        }
+                    }
+                    match client.tls.as_mut() {
+                        None => client.proto.receive(bytes, now),
+                        Some(tls) => {
+                            if let Err(e) =
+                                tls.receive(bytes, &mut self.plain_buf, &mut client.proto, now)
+                            {
+                                // rustls queued its alert; settle writes it, then drops us.
+                                info!("{}: TLS: {e}", client.id);
+                                client.proto.abort();
+                                return;
+                            }
+                        }
+                    }
                     if n < self.read_buf.len() && !drain {
                         return self.handle_events(t, now);
                     }
@@ -70,7 +107,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!("{}: read: {e}", client.id);
-                    return client.proto.receive_eof(now);
+                    return client.receive_eof(now);
                 }
             }
             self.handle_events(t, now);
@@ -112,27 +149,35 @@ impl Server {
     pub(super) fn flush(&mut self, t: Token) {
         let budget = self.config.max_backpressure;
         let Some(c) = self.client_mut(t) else { return };
-        loop {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let n = c.proto.fill_output(&mut slices);
-                if n == 0 {
-                    break;
-                }
-                c.stream.write_vectored(&slices[..n])
-            };
-            match written {
-                Ok(0) => {
-                    c.proto.abort();
-                    return;
-                }
-                Ok(n) => c.proto.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("{}: write: {e}", c.id);
-                    c.proto.abort();
-                    return;
+        if let Some(tls) = c.tls.as_mut() {
+            if let Err(e) = tls.flush(&mut c.stream, &mut c.proto) {
+                debug!("{}: write: {e}", c.id);
+                c.proto.abort();
+                return;
+            }
+        } else {
+            loop {
+                let written = {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = c.proto.fill_output(&mut slices);
+                    if n == 0 {
+                        break;
+                    }
+                    c.stream.write_vectored(&slices[..n])
+                };
+                match written {
+                    Ok(0) => {
+                        c.proto.abort();
+                        return;
+                    }
+                    Ok(n) => c.proto.consume_output(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        debug!("{}: write: {e}", c.id);
+                        c.proto.abort();
+                        return;
+                    }
                 }
             }
         }
@@ -153,9 +198,12 @@ impl Server {
         let Some(c) = self.client_mut(t) else { return };
         match c.proto.poll_transport() {
             TransportAction::None => {}
-            TransportAction::ShutdownWrite => {
-                let _ = c.stream.shutdown(Shutdown::Write);
-            }
+            TransportAction::ShutdownWrite => match c.tls.as_mut() {
+                Some(tls) => tls.shutdown(&mut c.stream, &mut c.proto),
+                None => {
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                }
+            },
             TransportAction::Close => return self.remove(t),
         }
         self.arm_timer(t);

@@ -19,7 +19,7 @@ impl Server {
     /// `settle` (after writes, timers and everything else).
     pub(super) fn account(&mut self, t: Token) {
         let Some(c) = self.client_mut(t) else { return };
-        let now = c.proto.memory();
+        let now = c.memory();
         let before = std::mem::replace(&mut c.held, now);
         self.memory = self.memory - before + now;
     }
@@ -83,7 +83,7 @@ impl Server {
     pub(super) fn check_accounting(&self) {
         let mut sum = 0;
         for c in self.slots.iter().filter_map(|s| s.client.as_ref()) {
-            assert_eq!(c.held, c.proto.memory(), "{}: memory not accounted", c.id);
+            assert_eq!(c.held, c.memory(), "{}: memory not accounted", c.id);
             sum += c.held;
         }
         assert_eq!(sum, self.memory, "memory total out of step");

@@ -26,6 +26,7 @@ mod io;
 mod memory;
 mod rooms;
 mod timers;
+mod transport;
 mod upgrade;
 
 use rooms::Room;
@@ -80,6 +81,8 @@ impl std::fmt::Display for Id {
 
 struct Client {
     stream: TcpStream,
+    /// The TLS record layer, once the first byte said TLS (transport.rs).
+    tls: Option<Box<transport::Tls>>,
     id: Id,
     proto: Connection,
     /// The room (index + 1, so the option takes 4 bytes), set when the upgrade
@@ -98,9 +101,35 @@ struct Client {
     scheduled: Option<Instant>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     read_pending: bool,
+    /// TLS is on and no byte arrived yet: the first one decides (transport.rs).
+    sniff: bool,
 }
 
 impl Client {
+    /// What this connection holds, as counted against `--max-memory`: the
+    /// core's buffers and, with TLS, rustls's (a bound, `TLS_BYTES`).
+    fn memory(&self) -> usize {
+        self.proto.memory() + self.tls.as_ref().map_or(0, |_| transport::TLS_BYTES)
+    }
+
+    /// `http` or `https`, for the logs.
+    fn http_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `ws` or `wss`, for the logs.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        }
+    }
+
     fn room(&self) -> Option<usize> {
         self.room.map(|r| r.get() as usize - 1)
     }
@@ -134,6 +163,8 @@ pub struct Server {
     room_ids: std::collections::HashMap<String, usize>,
     free_rooms: Vec<usize>,
     read_buf: Vec<u8>,
+    /// Where TLS connections' plaintext is decrypted into (empty without TLS).
+    plain_buf: Vec<u8>,
     /// One copy of the limits, shared by every connection.
     limits: Rc<Limits>,
     /// The next connection id for the logs.
@@ -179,6 +210,7 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let plain_buf = vec![0; if config.tls.is_some() { READ_BUF } else { 0 }];
         Ok(Server {
             limits: Rc::new(config.limits.clone()),
             poll,
@@ -197,6 +229,7 @@ impl Server {
             scratch: Vec::new(),
             deflate_codec: Rc::default(),
             read_buf: vec![0; READ_BUF],
+            plain_buf,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,

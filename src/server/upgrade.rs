@@ -53,7 +53,7 @@ impl Server {
                 .stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            info!("{} {peer}: open {path}", c.id);
+            info!("{} {peer}: open {} {path}", c.id, c.scheme());
         }
     }
 
@@ -62,7 +62,11 @@ impl Server {
         let Some(c) = self.client_mut(t) else { return };
         let bare = path.split('?').next().unwrap_or("");
         if page && bare == "/" && (method == "GET" || method == "HEAD") {
-            info!("{}: {method} {path}: 200 (page)", c.id);
+            info!(
+                "{}: {method} {path} over {}: 200 (page)",
+                c.id,
+                c.http_scheme()
+            );
             let mut response = http_response(
                 200,
                 "OK",
@@ -75,7 +79,11 @@ impl Server {
             }
             c.proto.respond(response, now);
         } else {
-            info!("{}: {method} {path}: 426 (not a WebSocket upgrade)", c.id);
+            info!(
+                "{}: {method} {path} over {}: 426 (not a WebSocket upgrade)",
+                c.id,
+                c.http_scheme()
+            );
             c.proto.reject(HandshakeError::NotWebSocket, now);
         }
     }

@@ -307,7 +307,7 @@ pub fn spawn_binary(args: &[&str]) -> (Spawned, SocketAddr) {
     spawn_command(Command::new(env!("CARGO_BIN_EXE_echocast")).args(args))
 }
 
-/// Runs a command that prints `listening on ws://ADDR` first (it gets
+/// Runs a command that prints `listening on ws://ADDR` (or `wss://`) first (it gets
 /// `--listen 127.0.0.1:0` appended).
 pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
     let mut child = cmd
@@ -323,6 +323,7 @@ pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
     let addr = line
         .trim()
         .strip_prefix("listening on ws://")
+        .or_else(|| line.trim().strip_prefix("listening on wss://"))
         .unwrap_or_else(|| panic!("{line:?}"));
     (Spawned(child), addr.parse().unwrap())
 }

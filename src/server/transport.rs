@@ -1,0 +1,158 @@
+//! The transport between a socket and its [`Connection`]: plain TCP, or TLS
+//! (rustls) when the server has a certificate. rustls is sans-IO like the
+//! core, so the layer is two state machines back to back: ciphertext read
+//! into the loop's read buffer goes into `read_tls`, `process_new_packets`
+//! decrypts it, and the plaintext is fed to `Connection::receive`; the
+//! core's output goes into rustls's `writer()` (bounded: rustls stops taking
+//! plaintext once 64 KiB of records are unsent, so backpressure stays the
+//! core's), and `write_tls` writes the records. `proto/` never sees TLS.
+//!
+//! One port serves both: with TLS on, the first byte of a connection decides
+//! (0x16 opens a TLS handshake record, RFC 8446 §5.1; an HTTP request starts
+//! with a letter). Shutdown: once the core asks for the write half to be shut
+//! (after its close frame), a TLS connection sends `close_notify` first and
+//! shuts the socket down once that is written. A TLS error (a bad record, a
+//! record over 2^14 + 256 bytes, garbage after the ClientHello) sends rustls's
+//! alert and drops the connection. Owns `Tls`; called from io.rs.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use log::debug;
+use mio::net::TcpStream;
+use rustls::ServerConnection;
+
+use crate::proto::Connection;
+use crate::tls::TlsConfig;
+
+/// Slices per write into rustls.
+const MAX_IOV: usize = 64;
+
+/// What rustls holds for one connection, as counted against `--max-memory`:
+/// the connection state, a record being received (at most 2^14 + 2,048 bytes
+/// of ciphertext, RFC 8446 §5.2) and up to 64 KiB of records not yet written
+/// (the buffer limit below) — a bound, not a measurement.
+pub(super) const TLS_BYTES: usize = std::mem::size_of::<ServerConnection>() + 18 * 1024;
+
+/// Unsent TLS records rustls keeps at most before it stops taking plaintext.
+const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The first byte of a TLS handshake record (RFC 8446 §5.1, `ContentType`).
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// One TLS connection's record layer.
+pub(super) struct Tls {
+    conn: ServerConnection,
+    /// The core asked for the write half to be shut: `close_notify` is
+    /// queued and the socket is shut down once the records are written.
+    shutdown_pending: bool,
+    /// The peer's `close_notify` (or EOF) was passed to the core.
+    eof_seen: bool,
+}
+
+/// Decides the transport from a connection's first bytes: a TLS handshake
+/// record starts TLS, anything else stays plain.
+pub(super) fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, rustls::Error> {
+    if first.first() != Some(&HANDSHAKE_RECORD) {
+        return Ok(None);
+    }
+    let mut conn = ServerConnection::new(config.clone())?;
+    conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    Ok(Some(Box::new(Tls {
+        conn,
+        shutdown_pending: false,
+        eof_seen: false,
+    })))
+}
+
+impl Tls {
+    /// Feeds ciphertext read from the socket: decrypts it and passes the
+    /// plaintext to the core, through `plain` (the loop's second buffer).
+    /// An error means the connection must be dropped once rustls's alert
+    /// (if any) is written.
+    pub(super) fn receive(
+        &mut self,
+        mut cipher: &[u8],
+        plain: &mut [u8],
+        proto: &mut Connection,
+        now: Instant,
+    ) -> Result<(), String> {
+        while !cipher.is_empty() {
+            self.conn.read_tls(&mut cipher).map_err(|e| e.to_string())?;
+            self.conn.process_new_packets().map_err(|e| e.to_string())?;
+            loop {
+                match self.conn.reader().read(plain) {
+                    // The peer's close_notify: a clean end of its data.
+                    Ok(0) => {
+                        self.receive_eof(proto, now);
+                        break;
+                    }
+                    Ok(n) => proto.receive(&plain[..n], now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket reached EOF or failed (or the peer sent `close_notify`).
+    pub(super) fn receive_eof(&mut self, proto: &mut Connection, now: Instant) {
+        if !std::mem::replace(&mut self.eof_seen, true) {
+            proto.receive_eof(now);
+        }
+    }
+
+    /// Moves the core's output into rustls and writes records until there is
+    /// nothing left or the socket would block. Shuts the write half down once
+    /// a requested `close_notify` is out.
+    pub(super) fn flush(
+        &mut self,
+        stream: &mut TcpStream,
+        proto: &mut Connection,
+    ) -> io::Result<()> {
+        loop {
+            let mut moved = 0;
+            loop {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = proto.fill_output(&mut slices);
+                if n == 0 {
+                    break;
+                }
+                let taken = self.conn.writer().write_vectored(&slices[..n])?;
+                if taken == 0 {
+                    break; // rustls's buffer limit: write records first
+                }
+                proto.consume_output(taken);
+                moved += taken;
+            }
+            while self.conn.wants_write() {
+                match self.conn.write_tls(stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if moved == 0 || proto.output_len() == 0 {
+                break;
+            }
+        }
+        if self.shutdown_pending && !self.conn.wants_write() {
+            self.shutdown_pending = false;
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// The core wants the write half shut: `close_notify` goes first.
+    pub(super) fn shutdown(&mut self, stream: &mut TcpStream, proto: &mut Connection) {
+        self.conn.send_close_notify();
+        self.shutdown_pending = true;
+        if let Err(e) = self.flush(stream, proto) {
+            debug!("TLS shutdown: {e}");
+        }
+    }
+}

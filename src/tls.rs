@@ -1,0 +1,124 @@
+//! TLS settings (`wss://`): a rustls `ServerConfig` from PEM files, or from a
+//! self-signed certificate made at start. The record layer itself runs in the
+//! driver (`server/transport.rs`); nothing here does I/O on connections.
+//!
+//! Backend: rustls with `ring`. It builds with a C compiler alone (aws-lc-rs
+//! needs cmake and, on some targets, NASM), which keeps `cargo install` and CI
+//! simple, and on x86-64 its P-256, X25519 and AES-GCM are the assembly that
+//! BoringSSL uses: the handshake and record costs are the cryptography's.
+//! ALPN offers `http/1.1` only; no client certificates.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+
+/// The TLS settings a server runs with: one `rustls::ServerConfig`, shared by
+/// every connection.
+pub type TlsConfig = Arc<ServerConfig>;
+
+/// A certificate made at start for `localhost`, `127.0.0.1` and `::1`.
+pub struct SelfSigned {
+    /// The server configuration that presents it.
+    pub config: TlsConfig,
+    /// The certificate as PEM, for a client to trust (`--tls-cert-out`).
+    pub cert_pem: String,
+    /// SHA-256 of the certificate's DER, as colon-separated hex.
+    pub fingerprint: String,
+}
+
+/// Builds the server configuration for a certificate chain and its key.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<TlsConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads a PEM certificate chain and a PEM private key (PKCS#8, RSA or SEC1).
+pub fn from_pem_files(cert: &str, key: &str) -> Result<TlsConfig, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("--tls-cert {cert}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {cert}: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("--tls-cert {cert}: no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {key}: {e}"))?;
+    server_config(chain, key)
+}
+
+/// Makes a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1`
+/// and `::1`.
+pub fn self_signed() -> Result<SelfSigned, String> {
+    let err = |e: rcgen::Error| format!("self-signed certificate: {e}");
+    let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let mut params = rcgen::CertificateParams::new(names).map_err(err)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "echocast self-signed (localhost)",
+    );
+    let key_pair = rcgen::KeyPair::generate().map_err(err)?;
+    let cert = params.self_signed(&key_pair).map_err(err)?;
+    let der = cert.der().clone();
+    let fingerprint = fingerprint(&der);
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    Ok(SelfSigned {
+        config: server_config(vec![der], key)?,
+        cert_pem: cert.pem(),
+        fingerprint,
+    })
+}
+
+/// SHA-256 of a certificate, as `AB:CD:…` (what browsers and
+/// `openssl x509 -fingerprint -sha256` show).
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = String::with_capacity(95);
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_loads_back_from_pem() {
+        let s = self_signed().unwrap();
+        assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(s.fingerprint.len(), 95);
+        assert_eq!(s.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let der = CertificateDer::from_pem_slice(s.cert_pem.as_bytes()).unwrap();
+        assert_eq!(fingerprint(&der), s.fingerprint);
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_one_line_errors() {
+        let e = from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
+        assert!(e.starts_with("--tls-cert /nonexistent/cert.pem"), "{e}");
+        assert!(!e.contains('\n'));
+        let dir = std::env::temp_dir().join(format!("echocast-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = from_pem_files(empty.to_str().unwrap(), "/nonexistent/key.pem").unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

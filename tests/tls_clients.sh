@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# wss:// against real clients (tests/clients/tls.py and tls.js): the release
+# binary with --tls-self-signed writes its certificate with --tls-cert-out and
+# the clients trust it; plain ws:// is checked on the same port. Installs
+# websockets into .venv and ws into tests/clients/node_modules when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${KOSOKU_VENV:-$PWD/.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import websockets' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=14'
+[ -d tests/clients/node_modules/ws ] ||
+  (cd tests/clients && npm ci --no-audit --no-fund --silent)
+cargo build --release --quiet --bin echocast
+dir=$(mktemp -d)
+target/release/echocast --listen 127.0.0.1:0 --tls-self-signed --tls-cert-out "$dir/cert.pem" \
+  >"$dir/out" 2>"$dir/log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do grep -q listening "$dir/out" && break; sleep 0.05; done
+addr=$(sed -n 's/^listening on wss:\/\///p' "$dir/out")
+[ -n "$addr" ] || { echo "tls_clients.sh: no 'listening on wss://' line"; cat "$dir/out" "$dir/log"; exit 1; }
+timeout 300 "$venv/bin/python" tests/clients/tls.py "$addr" "$dir/cert.pem"
+timeout 300 node tests/clients/tls.js "$addr" "$dir/cert.pem"
+# The log says which transport each connection took.
+grep -q ": open wss /" "$dir/log" && grep -q ": open ws /" "$dir/log" ||
+  { echo "tls_clients.sh: the log does not name each connection's transport"; exit 1; }
+kill $pid
+wait $pid 2>/dev/null || true

@@ -54,8 +54,8 @@ if [ "$TLS" = 1 ]; then
     apt-get update -qq && apt-get install -y -qq socat >/dev/null
   }
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
-    "OPENSSL:localhost:${addr##*:},cafile=$work/cert.pem,verify=1" 2>"$work/socat.log" &
+  socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,nodelay" \
+    "OPENSSL:localhost:${addr##*:},cafile=$work/cert.pem,verify=1,nodelay" 2>"$work/socat.log" &
   socat_pid=$!
   trap 'kill $socat_pid 2>/dev/null || true; cleanup' EXIT
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done

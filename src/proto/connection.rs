@@ -861,6 +861,12 @@ impl Connection {
         self.opened
     }
 
+    /// Whether no byte has arrived yet (a driver may look at the first bytes
+    /// to choose a transport before any reach the core).
+    pub fn is_untouched(&self) -> bool {
+        self.state == State::Handshake && self.hs.as_ref().is_some_and(|h| h.pending.is_empty())
+    }
+
     /// Whether the opening handshake is still in progress (no 101 sent yet).
     pub fn is_handshaking(&self) -> bool {
         matches!(self.state, State::Handshake | State::Decide)

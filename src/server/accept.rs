@@ -91,7 +91,6 @@ impl Server {
         slot.client = Some(Client {
             stream,
             tls: None,
-            sniff: self.config.tls.is_some(),
             id,
             admitted: !overloaded,
             proto,

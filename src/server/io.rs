@@ -72,19 +72,18 @@ impl Server {
                 Ok(0) => return client.receive_eof(now),
                 Ok(n) => {
                     let bytes = &self.read_buf[..n];
-                    if client.sniff {
-                        client.sniff = false;
-                        if let Some(config) = self.config.tls.as_ref() {
-                            match transport::sniff(bytes, config) {
-                                Ok(tls) => client.tls = tls,
-                                Err(e) => {
-                                    warn!("{}: TLS: {e}", client.id);
-                                    client.proto.abort();
-                                    return;
-                                }
+                    // With TLS on, the first bytes choose the transport.
+                    let undecided = client.tls.is_none() && client.proto.is_untouched();
+                    if let Some(config) = self.config.tls.as_ref().filter(|_| undecided) {
+                        match transport::sniff(bytes, config) {
+                            Ok(tls) => client.tls = tls,
+                            Err(e) => {
+                                warn!("{}: TLS: {e}", client.id);
+                                client.proto.abort();
+                                return;
                             }
-                            debug!("{}: {}", client.id, client.scheme());
                         }
+                        debug!("{}: {}", client.id, client.scheme());
                     }
                     match client.tls.as_mut() {
                         None => client.proto.receive(bytes, now),

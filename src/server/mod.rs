@@ -81,7 +81,9 @@ impl std::fmt::Display for Id {
 
 struct Client {
     stream: TcpStream,
-    /// The TLS record layer, once the first byte said TLS (transport.rs).
+    /// The TLS record layer, once the first byte said TLS (transport.rs):
+    /// with TLS on, a connection whose core has seen no byte and that has no
+    /// TLS layer yet is still to be decided.
     tls: Option<Box<transport::Tls>>,
     id: Id,
     proto: Connection,
@@ -101,8 +103,6 @@ struct Client {
     scheduled: Option<Instant>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     read_pending: bool,
-    /// TLS is on and no byte arrived yet: the first one decides (transport.rs).
-    sniff: bool,
 }
 
 impl Client {
@@ -439,10 +439,11 @@ mod tests {
     /// small (issue 5's target is 256 bytes of RSS per idle connection; see
     /// docs/benchmarks.md for the measured figure). In debug builds mio's
     /// `TcpStream` carries an 8-byte selector id besides the descriptor.
+    /// The TLS layer costs a plain connection one pointer (`Client::tls`).
     #[test]
     fn connection_slot_stays_small() {
         let slot = std::mem::size_of::<super::Slot>();
-        let bound = if cfg!(debug_assertions) { 232 } else { 216 };
+        let bound = if cfg!(debug_assertions) { 240 } else { 224 };
         assert!(slot <= bound, "a connection slot grew to {slot} bytes");
     }
 }

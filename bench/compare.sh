@@ -6,6 +6,7 @@
 #   bench/compare.sh --reps 5 --duration 5
 #   bench/compare.sh --servers "echocast fastwebsockets" --scenarios "echo-20 connect-50"
 #   bench/compare.sh --quick         # 1 repetition of 1 s (a smoke run)
+#   bench/compare.sh --append --scenarios "echo-tls-1k"   # add rows to the last run's results
 #
 # Each server runs alone, pinned to CPU 0; the load generator (echocast-bench)
 # runs pinned to CPU 1. A server is started fresh for every run so memory
@@ -17,11 +18,14 @@ ROOT=$PWD
 
 REPS=3
 DURATION=3
+APPEND=0
 # echocast-dedicated is echocast with --deflate dedicated: it runs the deflate
 # cases only (elsewhere it would be echocast again). The Rust peers as built
-# here have no permessage-deflate: they sit the deflate cases out.
+# here have no permessage-deflate: they sit the deflate cases out. The TLS
+# cases (*-tls-*) run echocast, tokio-tungstenite (tokio-rustls, ring) and
+# Node ws on an https server, all presenting the same ECDSA P-256 certificate.
 SERVERS="echocast echocast-dedicated fastwebsockets tokio-tungstenite node-ws python-websockets"
-SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k"
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -29,6 +33,7 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --quick) REPS=1; DURATION=1; shift ;;
+        --append) APPEND=1; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -50,6 +55,16 @@ case " $SERVERS " in *" python-websockets "*)
         .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt) ;; esac
 
 BENCH=$ROOT/target/release/echocast-bench
+# One certificate and key for every TLS server (ECDSA P-256, for localhost).
+TLS_DIR=$RESULTS/tls
+TLS_CA=$TLS_DIR/cert.pem
+if [ ! -s "$TLS_CA" ]; then
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE -addext keyUsage=digitalSignature \
+        -addext extendedKeyUsage=serverAuth -keyout "$TLS_DIR/key.pem" -out "$TLS_CA" 2>/dev/null
+fi
 # shellcheck source=bench/scenarios.sh
 . "$ROOT/bench/scenarios.sh"
 PORT=9500
@@ -57,7 +72,7 @@ PORT=9500
 server_cmd() {
     local addr=127.0.0.1:$1
     case $2 in
-        echocast) echo "$ROOT/target/release/echocast --listen $addr" ;;
+        echocast) echo "$ROOT/target/release/echocast --listen $addr${PEER_TLS_CERT:+ --tls-cert $PEER_TLS_CERT --tls-key $PEER_TLS_KEY}" ;;
         echocast-dedicated) echo "$ROOT/target/release/echocast --listen $addr --deflate dedicated" ;;
         fastwebsockets) echo "$PEERS/fastwebsockets/target/release/peer-fastwebsockets $addr" ;;
         tokio-tungstenite) echo "$PEERS/tokio-tungstenite/target/release/peer-tokio-tungstenite $addr" ;;
@@ -69,18 +84,23 @@ server_cmd() {
 
 
 RAW=$RESULTS/raw.jsonl
-: > "$RAW"
+[ "$APPEND" = 1 ] || : > "$RAW"
 for rep in $(seq 1 "$REPS"); do
     for scenario in $SCENARIOS; do
         for server in $SERVERS; do
             case $server/$scenario in
                 echocast-dedicated/*deflate*) ;;
                 echocast-dedicated/* | fastwebsockets/*deflate* | tokio-tungstenite/*deflate*) continue ;;
+                fastwebsockets/*tls* | python-websockets/*tls*) continue ;;
             esac
             PORT=$((PORT + 1))
             log=$RESULTS/server.log
             # exec: $! is the server itself, so /proc/$!/ is the server's CPU.
             case $scenario in *deflate*) export PEER_DEFLATE=1 ;; *) export PEER_DEFLATE=0 ;; esac
+            case $scenario in
+                *tls*) export PEER_TLS_CERT=$TLS_CA PEER_TLS_KEY=$TLS_DIR/key.pem ;;
+                *) unset PEER_TLS_CERT PEER_TLS_KEY ;;
+            esac
             taskset -c 0 bash -c "exec $(server_cmd $PORT "$server")" > "$log" 2>&1 &
             pid=$!
             for _ in $(seq 300); do
@@ -123,10 +143,16 @@ machine_info() {
     done
     echo "ws: $(node -p 'require("'"$PEERS"'/node-ws/node_modules/ws/package.json").version' 2>/dev/null || true)"
     echo "websockets: $("$PEERS/python-websockets/.venv/bin/python" -c 'import websockets; print(websockets.__version__)' 2>/dev/null || true)"
+    echo "openssl speed, 1 s each (the TLS handshake's cryptography: ECDSA P-256 sign + X25519):"
+    openssl speed -seconds 1 ecdsap256 ecdhx25519 2>/dev/null | grep -E "^ *(256 bits ecdsa|253 bits ecdh)" | sed 's/^ */  /'
     echo "reps: $REPS, seconds per run: $DURATION"
     echo "date: $(date -u +%Y-%m-%d)"
 }
-machine_info > "$RESULTS/machine.txt"
+if [ "$APPEND" = 1 ] && [ -s "$RESULTS/machine.txt" ]; then
+    echo "appended: $SCENARIOS ($REPS reps, $DURATION s, $(date -u +%Y-%m-%d))" >> "$RESULTS/machine.txt"
+else
+    machine_info > "$RESULTS/machine.txt"
+fi
 
 python3 "$ROOT/bench/report.py" "$RAW" "$RESULTS/machine.txt" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.svg"
 echo "== wrote docs/benchmarks.md and docs/benchmarks.svg"

@@ -20,6 +20,11 @@ scenario_args() {
         broadcast-deflate-1k) echo "broadcast --deflate -c 1000 -s 1024 --duration $d" ;;
         # The uncompressed baseline of broadcast-deflate-1k (same size, same room).
         broadcast-1k) echo "broadcast -c 1000 -s 1024 --duration $d" ;;
+        # wss:// (TLS_CA: the certificate every server presents, see compare.sh).
+        echo-tls-1k) echo "echo --tls --tls-ca $TLS_CA -c 100 -s 1024 --duration $d" ;;
+        echo-tls-16m) echo "echo --tls --tls-ca $TLS_CA -c 1 -s 16777216 --duration $d" ;;
+        connect-tls-50) echo "connect --tls --tls-ca $TLS_CA -c 50 --duration $d" ;;
+        idle-tls-10k) echo "idle --tls --tls-ca $TLS_CA -c 10000" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

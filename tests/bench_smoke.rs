@@ -260,3 +260,50 @@ fn a_corrupted_byte_deep_in_a_large_echo_is_caught() {
     ]);
     assert!(err.contains("differs"), "{err}");
 }
+
+#[test]
+fn tls_scenarios_check_every_echo_over_wss() {
+    let dir = std::env::temp_dir().join(format!("echocast-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("cert.pem");
+    let pem = pem.to_str().unwrap();
+    let (server, addr) = spawn_binary(&["--tls-self-signed", "--tls-cert-out", pem]);
+    let addr = addr.to_string();
+    let pid = server.id().to_string();
+    let tls = [
+        "--tls",
+        "--tls-ca",
+        pem,
+        "--addr",
+        &addr,
+        "--server-pid",
+        &pid,
+    ];
+    let mut args = vec!["echo", "-c", "4", "-s", "70000", "--duration", "0.5"];
+    args.extend_from_slice(&tls);
+    let out = bench(&args);
+    assert!(field(&out, "messages") > 0.0, "{out}");
+    let mut args = vec!["connect", "-c", "4", "--duration", "0.5"];
+    args.extend_from_slice(&tls);
+    assert!(field(&bench(&args), "handshakes") > 0.0);
+    let mut args = vec!["idle", "-c", "20"];
+    args.extend_from_slice(&tls);
+    assert!(field(&bench(&args), "rss_bytes_per_connection") >= 0.0);
+    // A certificate the client does not trust fails the run.
+    let other = dir.join("other.pem");
+    std::fs::write(&other, echocast::tls::self_signed().unwrap().cert_pem).unwrap();
+    let err = bench_fails(&[
+        "echo",
+        "-c",
+        "1",
+        "--duration",
+        "0.2",
+        "--tls",
+        "--tls-ca",
+        other.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ]);
+    assert!(err.contains("certificate"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

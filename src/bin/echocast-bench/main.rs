@@ -11,7 +11,7 @@
 //! Prints a human table, then one JSON line.
 //!
 //! One file per scenario (`echo.rs`, `broadcast.rs`, `connect.rs`,
-//! `idle.rs`), the WebSocket client plumbing they share (`conn.rs`: blocking
+//! `idle.rs`; `deflate.rs` for `--deflate`, `tls.rs` for `--tls`), the WebSocket client plumbing they share (`conn.rs`: blocking
 //! handshake with the accept key checked, registration with mio, masked
 //! frames) and the server figures read from /proc (`report.rs`).
 
@@ -22,10 +22,11 @@ mod deflate;
 mod echo;
 mod idle;
 mod report;
+mod tls;
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use broadcast::broadcast;
 use connect::connect;
@@ -40,6 +41,26 @@ use idle::idle;
 struct Args {
     #[command(subcommand)]
     scenario: Scenario,
+}
+
+/// `wss://`: TLS with rustls, trusting `--tls-ca`, to `localhost` at `--addr`.
+#[derive(ClapArgs, Clone)]
+struct TlsArgs {
+    /// Connect over TLS (full handshakes, no session resumption)
+    #[arg(long, requires = "tls_ca")]
+    tls: bool,
+    /// The server's certificate (PEM) to trust; the name checked is localhost
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<String>,
+}
+
+impl TlsArgs {
+    fn config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, String> {
+        match (&self.tls_ca, self.tls) {
+            (Some(ca), true) => tls::client_config(ca).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -95,6 +116,8 @@ enum Scenario {
         duration: f64,
         #[arg(long)]
         server_pid: Option<u32>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// C concurrent clients each looping: connect, upgrade (101 with the right
     /// accept key), send close 1000, wait for the server's close frame and its
@@ -110,6 +133,8 @@ enum Scenario {
         duration: f64,
         #[arg(long)]
         server_pid: Option<u32>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Hold C idle connections and report the server's RSS per connection.
     Idle {
@@ -125,12 +150,61 @@ enum Scenario {
         deflate: bool,
         #[arg(long)]
         server_pid: u32,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let r = match args.scenario {
+        Scenario::Echo {
+            addr,
+            path,
+            connections,
+            size,
+            duration,
+            server_pid,
+            tls,
+            ..
+        } if tls.tls => tls.config().and_then(|c| {
+            tls::echo_tls(
+                addr,
+                &path,
+                &c.expect("--tls"),
+                connections,
+                size,
+                duration,
+                server_pid,
+            )
+        }),
+        Scenario::Connect {
+            addr,
+            path,
+            concurrency,
+            duration,
+            server_pid,
+            tls,
+        } if tls.tls => tls.config().and_then(|c| {
+            tls::connect_tls(
+                addr,
+                &path,
+                &c.expect("--tls"),
+                concurrency,
+                duration,
+                server_pid,
+            )
+        }),
+        Scenario::Idle {
+            addr,
+            path,
+            connections,
+            server_pid,
+            tls,
+            ..
+        } if tls.tls => tls
+            .config()
+            .and_then(|c| tls::idle_tls(addr, &path, &c.expect("--tls"), connections, server_pid)),
         Scenario::Broadcast {
             addr,
             path,
@@ -159,6 +233,7 @@ fn main() -> std::process::ExitCode {
             concurrency,
             duration,
             server_pid,
+            ..
         } => connect(addr, &path, concurrency, duration, server_pid),
         Scenario::Idle {
             addr,
@@ -166,6 +241,7 @@ fn main() -> std::process::ExitCode {
             connections,
             deflate,
             server_pid,
+            ..
         } => idle(addr, &path, connections, deflate, server_pid),
         Scenario::Echo {
             addr,

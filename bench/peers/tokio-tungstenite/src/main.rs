@@ -1,13 +1,19 @@
 //! Peer for echocast's benchmarks: echo + broadcast rooms on tokio-tungstenite,
 //! one thread (current_thread runtime). Same routing as echocast: `/broadcast`
 //! and `/broadcast/...` are rooms, every other path echoes.
-//! Usage: peer-tokio-tungstenite ADDR
+//! Usage: peer-tokio-tungstenite ADDR. With PEER_TLS_CERT and PEER_TLS_KEY
+//! (PEM files) every connection is TLS first (tokio-rustls, ring backend).
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -21,10 +27,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let tls = tls_acceptor();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::bind(&addr).await.unwrap();
-        println!("listening on ws://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        println!("listening on {scheme}://{}", listener.local_addr().unwrap());
         let rooms: Rooms = Rc::default();
         let mut next_id = 0u64;
         loop {
@@ -32,13 +40,47 @@ fn main() {
                 continue;
             };
             next_id += 1;
-            tokio::task::spawn_local(serve(stream, rooms.clone(), next_id));
+            let _ = stream.set_nodelay(true);
+            let rooms = rooms.clone();
+            match tls.clone() {
+                None => {
+                    tokio::task::spawn_local(serve(stream, rooms, next_id));
+                }
+                Some(acceptor) => {
+                    tokio::task::spawn_local(async move {
+                        if let Ok(s) = acceptor.accept(stream).await {
+                            serve(s, rooms, next_id).await;
+                        }
+                    });
+                }
+            }
         }
     });
 }
 
-async fn serve(stream: TcpStream, rooms: Rooms, id: u64) {
-    let _ = stream.set_nodelay(true);
+fn tls_acceptor() -> Option<TlsAcceptor> {
+    let cert = std::env::var("PEER_TLS_CERT").ok()?;
+    let key = std::env::var("PEER_TLS_KEY").ok()?;
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve<S>(stream: S, rooms: Rooms, id: u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let mut path = String::new();
     let config = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))

@@ -49,6 +49,10 @@ pub struct Config {
     /// Build it with [`crate::tls::from_pem_files`] or
     /// [`crate::tls::self_signed`].
     pub tls: Option<TlsConfig>,
+    /// Subprotocols the server speaks (`--subprotocol`): the first one the
+    /// client offers that is listed here is named in the 101; `*` selects the
+    /// client's first offer, whatever it is. Empty: none is ever named.
+    pub subprotocols: Vec<String>,
 }
 
 impl Default for Config {
@@ -65,6 +69,7 @@ impl Default for Config {
             max_connections: None,
             allow_origins: Vec::new(),
             tls: None,
+            subprotocols: Vec::new(),
         }
     }
 }

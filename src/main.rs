@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use echocast::config::DEFAULT_MAX_BACKPRESSURE;
 use echocast::handler::Mode;
 use echocast::proto::deflate::{DeflateConfig, DeflateMode};
 use echocast::proto::Limits;
@@ -42,12 +41,15 @@ enum ModeArg {
 #[derive(Parser, Debug)]
 #[command(name = "echocast", version, about)]
 struct Args {
-    /// Address to listen on (port 0 picks a free port and prints it)
-    #[arg(long, default_value = "127.0.0.1:9001")]
+    /// Address to listen on: 127.0.0.1:9001, [::1]:9001, localhost:9001, a
+    /// bare port (9001: loopback), :9001 (every interface) or a host name;
+    /// port 0 picks a free port and prints it
+    #[arg(long, default_value = "127.0.0.1:9001", value_parser = parse_listen)]
     listen: SocketAddr,
 
-    /// Largest message in bytes, summed over its fragments; larger fails with close 1009
-    #[arg(long, default_value_t = Limits::default().max_message_size)]
+    /// Largest message (64MiB, 1KiB, 1MB or bytes), summed over its
+    /// fragments; larger fails with close 1009
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_message_size: usize,
 
     /// Routing of paths to handlers
@@ -57,7 +59,7 @@ struct Args {
     /// Unsent bytes per connection before backpressure: an echo client is no
     /// longer read until its queue drains; a broadcast recipient is closed with
     /// 1008 "slow consumer"
-    #[arg(long, default_value_t = DEFAULT_MAX_BACKPRESSURE)]
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     max_backpressure: usize,
 
     /// Bytes all connections together may hold in message buffers and output
@@ -139,6 +141,47 @@ struct Args {
     /// clients to trust
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     tls_cert_out: Option<String>,
+
+    /// A subprotocol the server speaks (repeatable): the first one in the
+    /// client's Sec-WebSocket-Protocol list that is supported is named in the
+    /// 101; '*' selects the client's first offer. None: none is named
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+}
+
+/// What people type for an address: `127.0.0.1:9001`, `[::1]:9001`,
+/// `localhost:9001` (127.0.0.1), a bare port (`9001`: 127.0.0.1), `:9001`
+/// (every interface, `0.0.0.0`), or `NAME:PORT` resolved once.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port (0-65535)"))
+    };
+    if t.bytes().all(|b| b.is_ascii_digit()) && !t.is_empty() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port(t)?)));
+    }
+    let Some((host, p)) = t.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} is not an address like 127.0.0.1:9001, localhost:9001, 9001 or :9001"
+        ));
+    };
+    let p = port(p)?;
+    match host {
+        "" => Ok(SocketAddr::from(([0, 0, 0, 0], p))),
+        h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from(([127, 0, 0, 1], p))),
+        h => {
+            use std::net::ToSocketAddrs;
+            (h, p)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{h:?} does not resolve to an address"))
+        }
+    }
 }
 
 /// The TLS settings the flags ask for (`None`: plain only).
@@ -253,6 +296,7 @@ fn main() -> ExitCode {
         max_connections: args.max_connections,
         allow_origins: args.allow_origins,
         tls,
+        subprotocols: args.subprotocols,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,
@@ -272,6 +316,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if addr.ip().is_unspecified() {
+        log::warn!("listening on every interface ({addr}): reachable from the network");
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {scheme}://{addr}");
     let _ = out.flush();
@@ -288,7 +335,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_listen, parse_size};
 
     #[test]
     fn sizes_people_write() {
@@ -305,5 +352,21 @@ mod tests {
         assert!(parse_size("99999999999TiB")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn addresses_people_write() {
+        let a = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(a("127.0.0.1:9001"), Ok("127.0.0.1:9001".into()));
+        assert_eq!(a("[::1]:9001"), Ok("[::1]:9001".into()));
+        assert_eq!(a("localhost:9001"), Ok("127.0.0.1:9001".into()));
+        assert_eq!(a("LOCALHOST:0"), Ok("127.0.0.1:0".into()));
+        assert_eq!(a("9001"), Ok("127.0.0.1:9001".into()));
+        assert_eq!(a(":9001"), Ok("0.0.0.0:9001".into()));
+        assert!(a("localhost:99999").unwrap_err().contains("not a port"));
+        assert!(a("no-such-host.invalid:9001")
+            .unwrap_err()
+            .contains("does not resolve"));
+        assert!(a("nonsense").unwrap_err().contains("not an address"));
     }
 }

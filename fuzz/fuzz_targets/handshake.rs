@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(n <= data.len());
             assert!(n <= echocast::proto::handshake::MAX_REQUEST_HEAD);
             if let Parsed::Upgrade(req) = parsed {
-                let r = accept_response(&req, None);
+                let r = accept_response(&req, None, None);
                 assert!(r.starts_with(b"HTTP/1.1 101 ") && r.ends_with(b"\r\n\r\n"));
             }
         }

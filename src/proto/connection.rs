@@ -468,7 +468,7 @@ impl Connection {
     /// Accepts the Upgrade request reported by [`Event::Upgrade`], declining
     /// any extension offered.
     pub fn accept(&mut self, now: Instant) {
-        self.accept_with(now, None);
+        self.accept_upgrade(now, None, None);
     }
 
     /// Accepts the Upgrade request, with permessage-deflate if the client
@@ -480,10 +480,19 @@ impl Connection {
         config: &DeflateConfig,
         shared: &Rc<SharedCodec>,
     ) {
-        self.accept_with(now, Some((config, shared)));
+        self.accept_upgrade(now, Some((config, shared)), None);
     }
 
-    fn accept_with(&mut self, now: Instant, deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>) {
+    /// Accepts the Upgrade request: permessage-deflate as
+    /// [`Connection::accept_deflate`] when `deflate` is given, and `protocol`
+    /// (one of the client's offers, see `handshake::select_protocol`) named
+    /// in the 101 as the subprotocol.
+    pub fn accept_upgrade(
+        &mut self,
+        now: Instant,
+        deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>,
+        protocol: Option<&str>,
+    ) {
         if self.state != State::Decide {
             return;
         }
@@ -508,6 +517,7 @@ impl Connection {
         self.out.push(Chunk::Owned(handshake::accept_response(
             &req,
             agreed.as_deref(),
+            protocol,
         )));
         self.release_out = true;
         self.opened = true;

@@ -26,6 +26,10 @@ pub struct Request {
     /// Every `Sec-WebSocket-Extensions` header value, in order (RFC 6455
     /// §9.1: the header may be repeated; RFC 7692 offers are read from them).
     pub extensions: Vec<String>,
+    /// The subprotocols offered in `Sec-WebSocket-Protocol` (every header,
+    /// comma-separated), in the client's order of preference (RFC 6455
+    /// §4.1, §11.3.4).
+    pub protocols: Vec<String>,
 }
 
 /// A parsed request head, valid or not as a WebSocket upgrade.
@@ -126,28 +130,53 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
         .iter()
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect();
+    let protocols = all("sec-websocket-protocol")
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
     Ok(Some((
         Parsed::Upgrade(Request {
             path: path.to_owned(),
             origin,
             accept: accept_key(key),
             extensions,
+            protocols,
         }),
         n,
     )))
 }
 
-/// The `101 Switching Protocols` answer, naming the extension agreed, if any.
-pub fn accept_response(req: &Request, extensions: Option<&str>) -> Vec<u8> {
+/// The subprotocol to answer (RFC 6455 §4.2.2): the first one the client
+/// offered that the server supports (`supported` holds names, or `*` for
+/// "whatever the client offers first"). `None`: the 101 names none.
+pub fn select_protocol<'a>(offered: &'a [String], supported: &[String]) -> Option<&'a str> {
+    offered
+        .iter()
+        .find(|p| supported.iter().any(|s| s == "*" || s == *p))
+        .map(String::as_str)
+}
+
+/// The `101 Switching Protocols` answer, naming the extension agreed and the
+/// subprotocol selected, if any.
+pub fn accept_response(req: &Request, extensions: Option<&str>, protocol: Option<&str>) -> Vec<u8> {
     let ext = extensions.map_or(String::new(), |e| {
         format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
+    let proto = protocol.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
     });
     format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
          Upgrade: websocket\r\n\
          Connection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n\
-         {ext}\
+         {ext}{proto}\
          Server: echocast\r\n\r\n",
         req.accept
     )

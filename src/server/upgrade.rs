@@ -5,12 +5,12 @@
 
 use std::time::Instant;
 
-use log::info;
+use log::{debug, info};
 use mio::Token;
 
 use super::{Server, PAGE};
 use crate::handler::{self, Route};
-use crate::proto::handshake::{http_response, Request};
+use crate::proto::handshake::{self, http_response, Request};
 use crate::proto::HandshakeError;
 
 impl Server {
@@ -33,19 +33,28 @@ impl Server {
                 return;
             }
         }
-        let path = req.path;
+        let path = req.path.clone();
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
+        let supported = self.config.subprotocols.clone();
+        let protocol = handshake::select_protocol(&req.protocols, &supported);
         let Some(c) = self.client_mut(t) else { return };
         c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
         // Set before `accept`, which reads the frames that came with the request.
         let stream = c.may_stream(streaming, budget);
         c.proto.set_streaming(stream);
-        c.proto.accept_deflate(now, &deflate, &codec);
+        if protocol.is_none() && !req.protocols.is_empty() {
+            debug!(
+                "{}: no subprotocol in common (offered {:?}, supported {:?})",
+                c.id, req.protocols, supported
+            );
+        }
+        c.proto
+            .accept_upgrade(now, Some((&deflate, &codec)), protocol);
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {
@@ -61,7 +70,21 @@ impl Server {
         let page = self.config.page;
         let Some(c) = self.client_mut(t) else { return };
         let bare = path.split('?').next().unwrap_or("");
-        if page && bare == "/" && (method == "GET" || method == "HEAD") {
+        if bare == "/healthz" && (method == "GET" || method == "HEAD") {
+            // Readiness probes: answered whatever --no-page says.
+            debug!("{}: {method} {path}: 200 (health)", c.id);
+            let mut response = http_response(
+                200,
+                "OK",
+                "text/plain",
+                "Cache-Control: no-store\r\n",
+                b"ok\n",
+            );
+            if method == "HEAD" {
+                response.truncate(response.len() - 3);
+            }
+            c.proto.respond(response, now);
+        } else if page && bare == "/" && (method == "GET" || method == "HEAD") {
             info!(
                 "{}: {method} {path} over {}: 200 (page)",
                 c.id,

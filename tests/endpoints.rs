@@ -1,0 +1,107 @@
+//! Issue 11 over real sockets: subprotocol selection, `/healthz`, and the
+//! sizes and addresses people write on the command line.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Upgrades offering `protocols` (one header) and returns the 101's head.
+fn upgrade_offering(addr: std::net::SocketAddr, protocols: &str) -> String {
+    let mut c = Client::raw(addr);
+    let req = upgrade_request("/").replace(
+        "\r\n\r\n",
+        &format!("\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"),
+    );
+    c.send_raw(req.as_bytes());
+    let head = c.read_http_head();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    head
+}
+
+fn protocol_of(head: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Protocol: "))
+        .map(str::to_string)
+}
+
+#[test]
+fn the_first_offered_subprotocol_the_server_speaks_is_selected() {
+    let (_s, addr) = spawn_binary(&["--subprotocol", "chat.v2", "--subprotocol", "chat.v1"]);
+    // The client's order decides (RFC 6455 §4.2.2: the server selects one
+    // of the client's values).
+    let head = upgrade_offering(addr, "mqtt, chat.v1, chat.v2");
+    assert_eq!(protocol_of(&head).as_deref(), Some("chat.v1"));
+    // None in common (a browser-style offer the server does not speak): no
+    // header, the connection is still upgraded.
+    let head = upgrade_offering(addr, "graphql-ws, wamp.2.json");
+    assert_eq!(protocol_of(&head), None);
+    // Names are compared exactly.
+    assert_eq!(protocol_of(&upgrade_offering(addr, "CHAT.V1")), None);
+
+    let (_s, addr) = spawn_binary(&["--subprotocol", "*"]);
+    let head = upgrade_offering(addr, "graphql-ws, wamp.2.json");
+    assert_eq!(protocol_of(&head).as_deref(), Some("graphql-ws"));
+    // No offer: none named, even with '*'.
+    let mut c = Client::connect(addr, "/");
+    c.send_text("still echoes");
+    assert_eq!(c.expect_text(), "still echoes");
+
+    // None configured: never named.
+    let (_s, addr) = spawn_binary(&[]);
+    assert_eq!(protocol_of(&upgrade_offering(addr, "chat.v1")), None);
+}
+
+#[test]
+fn healthz_answers_ok_even_without_the_page() {
+    let (_s, addr) = spawn_binary(&["--no-page"]);
+    let mut c = Client::raw(addr);
+    c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, b"ok\n");
+    let mut c = Client::raw(addr);
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.read_http_head().starts_with("HTTP/1.1 426 "));
+}
+
+#[test]
+fn sizes_and_addresses_as_people_write_them() {
+    // --max-message-size 1KiB: a 1,025-byte message fails with 1009.
+    let (_s, addr) = spawn_binary(&["--max-message-size", "1KiB", "--max-backpressure", "64KiB"]);
+    let mut c = Client::connect(addr, "/");
+    c.send_binary(&[7; 1024]);
+    assert_eq!(c.read_message().1.len(), 1024);
+    c.send_binary(&[7; 1025]);
+    assert_eq!(c.expect_close(), Some(1009));
+
+    // localhost:0 binds the IPv4 loopback.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echocast"))
+        .args(["--listen", "localhost:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Spawned(child);
+    assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
+
+    // A name that does not resolve, or a bad size: one line, exit 2.
+    for args in [
+        ["--listen", "no-such-host.invalid:9001"],
+        ["--max-message-size", "12 parsecs"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_echocast"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[1]), "{err}");
+    }
+}

@@ -39,14 +39,15 @@ pub fn route(mode: Mode, target: &str) -> Route {
 
 /// The echo handler: every message goes back to its sender as one message of
 /// the same type. The payload buffer is moved into the output queue, not copied.
-pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) {
-    conn.send(kind, data);
+/// Returns whether it was queued (the connection can still send).
+pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) -> bool {
+    conn.send(kind, data)
 }
 
 /// Echo of a streamed binary message: each piece goes back as it arrived, as
 /// one fragment of the echoed message.
-pub fn echo_fragment(conn: &mut Connection, data: Vec<u8>, first: bool, fin: bool) {
-    conn.send_fragment(data, first, fin);
+pub fn echo_fragment(conn: &mut Connection, data: Vec<u8>, first: bool, fin: bool) -> bool {
+    conn.send_fragment(data, first, fin)
 }
 
 /// Encodes a broadcast frame once; the same bytes are then queued to every

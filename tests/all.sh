@@ -15,5 +15,6 @@ tests/autobahn.sh
 TLS=1 CASES='1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.* 12.1.* 13.1.*' tests/autobahn.sh
 tests/deflate_clients.sh
 tests/tls_clients.sh
+tests/endpoints_clients.sh
 tests/browser.sh
 tests/fuzz.sh

@@ -64,7 +64,9 @@ impl Peer {
     fn pump(&mut self) {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
-                Event::Message { kind, data } => handler::echo(&mut self.conn, kind, data),
+                Event::Message { kind, data } => {
+                    handler::echo(&mut self.conn, kind, data);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

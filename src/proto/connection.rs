@@ -17,6 +17,7 @@
 //! half and read until EOF (so the peer reads our last bytes instead of a reset);
 //! `Dead` means drop the socket now.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
@@ -52,6 +53,23 @@ pub struct Limits {
     /// [`Event::Fragment`] once at least this many bytes are buffered (at most
     /// [`STREAM_PIECE_MAX`]: a piece is handed out when it is that large anyway).
     pub stream_chunk: usize,
+    /// Frames received and sent by every connection sharing these limits
+    /// (a server shares one `Rc<Limits>` among all its connections): the core
+    /// counts where the frames are, the server reads the sums for `/stats`.
+    pub counters: Counters,
+}
+
+/// Counts kept by the core for the whole server (plain cells: one thread).
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Complete frames received, control frames included.
+    pub frames_in: Cell<u64>,
+    /// Frames queued to send, control frames included.
+    pub frames_out: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
 }
 
 impl Default for Limits {
@@ -63,6 +81,7 @@ impl Default for Limits {
             ping_interval: None,
             idle_timeout: None,
             stream_chunk: 16 * 1024,
+            counters: Counters::default(),
         }
     }
 }
@@ -223,6 +242,11 @@ struct Handshake {
     /// head (while `Decide`).
     pending: Vec<u8>,
     accept: Option<Request>,
+    /// The status of the HTTP answer queued instead of an upgrade, and why
+    /// the request was refused if it was (kept until the connection ends,
+    /// for the server's counters).
+    answer: Option<u16>,
+    refused: Option<HandshakeError>,
 }
 
 /// State most connections never need, allocated on first use: control
@@ -533,14 +557,32 @@ impl Connection {
     pub fn reject(&mut self, err: HandshakeError, now: Instant) {
         if matches!(self.state, State::Handshake | State::Decide) {
             self.respond(handshake::error_response(err), now);
+            if let Some(hs) = self.hs.as_mut() {
+                hs.refused = Some(err);
+            }
         }
+    }
+
+    /// The HTTP answer given instead of an upgrade, if any: its status and,
+    /// for a refusal, why.
+    pub fn http_answer(&self) -> Option<(u16, Option<HandshakeError>)> {
+        let hs = self.hs.as_ref()?;
+        Some((hs.answer?, hs.refused))
     }
 
     /// Answers a plain HTTP request with a complete response, then closes.
     pub fn respond(&mut self, response: Vec<u8>, now: Instant) {
         if matches!(self.state, State::Handshake | State::Decide) {
+            // "HTTP/1.1 NNN ...": the status, for `http_answer`.
+            let status = response
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
             self.out.push(Chunk::Owned(response));
-            self.hs = None;
+            // The request's bytes are freed; the small record stays.
+            let hs = self.hs.get_or_insert_with(Box::default);
+            hs.pending = Vec::new();
+            hs.accept = None;
+            hs.answer = status;
             self.enter_flushing(now);
         }
     }
@@ -623,6 +665,7 @@ impl Connection {
             return false;
         }
         self.recent = true;
+        bump(&self.limits.counters.frames_out);
         self.out.push(Chunk::Shared(frame));
         true
     }
@@ -962,6 +1005,7 @@ impl Connection {
         hdr.rsv = rsv;
         let (bytes, n) = hdr.encode();
         self.recent = true;
+        bump(&self.limits.counters.frames_out);
         self.out.push_frame(Chunk::Inline(bytes, n as u8), payload);
     }
 
@@ -1213,6 +1257,7 @@ impl Connection {
 
     fn end_frame(&mut self, now: Instant) -> Result<(), ProtocolError> {
         let frame = self.frame.take().expect("frame in progress");
+        bump(&self.limits.counters.frames_in);
         if frame.discard {
             return Ok(());
         }

@@ -133,6 +133,23 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// A short name, for counters and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeError::Malformed => "malformed",
+            HandshakeError::TooLarge => "too_large",
+            HandshakeError::NotWebSocket => "not_websocket",
+            HandshakeError::MethodNotAllowed => "method_not_allowed",
+            HandshakeError::HttpVersion => "http_version",
+            HandshakeError::MissingHost => "missing_host",
+            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
+            HandshakeError::UnsupportedVersion => "unsupported_version",
+            HandshakeError::BadKey => "bad_key",
+            HandshakeError::ForbiddenOrigin => "forbidden_origin",
+            HandshakeError::Overloaded => "overloaded",
+        }
+    }
+
     pub fn status(self) -> u16 {
         match self {
             HandshakeError::Malformed

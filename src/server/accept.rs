@@ -82,7 +82,9 @@ impl Server {
             .config
             .max_connections
             .is_some_and(|max| self.admitted >= max);
+        self.stats.accepted += 1;
         if overloaded {
+            self.stats.refused += 1;
             info!("{id} {peer}: 503, at --max-connections");
             proto.reject(HandshakeError::Overloaded, now);
         } else {

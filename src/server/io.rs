@@ -127,8 +127,20 @@ impl Server {
                 Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
                 Event::Message { kind, data } => match c.room() {
-                    None => handler::echo(&mut c.proto, kind, data),
+                    None => {
+                        let n = data.len() as u64;
+                        let echoed = handler::echo(&mut c.proto, kind, data);
+                        let st = &mut self.stats;
+                        st.messages_in += 1;
+                        st.bytes_in += n;
+                        if echoed {
+                            st.messages_out += 1;
+                            st.bytes_out += n;
+                        }
+                    }
                     Some(room) => {
+                        self.stats.messages_in += 1;
+                        self.stats.bytes_in += data.len() as u64;
                         self.broadcast(room, kind, &data, now);
                         if let Some(c) = self.client_mut(t) {
                             c.proto.recycle(data);
@@ -137,7 +149,15 @@ impl Server {
                 },
                 // Only echo connections stream (see `open`).
                 Event::Fragment { data, first, fin } => {
-                    handler::echo_fragment(&mut c.proto, data, first, fin)
+                    let n = data.len() as u64;
+                    let echoed = handler::echo_fragment(&mut c.proto, data, first, fin);
+                    let st = &mut self.stats;
+                    st.bytes_in += n;
+                    st.messages_in += u64::from(fin);
+                    if echoed {
+                        st.bytes_out += n;
+                        st.messages_out += u64::from(fin);
+                    }
                 }
             }
         }

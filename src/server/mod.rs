@@ -25,6 +25,7 @@ mod handle;
 mod io;
 mod memory;
 mod rooms;
+mod stats;
 mod timers;
 mod transport;
 mod upgrade;
@@ -193,6 +194,8 @@ pub struct Server {
     /// When quiet connections next give back their reusable buffers
     /// (`timers.rs`).
     next_sweep: Instant,
+    /// Counters for `/stats` and `/metrics` (stats.rs).
+    stats: stats::Stats,
 }
 
 impl Server {
@@ -240,6 +243,7 @@ impl Server {
             memory: 0,
             budget_episode: None,
             next_sweep: Instant::now() + timers::QUIET_SWEEP,
+            stats: stats::Stats::new(),
         })
     }
 
@@ -393,8 +397,24 @@ impl Server {
         }
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
         if !c.proto.was_opened() {
+            match c.proto.http_answer() {
+                Some((status, refused)) => {
+                    stats::count(&mut self.stats.http, status);
+                    if let Some(e) = refused {
+                        stats::count(&mut self.stats.handshake_failures, e.label());
+                    }
+                }
+                // Timed out, or gone, before a complete request.
+                None => stats::count(&mut self.stats.handshake_failures, "incomplete"),
+            }
             debug!("{}: closed before upgrade", c.id);
         } else {
+            if let Some(sent) = c.proto.close_sent() {
+                stats::count(&mut self.stats.closes_sent, sent.0);
+            }
+            if let Some(received) = c.proto.close_received() {
+                stats::count(&mut self.stats.closes_received, received.0);
+            }
             match c.proto.error() {
                 Some(e) => info!(
                     "{}: closed, sent {} ({e}), received {}",

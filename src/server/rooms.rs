@@ -22,6 +22,12 @@ pub(super) struct Room {
     members: Vec<Token>,
 }
 
+impl Room {
+    pub(super) fn len(&self) -> usize {
+        self.members.len()
+    }
+}
+
 impl Server {
     pub(super) fn join(&mut self, name: String, t: Token) -> usize {
         let id = match self.room_ids.get(&name) {
@@ -90,6 +96,7 @@ impl Server {
                     );
                     c.proto
                         .close_discarding(CloseCode::POLICY_VIOLATION, "slow consumer", now);
+                    self.stats.slow_consumers += 1;
                     self.account(m);
                     self.mark_dirty(m);
                     continue;
@@ -121,6 +128,8 @@ impl Server {
                 None => c.proto.send(kind, data.to_vec()),
             };
             if sent {
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += data.len() as u64;
                 self.account(m);
                 self.mark_dirty(m);
             }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use log::{debug, info};
 use mio::Token;
 
-use super::{Server, PAGE};
+use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::proto::handshake::{self, http_response, Request};
 use crate::proto::HandshakeError;
@@ -64,12 +64,37 @@ impl Server {
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
             info!("{} {peer}: open {} {path}", c.id, c.scheme());
         }
+        stats::count(&mut self.stats.http, 101);
     }
 
     pub(super) fn answer_http(&mut self, t: Token, method: &str, path: &str, now: Instant) {
         let page = self.config.page;
-        let Some(c) = self.client_mut(t) else { return };
         let bare = path.split('?').next().unwrap_or("");
+        let get = method == "GET" || method == "HEAD";
+        let numbers = match bare {
+            "/stats" if get => Some(("application/json", self.stats_json())),
+            "/metrics" if get => Some((
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics_text(),
+            )),
+            _ => None,
+        };
+        let Some(c) = self.client_mut(t) else { return };
+        if let Some((content_type, body)) = numbers {
+            debug!("{}: {method} {path}: 200", c.id);
+            let mut response = http_response(
+                200,
+                "OK",
+                content_type,
+                "Cache-Control: no-store\r\n",
+                body.as_bytes(),
+            );
+            if method == "HEAD" {
+                response.truncate(response.len() - body.len());
+            }
+            c.proto.respond(response, now);
+            return;
+        }
         if bare == "/healthz" && (method == "GET" || method == "HEAD") {
             // Readiness probes: answered whatever --no-page says.
             debug!("{}: {method} {path}: 200 (health)", c.id);

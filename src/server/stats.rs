@@ -1,0 +1,316 @@
+//! The server's counters and their two renderings: `GET /stats` (JSON) and
+//! `GET /metrics` (the Prometheus text exposition format, names
+//! `echocast_*`). Counted where each event happens: the core counts frames
+//! (`Limits::counters`), the driver the rest (accept.rs, io.rs, rooms.rs,
+//! upgrade.rs, and `remove` for closes and HTTP answers, counted when the
+//! connection ends). Plain integers: one thread, nothing is locked. Read,
+//! not pushed: a request walks the connections and rooms for the gauges.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use super::Server;
+
+/// Counters kept by the driver.
+pub(super) struct Stats {
+    pub(super) started: Instant,
+    pub(super) accepted: u64,
+    /// Refused with 503 at `--max-connections`.
+    pub(super) refused: u64,
+    pub(super) messages_in: u64,
+    pub(super) bytes_in: u64,
+    pub(super) messages_out: u64,
+    pub(super) bytes_out: u64,
+    pub(super) slow_consumers: u64,
+    pub(super) closes_sent: BTreeMap<u16, u64>,
+    pub(super) closes_received: BTreeMap<u16, u64>,
+    pub(super) http: BTreeMap<u16, u64>,
+    pub(super) handshake_failures: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    pub(super) fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            accepted: 0,
+            refused: 0,
+            messages_in: 0,
+            bytes_in: 0,
+            messages_out: 0,
+            bytes_out: 0,
+            slow_consumers: 0,
+            closes_sent: BTreeMap::new(),
+            closes_received: BTreeMap::new(),
+            http: BTreeMap::new(),
+            handshake_failures: BTreeMap::new(),
+        }
+    }
+}
+
+pub(super) fn count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
+    *map.entry(key).or_insert(0) += 1;
+}
+
+/// What a request sees: the counters and the gauges read at that moment.
+struct Snapshot<'a> {
+    stats: &'a Stats,
+    frames_in: u64,
+    frames_out: u64,
+    echo: usize,
+    broadcast: usize,
+    handshaking: usize,
+    /// The 100 largest rooms, largest first, and how many there are.
+    rooms: Vec<(&'a str, usize)>,
+    room_count: usize,
+}
+
+impl Server {
+    fn snapshot(&self) -> Snapshot<'_> {
+        let (mut echo, mut broadcast, mut handshaking) = (0, 0, 0);
+        for c in self.slots.iter().filter_map(|s| s.client.as_ref()) {
+            if c.proto.is_handshaking() {
+                handshaking += 1;
+            } else if c.proto.is_open() {
+                if c.room.is_some() {
+                    broadcast += 1;
+                } else {
+                    echo += 1;
+                }
+            }
+        }
+        let mut rooms: Vec<(&str, usize)> = self
+            .room_ids
+            .iter()
+            .map(|(name, &id)| (name.as_str(), self.rooms[id].len()))
+            .collect();
+        let room_count = rooms.len();
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        rooms.truncate(100);
+        Snapshot {
+            stats: &self.stats,
+            frames_in: self.limits.counters.frames_in.get(),
+            frames_out: self.limits.counters.frames_out.get(),
+            echo,
+            broadcast,
+            handshaking,
+            rooms,
+            room_count,
+        }
+    }
+
+    /// The body of `GET /stats`.
+    pub(super) fn stats_json(&self) -> String {
+        let s = self.snapshot();
+        let st = s.stats;
+        let map = |m: &BTreeMap<u16, u64>| {
+            let items: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", items.join(","))
+        };
+        let reasons: Vec<String> = st
+            .handshake_failures
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        let rooms: Vec<String> = s
+            .rooms
+            .iter()
+            .map(|(name, n)| format!("{{\"name\":{},\"members\":{n}}}", json_string(name)))
+            .collect();
+        format!(
+            "{{\"uptime_seconds\":{:.3},\"connections\":{{\"echo\":{},\"broadcast\":{},\
+             \"handshaking\":{},\"accepted\":{},\"refused_max_connections\":{}}},\
+             \"rooms\":{{\"count\":{},\"largest\":[{}]}},\
+             \"messages\":{{\"in\":{},\"out\":{}}},\"bytes\":{{\"in\":{},\"out\":{}}},\
+             \"frames\":{{\"in\":{},\"out\":{}}},\
+             \"closes\":{{\"sent\":{},\"received\":{}}},\"http_answers\":{},\
+             \"slow_consumer_closes\":{},\"handshake_failures\":{{{}}}}}\n",
+            st.started.elapsed().as_secs_f64(),
+            s.echo,
+            s.broadcast,
+            s.handshaking,
+            st.accepted,
+            st.refused,
+            s.room_count,
+            rooms.join(","),
+            st.messages_in,
+            st.messages_out,
+            st.bytes_in,
+            st.bytes_out,
+            s.frames_in,
+            s.frames_out,
+            map(&st.closes_sent),
+            map(&st.closes_received),
+            map(&st.http),
+            st.slow_consumers,
+            reasons.join(","),
+        )
+    }
+
+    /// The body of `GET /metrics` (Prometheus text format 0.0.4).
+    pub(super) fn metrics_text(&self) -> String {
+        let s = self.snapshot();
+        let st = s.stats;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP echocast_{name} {help}");
+            let _ = writeln!(out, "# TYPE echocast_{name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "echocast_{name}{labels} {v}");
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+            &[(String::new(), st.started.elapsed().as_secs_f64())],
+        );
+        metric(
+            "connections",
+            "gauge",
+            "Connections open now, by kind.",
+            &[
+                ("{kind=\"echo\"}".into(), s.echo as f64),
+                ("{kind=\"broadcast\"}".into(), s.broadcast as f64),
+                ("{kind=\"handshaking\"}".into(), s.handshaking as f64),
+            ],
+        );
+        metric(
+            "connections_accepted_total",
+            "counter",
+            "TCP connections accepted.",
+            &one(st.accepted),
+        );
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Connections refused with 503 at --max-connections.",
+            &one(st.refused),
+        );
+        metric(
+            "rooms",
+            "gauge",
+            "Broadcast rooms with at least one member.",
+            &one(s.room_count as u64),
+        );
+        metric(
+            "room_members",
+            "gauge",
+            "Members of the 100 largest rooms.",
+            &s.rooms
+                .iter()
+                .map(|(name, n)| (format!("{{room={}}}", label_value(name)), *n as f64))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "messages_received_total",
+            "counter",
+            "Data messages received.",
+            &one(st.messages_in),
+        );
+        metric(
+            "messages_sent_total",
+            "counter",
+            "Data messages sent (each broadcast delivery counts).",
+            &one(st.messages_out),
+        );
+        metric(
+            "message_bytes_received_total",
+            "counter",
+            "Payload bytes of the data messages received (after inflating).",
+            &one(st.bytes_in),
+        );
+        metric(
+            "message_bytes_sent_total",
+            "counter",
+            "Payload bytes of the data messages sent (before compressing).",
+            &one(st.bytes_out),
+        );
+        metric(
+            "frames_received_total",
+            "counter",
+            "Frames received, control frames included.",
+            &one(s.frames_in),
+        );
+        metric(
+            "frames_sent_total",
+            "counter",
+            "Frames sent, control frames included.",
+            &one(s.frames_out),
+        );
+        let codes = |m: &BTreeMap<u16, u64>| {
+            m.iter()
+                .map(|(k, v)| (format!("{{code=\"{k}\"}}"), *v as f64))
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "closes_sent_total",
+            "counter",
+            "Close frames sent, by code (0: no code).",
+            &codes(&st.closes_sent),
+        );
+        metric(
+            "closes_received_total",
+            "counter",
+            "Close frames received, by code (0: no code).",
+            &codes(&st.closes_received),
+        );
+        metric(
+            "http_responses_total",
+            "counter",
+            "HTTP answers, by status (101 for each upgrade).",
+            &st.http
+                .iter()
+                .map(|(k, v)| (format!("{{status=\"{k}\"}}"), *v as f64))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "slow_consumer_closes_total",
+            "counter",
+            "Broadcast members closed with 1008 for not keeping up.",
+            &one(st.slow_consumers),
+        );
+        metric(
+            "handshake_failures_total",
+            "counter",
+            "Opening requests that did not become a WebSocket, by reason.",
+            &st.handshake_failures
+                .iter()
+                .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v as f64))
+                .collect::<Vec<_>>(),
+        );
+        out
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Prometheus label value: quoted, with `\`, `"` and newlines escaped.
+fn label_value(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

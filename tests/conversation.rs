@@ -737,3 +737,35 @@ fn a_connection_quiet_for_a_whole_period_gives_back_its_reusable_buffers() {
     assert_eq!((frames[n - 1].1, &frames[n - 1].2[..]), (1, &b"after"[..]));
     assert!(!h.conn.release_if_quiet());
 }
+
+#[test]
+fn a_streamed_message_completed_before_a_protocol_error_is_echoed_whole() {
+    // Found by the fuzz `connection` target: the last piece of a streamed
+    // message and a protocol error arrive in one read. The message was
+    // complete before the error, so its echo must be finished (its first
+    // frame was already queued); dropping the queued frames as for an
+    // unfinished message left an orphan continuation frame.
+    let mut h = streaming(Limits {
+        stream_chunk: 64,
+        ..Limits::default()
+    });
+    h.read_limit = h.written.len(); // the peer reads nothing for now
+    let first = binary_payload(200);
+    h.feed(&client_frame(false, 2, &first, [1; 4]));
+    assert_eq!(
+        h.pieces.len(),
+        1,
+        "the first piece was handed out and echoed"
+    );
+    let mut read = client_frame(true, 0, b"the end", [2; 4]);
+    read.extend_from_slice(&client_frame(true, 3, b"", [3; 4])); // reserved opcode
+    h.feed(&read);
+    h.read_limit = usize::MAX;
+    h.pump();
+    let frames = h.frames();
+    let messages = reassemble(&frames[..frames.len() - 1]);
+    let mut whole = first.clone();
+    whole.extend_from_slice(b"the end");
+    assert_eq!(messages, vec![(2, whole)]);
+    assert_eq!(h.close_code_sent(), Some(1002));
+}

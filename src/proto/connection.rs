@@ -200,6 +200,14 @@ impl Items {
         });
     }
 
+    /// Whether the last piece of a streamed message is waiting to be taken.
+    fn has_final_piece(&self) -> bool {
+        self.0.as_ref().is_some_and(|q| {
+            q.iter()
+                .any(|item| matches!(item, Item::Event(Event::Fragment { fin: true, .. })))
+        })
+    }
+
     /// Drops every data message and piece not yet taken (replies stay).
     fn drop_data(&mut self) {
         if let Some(q) = self.0.as_mut() {
@@ -1047,8 +1055,14 @@ impl Connection {
     fn fail(&mut self, err: ProtocolError, now: Instant) {
         self.error = Some(err);
         if self.close_sent.is_none() && self.state == State::Open {
+            // A streamed message whose last piece is still among the events
+            // was complete before the failure: its echo is finished, not
+            // dropped (the application sends that last piece next).
+            let stream_finished = self.items.has_final_piece();
             self.items.drop_unfinished_pieces();
-            self.out.discard_stream();
+            if !stream_finished {
+                self.out.discard_stream();
+            }
             self.queue_close(Some(err.close_code()), err.reason());
         }
         self.frame = None;

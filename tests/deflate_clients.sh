@@ -5,13 +5,8 @@
 # .venv and ws into tests/clients/node_modules when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${KOSOKU_VENV:-$PWD/.venv}
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c 'import websockets' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=14'
-[ -d tests/clients/node_modules/ws ] ||
-  (cd tests/clients && npm ci --no-audit --no-fund --silent)
-cargo build --release --quiet --bin echocast
+# shellcheck source=tests/clients/setup.sh
+. tests/clients/setup.sh
 for mode in shared dedicated; do
   log=$(mktemp)
   target/release/echocast --listen 127.0.0.1:0 --deflate "$mode" >"$log" 2>/dev/null &

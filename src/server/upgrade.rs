@@ -33,26 +33,31 @@ impl Server {
                 return;
             }
         }
-        let path = req.path.clone();
+        let Request {
+            path, protocols, ..
+        } = req;
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match handler::route(self.config.mode, &path) {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
-        let supported = self.config.subprotocols.clone();
-        let protocol = handshake::select_protocol(&req.protocols, &supported);
+        let protocol = handshake::select_protocol(&protocols, &self.config.subprotocols);
+        if protocol.is_none() && !protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
+            let id = self
+                .client_mut(t)
+                .map(|c| c.id.to_string())
+                .unwrap_or_default();
+            debug!(
+                "{id}: no subprotocol in common (offered {protocols:?}, supported {:?})",
+                self.config.subprotocols
+            );
+        }
         let Some(c) = self.client_mut(t) else { return };
         c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
         // Set before `accept`, which reads the frames that came with the request.
         let stream = c.may_stream(streaming, budget);
         c.proto.set_streaming(stream);
-        if protocol.is_none() && !req.protocols.is_empty() {
-            debug!(
-                "{}: no subprotocol in common (offered {:?}, supported {:?})",
-                c.id, req.protocols, supported
-            );
-        }
         c.proto
             .accept_upgrade(now, Some((&deflate, &codec)), protocol);
         // The peer address is not kept per connection: one syscall per open,

@@ -3,27 +3,13 @@
 // binary, 1 B to 16 MiB, byte for byte.
 //
 //     node deflate.js HOST:PORT
-const WebSocket = require("ws");
 const crypto = require("crypto");
 
 const addr = process.argv[2];
 const sizes = [1, 125, 126, 1000, 65536, 1 << 20, 16 << 20];
 
-function open(path, options) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${addr}${path}`, { maxPayload: 0, ...options });
-    const queue = [];
-    const waiting = [];
-    ws.on("message", (data, isBinary) => {
-      const m = { data, isBinary };
-      if (waiting.length) waiting.shift()(m);
-      else queue.push(m);
-    });
-    ws.next = () => new Promise((r) => (queue.length ? r(queue.shift()) : waiting.push(r)));
-    ws.on("open", () => resolve(ws));
-    ws.on("error", reject);
-  });
-}
+const openUrl = require("./open.js");
+const open = (path, options) => openUrl(`ws://${addr}${path}`, options);
 
 function payloads() {
   const out = [];

@@ -3,7 +3,6 @@
 // port: echo and broadcast, text and binary, 1 B to 4 MiB, byte for byte.
 //
 //     node tls.js HOST:PORT CERT.pem
-const WebSocket = require("ws");
 const crypto = require("crypto");
 const fs = require("fs");
 
@@ -12,21 +11,8 @@ const port = addr.split(":").pop();
 const ca = fs.readFileSync(pem);
 const sizes = [1, 125, 126, 65536, 1 << 20, 4 << 20];
 
-function open(url) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { ca, maxPayload: 0 });
-    const queue = [];
-    const waiting = [];
-    ws.on("message", (data, isBinary) => {
-      const m = { data, isBinary };
-      if (waiting.length) waiting.shift()(m);
-      else queue.push(m);
-    });
-    ws.next = () => new Promise((r) => (queue.length ? r(queue.shift()) : waiting.push(r)));
-    ws.on("open", () => resolve(ws));
-    ws.on("error", reject);
-  });
-}
+const openUrl = require("./open.js");
+const open = (url) => openUrl(url, { ca });
 
 function same(m, text, data) {
   if (m.isBinary === text) throw new Error(`type changed for ${data.length} bytes`);

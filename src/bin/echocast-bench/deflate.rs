@@ -15,7 +15,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use echocast::proto::FrameHeader;
 
 use crate::conn::{handshake_with, masked_frame_op};
-use crate::report::cpu_ns;
+use crate::report::{cpu_ns, cpu_per_op, p50_p99_us};
 
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -210,12 +210,8 @@ pub(crate) fn echo_deflate(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = match (cpu0, pid.and_then(cpu_ns)) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / seq as f64),
-        _ => None,
-    };
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_micros();
+    let cpu = cpu_per_op(pid, cpu0, seq);
+    let (p50, p99) = p50_p99_us(&mut latencies);
     let (raw, sent_z, recv_z) = conns.iter().fold((0, 0, 0), |(a, b, c), k| {
         (a + k.raw, b + k.sent_z, c + k.recv_z)
     });
@@ -227,7 +223,7 @@ pub(crate) fn echo_deflate(
         "messages     {seq} in {secs:.2} s = {:.0}/s",
         seq as f64 / secs
     );
-    println!("latency      p50 {} us, p99 {} us", pct(0.5), pct(0.99));
+    println!("latency      p50 {p50} us, p99 {p99} us");
     println!("ratio        server {server_ratio:.3}, client {client_ratio:.3} (compressed / raw)");
     if let Some(c) = cpu {
         println!("server CPU   {c:.1} ns per message");
@@ -235,11 +231,9 @@ pub(crate) fn echo_deflate(
     println!(
         "{{\"scenario\":\"echo-deflate\",\"connections\":{connections},\"size\":{size},\
          \"seconds\":{secs:.3},\"messages\":{seq},\"messages_per_sec\":{:.0},\
-         \"latency_p50_us\":{},\"latency_p99_us\":{},\"server_ratio\":{server_ratio:.4},\
+         \"latency_p50_us\":{p50},\"latency_p99_us\":{p99},\"server_ratio\":{server_ratio:.4},\
          \"client_ratio\":{client_ratio:.4},\"server_cpu_ns_per_message\":{}}}",
         seq as f64 / secs,
-        pct(0.5),
-        pct(0.99),
         cpu.map_or("null".into(), |c| format!("{c:.1}"))
     );
     Ok(())
@@ -291,12 +285,11 @@ impl Member {
                 1 => {}
                 _ => continue,
             }
+            self.recv_z += payload.len() as u64;
             let text = if h.rsv & 4 != 0 {
-                self.recv_z += payload.len() as u64;
                 inflate(&mut self.inflate, self.server_no_context, payload)
                     .map_err(|e| e.to_string())?
             } else {
-                self.recv_z += payload.len() as u64;
                 payload
             };
             self.raw += text.len() as u64;
@@ -405,16 +398,13 @@ pub(crate) fn broadcast_deflate(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = match (pid, cpu0) {
-        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64),
-        _ => None,
-    };
+
     let (raw, z) = members[..subscribers]
         .iter()
         .fold((0, 0), |(a, b), m| (a + m.raw, b + m.recv_z));
     let ratio = z as f64 / raw.max(1) as f64;
     let rate = deliveries as f64 / elapsed;
-    let cpu_per = cpu.map(|c| c / deliveries.max(1) as f64);
+    let cpu_per = cpu_per_op(pid, cpu0, deliveries);
     println!("scenario     broadcast (permessage-deflate, JSON-like text)");
     println!("subscribers  {subscribers}, {size} B per message, window {window}");
     println!("messages     {base} fully delivered");

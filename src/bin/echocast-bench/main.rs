@@ -55,11 +55,9 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn config(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, String> {
-        match (&self.tls_ca, self.tls) {
-            (Some(ca), true) => tls::client_config(ca).map(Some),
-            _ => Ok(None),
-        }
+    /// The client configuration for `--tls` (clap makes `--tls` require `--tls-ca`).
+    fn config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+        tls::client_config(self.tls_ca.as_deref().ok_or("--tls needs --tls-ca")?)
     }
 }
 
@@ -167,17 +165,9 @@ fn main() -> std::process::ExitCode {
             server_pid,
             tls,
             ..
-        } if tls.tls => tls.config().and_then(|c| {
-            tls::echo_tls(
-                addr,
-                &path,
-                &c.expect("--tls"),
-                connections,
-                size,
-                duration,
-                server_pid,
-            )
-        }),
+        } if tls.tls => tls
+            .config()
+            .and_then(|c| tls::echo_tls(addr, &path, &c, connections, size, duration, server_pid)),
         Scenario::Connect {
             addr,
             path,
@@ -185,16 +175,9 @@ fn main() -> std::process::ExitCode {
             duration,
             server_pid,
             tls,
-        } if tls.tls => tls.config().and_then(|c| {
-            tls::connect_tls(
-                addr,
-                &path,
-                &c.expect("--tls"),
-                concurrency,
-                duration,
-                server_pid,
-            )
-        }),
+        } if tls.tls => tls
+            .config()
+            .and_then(|c| tls::connect_tls(addr, &path, &c, concurrency, duration, server_pid)),
         Scenario::Idle {
             addr,
             path,
@@ -204,7 +187,7 @@ fn main() -> std::process::ExitCode {
             ..
         } if tls.tls => tls
             .config()
-            .and_then(|c| tls::idle_tls(addr, &path, &c.expect("--tls"), connections, server_pid)),
+            .and_then(|c| tls::idle_tls(addr, &path, &c, connections, server_pid)),
         Scenario::Broadcast {
             addr,
             path,

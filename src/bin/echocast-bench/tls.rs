@@ -22,7 +22,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use echocast::proto::FrameHeader;
 
 use crate::conn::{check_upgrade, masked_frame_op, request_bytes};
-use crate::report::{cpu_ns, rss_kib};
+use crate::report::{cpu_ns, cpu_per_op, p50_p99_us, rss_kib};
 
 /// A client configuration trusting the PEM certificate at `ca`, with session
 /// resumption off (every handshake is a full one).
@@ -156,12 +156,8 @@ pub(crate) fn echo_tls(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = match (cpu0, pid.and_then(cpu_ns)) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / seq as f64),
-        _ => None,
-    };
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_micros();
+    let cpu = cpu_per_op(pid, cpu0, seq);
+    let (p50, p99) = p50_p99_us(&mut latencies);
     let mbps = (seq as f64 * size as f64) / secs / 1e6;
     println!("scenario     echo over TLS");
     println!("connections  {connections}, {size} B per message, ping-pong");
@@ -169,17 +165,15 @@ pub(crate) fn echo_tls(
         "messages     {seq} in {secs:.2} s = {:.0}/s, {mbps:.1} MB/s",
         seq as f64 / secs
     );
-    println!("latency      p50 {} us, p99 {} us", pct(0.5), pct(0.99));
+    println!("latency      p50 {p50} us, p99 {p99} us");
     if let Some(c) = cpu {
         println!("server CPU   {c:.1} ns per message");
     }
     println!(
         "{{\"scenario\":\"echo-tls\",\"connections\":{connections},\"size\":{size},\
          \"seconds\":{secs:.3},\"messages\":{seq},\"messages_per_sec\":{:.0},\"mb_per_sec\":{mbps:.2},\
-         \"latency_p50_us\":{},\"latency_p99_us\":{},\"server_cpu_ns_per_message\":{}}}",
+         \"latency_p50_us\":{p50},\"latency_p99_us\":{p99},\"server_cpu_ns_per_message\":{}}}",
         seq as f64 / secs,
-        pct(0.5),
-        pct(0.99),
         cpu.map_or("null".into(), |c| format!("{c:.1}"))
     );
     Ok(())
@@ -248,10 +242,7 @@ pub(crate) fn connect_tls(
     stop.store(true, Ordering::Relaxed);
     let n = done.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
-    let cpu = match (cpu0, pid.and_then(cpu_ns)) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / n.max(1) as f64),
-        _ => None,
-    };
+    let cpu = cpu_per_op(pid, cpu0, n);
     for t in threads {
         t.join().map_err(|_| "a client thread panicked")??;
     }

@@ -11,6 +11,7 @@ use mio::Token;
 use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::proto::handshake::{self, http_response, Request};
+use crate::proto::knobs;
 use crate::proto::HandshakeError;
 
 impl Server {
@@ -32,6 +33,22 @@ impl Server {
                 c.proto.reject(HandshakeError::ForbiddenOrigin, now);
                 return;
             }
+        }
+        if let Err(e) = knobs::parse(&req.path) {
+            let Some(c) = self.client_mut(t) else { return };
+            info!("{}: 400, {e}", c.id);
+            let body = format!("{e}\n");
+            c.proto.respond(
+                http_response(
+                    400,
+                    "Bad Request",
+                    "text/plain; charset=utf-8",
+                    "",
+                    body.as_bytes(),
+                ),
+                now,
+            );
+            return;
         }
         let path = req.path.clone();
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);

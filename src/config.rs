@@ -53,6 +53,10 @@ pub struct Config {
     /// client offers that is listed here is named in the 101; `*` selects the
     /// client's first offer, whatever it is. Empty: none is ever named.
     pub subprotocols: Vec<String>,
+    /// A text message sent to every connection first (`--greeting`), `{id}`
+    /// replaced by the connection's id; a request's `greeting=` knob
+    /// replaces it for that connection.
+    pub greeting: Option<String>,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             allow_origins: Vec::new(),
             tls: None,
             subprotocols: Vec::new(),
+            greeting: None,
         }
     }
 }

@@ -41,7 +41,7 @@ pub fn route(mode: Mode, target: &str) -> Route {
 /// the same type. The payload buffer is moved into the output queue, not copied.
 /// Returns whether it was queued (the connection can still send).
 pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) -> bool {
-    conn.send(kind, data)
+    conn.echo(kind, data)
 }
 
 /// Echo of a streamed binary message: each piece goes back as it arrived, as

@@ -147,6 +147,12 @@ struct Args {
     /// 101; '*' selects the client's first offer. None: none is named
     #[arg(long = "subprotocol", value_name = "NAME")]
     subprotocols: Vec<String>,
+
+    /// A text message sent to every connection first, before anything is
+    /// echoed; '{id}' becomes the connection's id. A request's greeting=
+    /// knob replaces it for that connection
+    #[arg(long, value_name = "TEXT")]
+    greeting: Option<String>,
 }
 
 /// What people type for an address: `127.0.0.1:9001`, `[::1]:9001`,
@@ -297,6 +303,7 @@ fn main() -> ExitCode {
         allow_origins: args.allow_origins,
         tls,
         subprotocols: args.subprotocols,
+        greeting: args.greeting,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

@@ -105,3 +105,19 @@ fn sizes_and_addresses_as_people_write_them() {
         assert!(err.contains(args[1]), "{err}");
     }
 }
+
+#[test]
+fn a_knob_with_a_bad_value_is_refused_with_400_naming_it() {
+    let (_s, addr) = spawn_binary(&[]);
+    let mut c = Client::raw(addr);
+    c.send_raw(upgrade_request("/?delay=61s").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert!(body.starts_with("bad value for delay: "), "{body}");
+    // Unknown parameters are ignored.
+    let mut c = Client::connect(addr, "/?case=1&agent=x&room=lobby");
+    c.send_text("fine");
+    assert_eq!(c.expect_text(), "fine");
+}

@@ -32,6 +32,8 @@ use super::message::{validate_utf8_prefix, MessageBuffer, MessageKind};
 use super::opcode::OpCode;
 use super::output::{Chunk, OutQueue};
 
+pub mod misbehave;
+
 /// Limits and timeouts of the protocol core (plain data; see docs/limits.md).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -127,6 +129,9 @@ pub enum TransportAction {
     ShutdownWrite,
     /// Drop the socket.
     Close,
+    /// Drop the socket with a TCP reset (SO_LINGER 0): the `drop=N&reset=1`
+    /// knob, once everything queued was written.
+    Reset,
 }
 
 #[derive(Debug)]
@@ -134,6 +139,9 @@ enum Item {
     Event(Event),
     Pong(Vec<u8>),
     Close(Vec<u8>),
+    /// The application answered the message before this (see the `close`
+    /// and `drop` knobs).
+    Answered,
 }
 
 /// The item queue behind a box that exists once something was queued (an idle
@@ -172,7 +180,7 @@ impl Items {
                     Item::Event(Event::Message { data, .. } | Event::Fragment { data, .. })
                     | Item::Pong(data)
                     | Item::Close(data) => data.capacity(),
-                    Item::Event(_) => 0,
+                    Item::Event(_) | Item::Answered => 0,
                 })
                 .sum();
             data + q.capacity() * std::mem::size_of::<Item>()
@@ -267,6 +275,8 @@ struct Control {
     pending_pong: Option<Vec<u8>>,
     /// permessage-deflate, if agreed.
     deflate: Option<Deflate>,
+    /// Misbehaviour the request asked for (`misbehave.rs`).
+    knobs: Option<Box<misbehave::Misbehave>>,
 }
 
 /// Bytes of zlib state counted for an inflater (its struct and a 32 KiB
@@ -456,8 +466,9 @@ impl Connection {
     /// must be validated whole before any of it is answered) and messages that
     /// arrive within one `receive` are still delivered whole. Turning it off
     /// stops new messages from streaming; one already streaming goes on.
+    /// A connection whose echoes are delayed or repeated does not stream.
     pub fn set_streaming(&mut self, on: bool) {
-        self.streaming = on;
+        self.streaming = on && !self.mis().is_some_and(|m| m.shapes_echoes());
     }
 
     /// The peer closed its write half (read returned 0) or the socket failed.
@@ -470,7 +481,9 @@ impl Connection {
         self.eof = true;
         match self.state {
             State::Handshake => self.state = State::Dead,
-            State::Open | State::Closing | State::Decide if !self.out.is_empty() => {
+            State::Open | State::Closing | State::Decide
+                if !self.out.is_empty() || self.mis().is_some_and(|m| m.has_held()) =>
+            {
                 self.enter_flushing(now)
             }
             State::Flushing => {}
@@ -480,6 +493,9 @@ impl Connection {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ctl.as_ref().is_some_and(|c| c.knobs.is_some()) {
+            self.knob_timers(now);
+        }
         if self.state == State::Open {
             if self.idle_due().is_some_and(|d| now >= d) {
                 self.close(CloseCode::GOING_AWAY, "idle timeout", now);
@@ -557,6 +573,7 @@ impl Connection {
         self.deadline = None;
         // The handshake's event storage is not needed by an idle connection.
         self.items.release();
+        self.start_knobs(now);
         self.receive_frames(&hs.pending, now);
         self.hand_out_piece();
     }
@@ -605,7 +622,12 @@ impl Connection {
         if !self.can_send() {
             return false;
         }
-        let payload = payload.into();
+        self.send_frame(kind, payload.into());
+        true
+    }
+
+    /// Queues a message (compressed if agreed and long enough).
+    fn send_frame(&mut self, kind: MessageKind, payload: Chunk) {
         let deflate = self.deflate_mut().filter(|d| payload.len() >= d.threshold);
         if let Some(d) = deflate {
             let compressed = d.compress(payload.as_slice());
@@ -613,17 +635,20 @@ impl Connection {
                 self.out.recycle(buf);
             }
             self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
-            return true;
+            return;
         }
         self.queue_frame(kind.opcode(), payload);
-        true
     }
 
     /// How a broadcast message of `len` bytes is to reach this connection:
     /// plain, as a frame compressed without context (shared among members
     /// with the same window), or compressed with this connection's own
     /// context ([`Connection::send`]).
+    /// A connection that asked for `fragment` gets its own frames.
     pub fn broadcast_form(&self, len: usize) -> BroadcastForm {
+        if self.fragment_size().is_some() {
+            return BroadcastForm::Own;
+        }
         match self.ctl.as_ref().and_then(|c| c.deflate.as_ref()) {
             Some(d) if len >= d.threshold => {
                 if d.agreed.server_no_context_takeover {
@@ -691,7 +716,7 @@ impl Connection {
             State::Open => {
                 self.queue_close(Some(code), reason);
                 self.state = State::Closing;
-                self.deadline = Some(now + self.limits.close_timeout);
+                self.deadline = Some(self.closing_deadline(now));
             }
             State::Handshake | State::Decide => self.state = State::Dead,
             _ => {}
@@ -705,6 +730,9 @@ impl Connection {
         if self.state == State::Open {
             self.out.discard_unstarted();
             self.take_pending_pong();
+            if let Some(m) = self.mis_mut() {
+                m.clear_held();
+            }
             self.close(code, reason, now);
         }
     }
@@ -734,6 +762,9 @@ impl Connection {
         self.out.discard_unstarted();
         self.out.release_spares();
         self.take_pending_pong();
+        if let Some(m) = self.mis_mut() {
+            m.clear_held();
+        }
         self.queue_close(Some(code), "memory budget");
         self.enter_flushing(now);
         Some(code)
@@ -772,7 +803,11 @@ impl Connection {
             c.payload = Vec::new();
             // Not while a frame is being received: a control frame's header
             // may have come without its payload yet.
-            if c.pending_pong.is_none() && c.deflate.is_none() && self.frame.is_none() {
+            if c.pending_pong.is_none()
+                && c.deflate.is_none()
+                && c.knobs.is_none()
+                && self.frame.is_none()
+            {
                 self.ctl = None;
             }
         }
@@ -794,6 +829,7 @@ impl Connection {
                 c.payload.capacity()
                     + c.pending_pong.as_ref().map_or(0, |p| p.capacity())
                     + c.deflate.as_ref().map_or(0, Deflate::memory)
+                    + c.knobs.as_ref().map_or(0, |m| m.memory())
             })
             + self.items.memory()
             + self.out.memory()
@@ -815,10 +851,8 @@ impl Connection {
                         self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
                     }
                 }
-                Item::Close(body) => {
-                    self.close_pending = false;
-                    self.queue_frame(OpCode::Close, Chunk::Owned(body));
-                }
+                Item::Close(body) => self.emit_close(body),
+                Item::Answered => self.answered(),
             }
         }
     }
@@ -852,17 +886,26 @@ impl Connection {
                 }
             }
         }
+        if self.ctl.as_ref().is_some_and(|c| c.knobs.is_some()) {
+            self.refill_push();
+        }
     }
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Open {
-            return match (self.idle_due(), self.ping_due()) {
+        let open = self.state == State::Open;
+        let own = if open {
+            match (self.idle_due(), self.ping_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
-            };
+            }
+        } else {
+            self.deadline
+        };
+        match self.mis().and_then(|m| m.next_due(open, self.last_rx)) {
+            Some(k) => Some(own.map_or(k, |o| o.min(k))),
+            None => own,
         }
-        self.deadline
     }
 
     // A zero interval means "off" (it could never be satisfied).
@@ -881,7 +924,17 @@ impl Connection {
     pub fn poll_transport(&mut self) -> TransportAction {
         match self.state {
             State::Dead => TransportAction::Close,
-            State::Flushing if !self.out.is_empty() || self.close_pending => TransportAction::None,
+            State::Flushing
+                if !self.out.is_empty()
+                    || self.close_pending
+                    || self.mis().is_some_and(|m| m.has_held()) =>
+            {
+                TransportAction::None
+            }
+            State::Flushing if self.mis().is_some_and(|m| m.dropping == Some(true)) => {
+                self.state = State::Dead;
+                TransportAction::Reset
+            }
             State::Flushing if self.eof => {
                 self.state = State::Dead;
                 TransportAction::Close
@@ -996,7 +1049,17 @@ impl Connection {
 
     fn enter_flushing(&mut self, now: Instant) {
         self.state = State::Flushing;
-        self.deadline = Some(now + self.limits.close_timeout);
+        self.deadline = Some(self.closing_deadline(now));
+    }
+
+    /// The close timeout runs from now, or from when the last echo held by
+    /// `delay` goes out.
+    fn closing_deadline(&self, now: Instant) -> Instant {
+        let start = self
+            .mis()
+            .and_then(|m| m.last_due())
+            .map_or(now, |t| t.max(now));
+        start + self.limits.close_timeout
     }
 
     fn queue_frame(&mut self, opcode: OpCode, payload: Chunk) {
@@ -1008,6 +1071,11 @@ impl Connection {
     }
 
     fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk) {
+        if !opcode.is_control() && self.ctl.is_some() {
+            if let Some(n) = self.fragment_size().filter(|&n| payload.len() > n) {
+                return self.queue_fragmented(opcode, fin, rsv, &payload, n);
+            }
+        }
         let mut hdr = FrameHeader::server(opcode, payload.len());
         hdr.fin = fin;
         hdr.rsv = rsv;
@@ -1015,6 +1083,26 @@ impl Connection {
         self.recent = true;
         bump(&self.limits.counters.frames_out);
         self.out.push_frame(Chunk::Inline(bytes, n as u8), payload);
+    }
+
+    /// The `fragment` knob: a data frame's payload goes out in frames of `n`
+    /// bytes (the last one shorter), as one message: the first frame keeps
+    /// the opcode and RSV1, the rest are continuations, FIN on the last one
+    /// only if the frame asked for it.
+    fn queue_fragmented(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &Chunk, n: usize) {
+        let data = payload.as_slice();
+        let last = data.len().div_ceil(n) - 1;
+        for (i, piece) in data.chunks(n).enumerate() {
+            let op = if i == 0 { opcode } else { OpCode::Continuation };
+            let mut hdr = FrameHeader::server(op, piece.len());
+            hdr.fin = fin && i == last;
+            hdr.rsv = if i == 0 { rsv } else { 0 };
+            let (bytes, len) = hdr.encode();
+            bump(&self.limits.counters.frames_out);
+            self.out
+                .push_frame_copy(Chunk::Inline(bytes, len as u8), piece);
+        }
+        self.recent = true;
     }
 
     /// Prepares our close frame (`None`: an empty body). It is queued once the
@@ -1034,7 +1122,7 @@ impl Connection {
         self.take_pending_pong();
         self.close_sent = Some(code.unwrap_or(CloseCode(1005)));
         if self.items.is_empty() {
-            self.queue_frame(OpCode::Close, Chunk::Owned(body));
+            self.emit_close(body);
         } else {
             self.close_pending = true;
             self.items.push_back(Item::Close(body));
@@ -1294,6 +1382,9 @@ impl Connection {
                         Event::Message { kind, data }
                     };
                     self.items.push_back(Item::Event(event));
+                    if self.mis().is_some_and(|m| m.counts_answers()) {
+                        self.items.push_back(Item::Answered);
+                    }
                 }
             }
             OpCode::Ping => {

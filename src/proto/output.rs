@@ -141,6 +141,19 @@ impl OutQueue {
             .push_frame(header, payload);
     }
 
+    /// Queues a frame as its header and a copy of `payload` (copied into the
+    /// tail buffer when small, else into a buffer of its own).
+    pub fn push_frame_copy(&mut self, header: Chunk, payload: &[u8]) {
+        let q = self.q.get_or_insert_with(Box::default);
+        if header.len() + payload.len() <= COALESCE_MAX && q.stream_mark.is_none() {
+            q.append(&[header.as_slice(), payload]);
+        } else {
+            let mut buf = q.take_spare().unwrap_or_default();
+            buf.extend_from_slice(payload);
+            q.push_frame(header, Chunk::Owned(buf));
+        }
+    }
+
     /// Drops every frame not yet started; the one being written is kept whole.
     pub fn discard_unstarted(&mut self) {
         if let Some(q) = self.q.as_mut() {

@@ -8,7 +8,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::Token;
@@ -62,7 +62,7 @@ impl Server {
             client.proto.set_streaming(stream);
             // A message already streaming is read to its end even over the
             // budget (see `is_streaming_message`).
-            if client.proto.output_len() > budget && !client.proto.is_streaming_message() {
+            if client.proto.backlog() > budget && !client.proto.is_streaming_message() {
                 // Echo backpressure: stop reading until the queue drains; TCP then
                 // pushes back on the client. `flush` resumes.
                 client.read_paused = true;
@@ -200,7 +200,7 @@ impl Server {
                 }
             }
         }
-        if c.read_paused && c.proto.output_len() <= budget {
+        if c.read_paused && c.proto.backlog() <= budget {
             c.read_paused = false;
             if !c.read_pending {
                 c.read_pending = true;
@@ -224,6 +224,13 @@ impl Server {
                 }
             },
             TransportAction::Close => return self.remove(t),
+            TransportAction::Reset => {
+                // The `drop=N&reset=1` knob: SO_LINGER 0 makes the close an RST.
+                if let Err(e) = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO)) {
+                    debug!("{}: SO_LINGER: {e}", c.id);
+                }
+                return self.remove(t);
+            }
         }
         self.arm_timer(t);
     }

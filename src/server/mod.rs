@@ -140,7 +140,7 @@ impl Client {
     /// member), and only while under the backpressure budget, so at most one
     /// message's echo piles up past it.
     fn may_stream(&self, streaming: bool, budget: usize) -> bool {
-        streaming && self.room.is_none() && self.proto.output_len() <= budget
+        streaming && self.room.is_none() && self.proto.backlog() <= budget
     }
 }
 

@@ -11,6 +11,7 @@ use mio::Token;
 use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::proto::handshake::{self, http_response, Request};
+use crate::proto::knobs;
 use crate::proto::HandshakeError;
 
 impl Server {
@@ -36,9 +37,33 @@ impl Server {
         let Request {
             path, protocols, ..
         } = req;
+        let route = handler::route(self.config.mode, &path);
+        let knobs = knobs::parse(&path).and_then(|k| match &route {
+            Route::Room(_) => k.check_broadcast().map(|()| k),
+            Route::Echo => Ok(k),
+        });
+        let mut knobs = match knobs {
+            Ok(k) => k,
+            Err(e) => {
+                let Some(c) = self.client_mut(t) else { return };
+                info!("{}: 400, {e}", c.id);
+                let body = format!("{e}\n");
+                c.proto.respond(
+                    http_response(
+                        400,
+                        "Bad Request",
+                        "text/plain; charset=utf-8",
+                        "",
+                        body.as_bytes(),
+                    ),
+                    now,
+                );
+                return;
+            }
+        };
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
-        let room = match handler::route(self.config.mode, &path) {
+        let room = match route {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
@@ -53,8 +78,15 @@ impl Server {
                 self.config.subprotocols
             );
         }
+        if knobs.greeting.is_none() {
+            knobs.greeting.clone_from(&self.config.greeting);
+        }
         let Some(c) = self.client_mut(t) else { return };
+        if let Some(g) = knobs.greeting.as_mut().filter(|g| g.contains("{id}")) {
+            *g = g.replace("{id}", &c.id.0.to_string());
+        }
         c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
+        c.proto.set_knobs(knobs);
         // Set before `accept`, which reads the frames that came with the request.
         let stream = c.may_stream(streaming, budget);
         c.proto.set_streaming(stream);

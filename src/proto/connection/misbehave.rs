@@ -1,0 +1,341 @@
+//! Misbehaviour on request (issue 11): what a connection does with the knobs
+//! of its upgrade request (`proto::knobs` parses them). All of it is sans-IO:
+//! `delay` and `ping` are timers reported by `poll_timeout`, `push` is refilled
+//! as the output drains (`consume_output`), `close` and `drop` fire once the
+//! application has answered enough messages (an `Item::Answered` marker follows
+//! each message the application is handed), and `fragment` applies where
+//! every frame is queued. A connection without knobs pays one `None` check on
+//! these paths: the state lives behind the control box.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::{Chunk, CloseCode, Connection, MessageKind, OpCode, State};
+use crate::proto::knobs::Knobs;
+
+/// `push` queues its next message while fewer than this many bytes are
+/// unsent: as fast as the client reads, never the whole series at once.
+pub const PUSH_WINDOW: usize = 64 * 1024;
+
+/// What one connection was asked to do, and how far it got.
+#[derive(Debug)]
+pub(super) struct Misbehave {
+    pub(super) knobs: Knobs,
+    /// Messages received and answered (what `close`'s `after` and `drop` count).
+    answered: u64,
+    /// Echoes held back by `delay` (each with when it goes out), and the
+    /// close frame that follows them if one was decided meanwhile.
+    held: VecDeque<(Instant, Held)>,
+    /// Heap bytes of `held`, as counted by `memory`.
+    held_bytes: usize,
+    /// When the next `ping` is due, and how many were sent (the payload).
+    next_ping: Option<Instant>,
+    pings: u64,
+    /// Pushed messages queued so far.
+    pushed: u64,
+    /// `close` or `drop` fired (they fire once).
+    fired: bool,
+    /// A check of `close`/`drop` waits for a clock (the push just ended
+    /// where no time is known): `poll_timeout` asks for one at once.
+    check_due: bool,
+    /// `drop` fired: once everything is written the socket goes without a
+    /// close frame, with a TCP reset if `true`.
+    pub(super) dropping: Option<bool>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Message(MessageKind, Chunk),
+    Close(Vec<u8>),
+}
+
+impl Misbehave {
+    fn new(knobs: Knobs) -> Misbehave {
+        Misbehave {
+            knobs,
+            answered: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            next_ping: None,
+            pings: 0,
+            pushed: 0,
+            fired: false,
+            check_due: false,
+            dropping: None,
+        }
+    }
+
+    /// Heap bytes: this state and the held echoes.
+    pub(super) fn memory(&self) -> usize {
+        std::mem::size_of::<Misbehave>()
+            + self.held_bytes
+            + self.held.capacity() * std::mem::size_of::<(Instant, Held)>()
+    }
+
+    fn pushing(&self) -> bool {
+        self.knobs.push.is_some_and(|p| self.pushed < p.count)
+    }
+
+    /// Whether `close` or `drop` still waits for answered messages.
+    pub(super) fn counts_answers(&self) -> bool {
+        !self.fired && (self.knobs.close.is_some() || self.knobs.drop.is_some())
+    }
+
+    /// Whether echoes are shaped here (`delay`, `repeat`): such a connection
+    /// does not stream (each message is echoed whole).
+    pub(super) fn shapes_echoes(&self) -> bool {
+        self.knobs.delay.is_some() || self.knobs.repeat.is_some_and(|n| n > 1)
+    }
+
+    pub(super) fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// When the last held item goes out (the close deadline starts then).
+    pub(super) fn last_due(&self) -> Option<Instant> {
+        self.held.back().map(|(t, _)| *t)
+    }
+
+    /// The earliest instant something is due: a held item, a ping (while
+    /// open), a pending check.
+    pub(super) fn next_due(&self, open: bool, past: Instant) -> Option<Instant> {
+        let held = self.held.front().map(|(t, _)| *t);
+        let ping = self.next_ping.filter(|_| open);
+        let check = self.check_due.then_some(past);
+        [held, ping, check].into_iter().flatten().min()
+    }
+
+    /// Drops held echoes (the connection is shed or closed for being slow).
+    pub(super) fn clear_held(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+}
+
+/// The payload of pushed message `n` (1-based) of `size` bytes: its number in
+/// decimal and a space, then the letters `a`–`z` by position (byte `j` is
+/// `b'a' + j % 26`), cut at `size`. A client can check every byte and the order.
+pub fn push_payload(n: u64, size: usize, mut buf: Vec<u8>) -> Vec<u8> {
+    buf.clear();
+    buf.reserve(size);
+    let prefix = format!("{n} ");
+    let head = prefix.len().min(size);
+    buf.extend_from_slice(&prefix.as_bytes()[..head]);
+    buf.extend((head..size).map(|j| b'a' + (j % 26) as u8));
+    buf
+}
+
+impl Connection {
+    /// Sets what this connection's request asked for (see `proto::knobs`).
+    /// Call after [`crate::proto::Event::Upgrade`] and before accepting: the
+    /// greeting, the push, the ping timer and a `close`/`drop` with nothing to
+    /// wait for start when the upgrade is accepted. No knobs: nothing is kept.
+    pub fn set_knobs(&mut self, knobs: Knobs) {
+        if self.state != State::Decide || knobs == Knobs::default() {
+            return;
+        }
+        self.ctl.get_or_insert_with(Box::default).knobs = Some(Box::new(Misbehave::new(knobs)));
+    }
+
+    /// The knobs this connection runs with, if any.
+    pub fn knobs(&self) -> Option<&Knobs> {
+        self.mis().map(|m| &m.knobs)
+    }
+
+    pub(super) fn mis(&self) -> Option<&Misbehave> {
+        self.ctl.as_ref()?.knobs.as_deref()
+    }
+
+    pub(super) fn mis_mut(&mut self) -> Option<&mut Misbehave> {
+        self.ctl.as_mut()?.knobs.as_deref_mut()
+    }
+
+    /// Echoes a message: as [`Connection::send`], shaped by `delay` (held
+    /// until the message's arrival plus the delay, in order) and `repeat`
+    /// (queued that many times, the payload shared). Returns false (and
+    /// queues nothing) unless the connection can send.
+    pub fn echo(&mut self, kind: MessageKind, data: Vec<u8>) -> bool {
+        let Some((delay, repeat)) = self
+            .mis()
+            .filter(|m| m.shapes_echoes())
+            .map(|m| (m.knobs.delay, m.knobs.repeat.unwrap_or(1)))
+        else {
+            return self.send(kind, data);
+        };
+        if !self.can_send() {
+            return false;
+        }
+        let payload = if repeat > 1 {
+            Chunk::Shared(Rc::from(data))
+        } else {
+            Chunk::Owned(data)
+        };
+        match delay {
+            None => {
+                for _ in 1..repeat {
+                    self.send(kind, payload.clone());
+                }
+                self.send(kind, payload);
+            }
+            Some(d) => {
+                // The messages handed out came in the last `receive`.
+                let due = self.last_rx + d;
+                self.recent = true;
+                let m = self.mis_mut().expect("shapes echoes");
+                for _ in 0..repeat {
+                    m.held_bytes += payload.len();
+                    m.held
+                        .push_back((due, Held::Message(kind, payload.clone())));
+                }
+            }
+        }
+        true
+    }
+
+    /// At the upgrade: the greeting, the push's first messages, the ping
+    /// timer, and `close`/`drop` if they wait for nothing.
+    pub(super) fn start_knobs(&mut self, now: Instant) {
+        let Some(m) = self.mis_mut() else { return };
+        m.next_ping = m.knobs.ping.map(|d| now + d);
+        if let Some(greeting) = m.knobs.greeting.take() {
+            self.send(MessageKind::Text, greeting.into_bytes());
+        }
+        self.refill_push();
+        self.check_fire(now);
+    }
+
+    /// The application took the message before this marker and answered it.
+    pub(super) fn answered(&mut self) {
+        let Some(m) = self.mis_mut() else { return };
+        m.answered += 1;
+        // The message arrived in the last `receive`: its time is the clock.
+        let now = self.last_rx;
+        self.check_fire(now);
+    }
+
+    /// Fires `drop` or `close` once enough messages were answered and the
+    /// push is over.
+    pub(super) fn check_fire(&mut self, now: Instant) {
+        let Some(m) = self.mis_mut() else { return };
+        m.check_due = false;
+        if m.fired || m.pushing() {
+            return;
+        }
+        if let Some((n, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
+            let _ = n;
+            m.fired = true;
+            m.dropping = Some(reset);
+            if self.state == State::Open {
+                // No close frame: the peer sees the connection end (1006).
+                self.enter_flushing(now);
+            }
+            return;
+        }
+        if let Some((code, reason)) = m
+            .knobs
+            .close
+            .clone()
+            .filter(|_| m.answered >= m.knobs.after)
+        {
+            m.fired = true;
+            self.close(CloseCode(code), &reason, now);
+        }
+    }
+
+    /// Queues pushed messages while the output is under [`PUSH_WINDOW`].
+    pub(super) fn refill_push(&mut self) {
+        loop {
+            if !self.can_send() || self.out.len() >= PUSH_WINDOW {
+                return;
+            }
+            let Some(m) = self.mis_mut() else { return };
+            let Some(p) = m.knobs.push.filter(|p| m.pushed < p.count) else {
+                return;
+            };
+            m.pushed += 1;
+            let n = m.pushed;
+            if n == p.count && m.counts_answers() {
+                // The push is over: `close`/`drop` may fire (with a clock).
+                m.check_due = true;
+            }
+            let kind = if p.binary {
+                MessageKind::Binary
+            } else {
+                MessageKind::Text
+            };
+            let buf = push_payload(n, p.size, self.out.take_spare());
+            self.send(kind, buf);
+        }
+    }
+
+    /// Knob timers: held echoes that are due go out, then (while open) the
+    /// knob's ping, and a pending `close`/`drop` check.
+    pub(super) fn knob_timers(&mut self, now: Instant) {
+        let Some(check) = self.mis().map(|m| m.check_due) else {
+            return;
+        };
+        while self.state != State::Dead {
+            let Some(m) = self.mis_mut() else { return };
+            if m.held.front().is_none_or(|(due, _)| *due > now) {
+                break;
+            }
+            let (_, item) = m.held.pop_front().expect("front exists");
+            match item {
+                Held::Message(kind, payload) => {
+                    m.held_bytes -= payload.len();
+                    // Always sendable: a close decided meanwhile is held
+                    // behind it.
+                    self.send_frame(kind, payload);
+                }
+                Held::Close(body) => {
+                    self.close_pending = false;
+                    self.queue_frame(OpCode::Close, Chunk::Owned(body));
+                }
+            }
+        }
+        if self.state == State::Open {
+            if let Some(m) = self.mis_mut() {
+                if let (Some(due), Some(every)) = (m.next_ping, m.knobs.ping) {
+                    if now >= due {
+                        m.pings += 1;
+                        m.next_ping = Some(now + every);
+                        let payload = m.pings.to_string().into_bytes();
+                        self.queue_frame(OpCode::Ping, Chunk::Owned(payload));
+                    }
+                }
+            }
+        }
+        if check {
+            self.check_fire(now);
+        }
+    }
+
+    /// Our close frame: queued now, or behind held echoes (then the
+    /// connection can send until it goes out).
+    pub(super) fn emit_close(&mut self, body: Vec<u8>) {
+        match self.mis_mut().filter(|m| m.has_held()) {
+            Some(m) => {
+                let due = m.last_due().expect("held");
+                m.held.push_back((due, Held::Close(body)));
+                self.close_pending = true;
+            }
+            None => {
+                self.close_pending = false;
+                self.queue_frame(OpCode::Close, Chunk::Owned(body));
+            }
+        }
+    }
+
+    /// The payload size of our data frames if `fragment` asked for one.
+    pub(super) fn fragment_size(&self) -> Option<usize> {
+        self.mis()?.knobs.fragment
+    }
+
+    /// Unsent bytes including echoes held back by `delay`: what echo
+    /// backpressure weighs (see [`Connection::output_len`] for the bytes
+    /// ready to write).
+    pub fn backlog(&self) -> usize {
+        self.out.len() + self.mis().map_or(0, |m| m.held_bytes)
+    }
+}

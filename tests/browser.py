@@ -105,6 +105,17 @@ try:
         url = wd("POST", f"{s}/execute/sync", {"script": "return ws.url", "args": []})
         assert url.startswith("wss://"), url
 
+    # The knobs field: prefilled from ?knobs=, sent as the socket's query.
+    wd("POST", f"{s}/url", {"url": f"{SCHEME}://{addr}/?knobs=greeting%3Dhi%2520there%26repeat%3D2"})
+    wait_for("knobs tab open", lambda: state() == "open")
+    url = wd("POST", f"{s}/execute/sync", {"script": "return ws.url", "args": []})
+    assert url.endswith("/?greeting=hi%20there&repeat=2"), url
+    wait_for("the greeting arrives first", lambda: "\u2190 hi there" in log_text())
+    el = wd("POST", f"{s}/element", {"using": "css selector", "value": "#msg"})
+    wd("POST", f"{s}/element/{next(iter(el.values()))}/value", {"text": "twice\ue007"})
+    wait_for("repeat=2 echoes twice", lambda: log_text().count("\u2190 twice") == 2)
+    print(f"browser e2e ({SCHEME}): the knobs field (greeting, repeat=2) shapes the page's socket")
+
     # permessage-deflate: Chromium offers it; the page's socket agreed it, and
     # echoes of text and binary, 1 B to 16 MiB, come back byte for byte.
     ext = wd("POST", f"{s}/execute/sync", {"script": "return ws.extensions", "args": []})

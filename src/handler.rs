@@ -39,6 +39,7 @@ pub fn route(mode: Mode, target: &str) -> Route {
 
 /// The echo handler: every message goes back to its sender as one message of
 /// the same type. The payload buffer is moved into the output queue, not copied.
+/// The connection's knobs shape it (`delay`, `repeat`: [`Connection::echo`]).
 /// Returns whether it was queued (the connection can still send).
 pub fn echo(conn: &mut Connection, kind: MessageKind, data: Vec<u8>) -> bool {
     conn.echo(kind, data)

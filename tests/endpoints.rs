@@ -1,5 +1,6 @@
 //! Issue 11 over real sockets: subprotocol selection, `/healthz`, and the
-//! sizes and addresses people write on the command line.
+//! sizes and addresses people write on the command line, the knobs' 400
+//! and a push under the memory budget.
 
 mod common;
 
@@ -120,4 +121,25 @@ fn a_knob_with_a_bad_value_is_refused_with_400_naming_it() {
     let mut c = Client::connect(addr, "/?case=1&agent=x&room=lobby");
     c.send_text("fine");
     assert_eq!(c.expect_text(), "fine");
+}
+
+#[test]
+fn a_push_that_outgrows_the_memory_budget_is_shed_without_any_read() {
+    // The client asks for big messages and then sends nothing: the budget is
+    // weighed every loop turn, not only before reads.
+    let (_s, addr) = spawn_binary(&["--max-memory", "2MiB"]);
+    let mut c = Client::connect_small_rcvbuf(addr, "/?push=20&size=4MiB&type=binary", 4096);
+    // Not reading yet: the first message waits in the server's queue.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The connection goes: the frame being written is finished and, when
+    // that frees enough, a close 1008 `memory budget` follows; otherwise
+    // (here, where the started frame is the 4 MiB itself) it is dropped.
+    let bytes = c.read_to_eof();
+    let (frames, _) = parse_frames(&bytes);
+    let data = frames.iter().filter(|f| f.1 < 8).count();
+    assert!(data <= 1, "still pushing after {data} messages");
+    if let Some((_, _, payload)) = frames.iter().find(|f| f.1 == 8) {
+        assert_eq!(close_code(payload), Some(1008));
+    }
+    assert_serving(addr);
 }

@@ -26,12 +26,17 @@ struct Peer {
 
 impl Peer {
     fn open(target: &str) -> Peer {
+        Peer::open_reading(target, usize::MAX)
+    }
+
+    /// Opens with a peer that reads at most `read_limit` bytes for now.
+    fn open_reading(target: &str, read_limit: usize) -> Peer {
         let now = Instant::now();
         let mut p = Peer {
             conn: Connection::new(Limits::default(), now),
             now,
             written: Vec::new(),
-            read_limit: usize::MAX,
+            read_limit,
             echoed: 0,
         };
         p.feed(upgrade_request(target).as_bytes());
@@ -294,9 +299,7 @@ fn drop_zero_drops_right_after_the_handshake() {
 
 #[test]
 fn push_is_paced_by_the_reader_then_echo_goes_on() {
-    let mut p = Peer::open("/?push=200&size=10KiB&type=binary");
-    p.read_limit = 0;
-    p.pump();
+    let mut p = Peer::open_reading("/?push=200&size=10KiB&type=binary", 0);
     // Not all 2 MB at once: the queue stays near the window.
     let queued = p.conn.output_len();
     assert!(
@@ -335,9 +338,7 @@ fn close_after_a_push_waits_for_the_push_to_end() {
     assert_eq!(ops, [1, 1, 1, 8]);
     // A long one ends as the reader drains it, where no clock is known: the
     // core asks for one at once, then closes.
-    let mut p = Peer::open("/?push=20&size=10KiB&close=4001");
-    p.read_limit = 0;
-    p.pump();
+    let mut p = Peer::open_reading("/?push=20&size=10KiB&close=4001", 0);
     assert!(p.conn.is_open());
     p.read_limit = usize::MAX;
     p.read();
@@ -355,4 +356,55 @@ fn no_knobs_keeps_nothing_and_unknown_parameters_are_ignored() {
     assert_eq!(p.conn.memory(), 0);
     p.feed(&text("plain"));
     assert_eq!(p.frames(), [(true, 1, b"plain".to_vec())]);
+}
+
+/// The frames form valid messages: no data frame inside a fragmented one.
+fn assert_well_formed(frames: &[(bool, u8, Vec<u8>)]) {
+    let mut inside = false;
+    for (i, (fin, op, _)) in frames.iter().enumerate() {
+        if *op < 8 {
+            assert_eq!(*op == 0, inside, "frame {i}: {op} (inside: {inside})");
+            inside = !fin;
+        }
+    }
+}
+
+#[test]
+fn a_push_waits_while_a_streamed_echo_is_open() {
+    let mut p = Peer::open_reading("/?push=400&size=1KiB&type=binary", 0);
+    p.conn.set_streaming(true);
+    // A 100,000-byte message arrives in pieces while the push goes on (the
+    // reader takes some after each): its echo streams, and the push may not
+    // cut into it.
+    let msg = client_frame(true, 2, &vec![5; 100_000], [1, 2, 3, 4]);
+    for (i, piece) in msg.chunks(20_000).enumerate() {
+        p.read_limit = (i + 1) * 70_000;
+        p.feed(piece);
+    }
+    p.read_limit = usize::MAX;
+    p.read();
+    let f = p.frames();
+    assert_well_formed(&f);
+    assert!(f.iter().any(|x| x.1 == 2 && !x.0), "the echo streamed");
+    let m = p.messages();
+    assert_eq!(m.len(), 401);
+    assert_eq!(m.iter().filter(|x| x.len() == 100_000).count(), 1);
+}
+
+#[test]
+fn knobs_that_shape_echoes_turn_streaming_off_whenever_it_was_asked() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Limits::default(), now);
+    conn.set_streaming(true);
+    conn.receive(upgrade_request("/?delay=10ms").as_bytes(), now);
+    let Some(Event::Upgrade(req)) = conn.poll_event() else {
+        panic!("an upgrade")
+    };
+    conn.set_knobs(knobs::parse(&req.path).unwrap());
+    conn.accept(now);
+    conn.receive(&client_frame(false, 2, &[1; 40_000], [1, 2, 3, 4]), now);
+    assert_eq!(conn.poll_event(), None, "no piece handed out");
+    conn.set_streaming(true);
+    conn.receive(&client_frame(true, 0, &[1; 40_000], [1, 2, 3, 4]), now);
+    assert!(matches!(conn.poll_event(), Some(Event::Message { .. })));
 }

@@ -10,15 +10,24 @@
 //! - nothing is written after our close frame;
 //! - memory is bounded: unsent output never exceeds what the input can explain;
 //! - with permessage-deflate (a control bit offers it, another picks the
-//!   dedicated mode): RSV1 only on whole data frames, and every compressed
-//!   frame we send inflates (in sequence, with our context when we keep it),
-//!   text to UTF-8.
+//!   dedicated mode): RSV1 only on the first frame of a data message, and
+//!   every compressed message we send inflates (in sequence, with our context
+//!   when we keep it), text to UTF-8.
+//!
+//! A third control bit puts URL knobs in the request target (the body up to
+//! its first newline is the query): refused with 400 when invalid, as the
+//! server does, else set on the connection (push capped so a run stays
+//! short). The invariants above hold with any knobs: fragmented, delayed,
+//! repeated, pushed and pinging output is still a valid frame stream.
 #![no_main]
 use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
 use echocast::proto::deflate::{DeflateConfig, DeflateMode, SharedCodec, TAIL};
+use echocast::proto::connection::misbehave::PUSH_WINDOW;
+use echocast::proto::handshake::http_response;
+use echocast::proto::knobs::{self, Knobs};
 use echocast::proto::{Connection, Event, FrameHeader, Limits, OpCode};
 use flate2::{Decompress, FlushDecompress};
 use libfuzzer_sys::fuzz_target;
@@ -40,9 +49,35 @@ struct Checker {
     /// permessage-deflate was agreed (the 101 says so): inflates what we
     /// send; `reset` when we keep no context between messages.
     inflater: Option<(Decompress, bool)>,
+    /// The data message being received from us: its payload so far, text or
+    /// binary, compressed (RSV1 on its first frame).
+    message: Vec<u8>,
+    text: bool,
+    compressed: bool,
 }
 
 impl Checker {
+    /// A whole data message (its fragments joined): a compressed one
+    /// inflates (in sequence, with our context when we keep it), text is
+    /// UTF-8 (fragments may split a character; the message may not).
+    fn end_message(&mut self) {
+        let mut payload = std::mem::take(&mut self.message);
+        if self.compressed {
+            let (d, reset) = self.inflater.as_mut().unwrap();
+            if *reset {
+                d.reset(false);
+            }
+            payload.extend_from_slice(&TAIL);
+            let mut out = Vec::with_capacity(1 << 16);
+            d.decompress_vec(&payload, &mut out, FlushDecompress::Sync)
+                .expect("our compressed message inflates");
+            payload = out;
+        }
+        if self.text {
+            assert!(std::str::from_utf8(&payload).is_ok(), "text is UTF-8");
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         assert!(
             !self.closed || bytes.is_empty(),
@@ -82,16 +117,17 @@ impl Checker {
             assert!(!self.closed, "frame after our close frame");
             assert!(h.mask.is_none() && (h.rsv == 0 || h.rsv == 4));
             let op = OpCode::from_u8(h.opcode).expect("known opcode");
-            let compressed = h.rsv == 4;
-            if compressed {
+            if h.rsv == 4 {
                 assert!(self.inflater.is_some(), "RSV1 without deflate agreed");
                 assert!(
-                    matches!(op, OpCode::Text | OpCode::Binary) && h.fin,
-                    "RSV1 on a frame other than a whole data message"
+                    matches!(op, OpCode::Text | OpCode::Binary),
+                    "RSV1 on a frame other than the first of a data message"
                 );
             }
+            let payload = self.buf[n..end].to_vec();
             if op.is_control() {
                 assert!(h.fin, "fragmented control frame");
+                assert!(payload.len() <= 125);
             } else {
                 assert_eq!(
                     op == OpCode::Continuation,
@@ -99,34 +135,24 @@ impl Checker {
                     "continuation outside, or data frame inside, a fragmented message"
                 );
                 self.fragmented = !h.fin;
-            }
-            let mut payload = self.buf[n..end].to_vec();
-            if compressed {
-                let (d, reset) = self.inflater.as_mut().unwrap();
-                if *reset {
-                    d.reset(false);
+                if op != OpCode::Continuation {
+                    self.message.clear();
+                    self.text = op == OpCode::Text;
+                    self.compressed = h.rsv == 4;
                 }
-                payload.extend_from_slice(&TAIL);
-                let mut out = Vec::with_capacity(1 << 16);
-                d.decompress_vec(&payload, &mut out, FlushDecompress::Sync)
-                    .expect("our compressed frame inflates");
-                payload = out;
-            }
-            if op.is_control() {
-                assert!(payload.len() <= 125);
-            }
-            match op {
-                OpCode::Text => assert!(std::str::from_utf8(&payload).is_ok()),
-                OpCode::Close => {
-                    assert!(payload.len() != 1);
-                    if payload.len() >= 2 {
-                        let code = u16::from_be_bytes([payload[0], payload[1]]);
-                        assert!(echocast::proto::CloseCode(code).is_allowed_on_wire());
-                        assert!(std::str::from_utf8(&payload[2..]).is_ok());
-                    }
-                    self.closed = true;
+                self.message.extend_from_slice(&payload);
+                if h.fin {
+                    self.end_message();
                 }
-                _ => {}
+            }
+            if op == OpCode::Close {
+                assert!(payload.len() != 1);
+                if payload.len() >= 2 {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    assert!(echocast::proto::CloseCode(code).is_allowed_on_wire());
+                    assert!(std::str::from_utf8(&payload[2..]).is_ok());
+                }
+                self.closed = true;
             }
             self.buf.drain(..end);
         }
@@ -143,8 +169,21 @@ fuzz_target!(|data: &[u8]| {
     }
     let (ctl, body) = data.split_at(2);
     let mut input = Vec::new();
+    let mut body = body;
     if ctl[0] & 1 == 1 {
         let mut request = REQUEST.to_vec();
+        if ctl[0] & 16 == 16 {
+            // The query: the body up to its first newline, as bytes a request
+            // target may hold.
+            let end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+            let query: Vec<u8> = body[..end]
+                .iter()
+                .copied()
+                .filter(|b| b.is_ascii_graphic())
+                .collect();
+            body = &body[(end + 1).min(body.len())..];
+            request.splice(5..5, b"?".iter().chain(&query).copied());
+        }
         if ctl[0] & 4 == 4 {
             let at = request.len() - 2;
             request.splice(at..at, DEFLATE_OFFER.iter().copied());
@@ -180,6 +219,9 @@ fuzz_target!(|data: &[u8]| {
         closed: false,
         fragmented: false,
         inflater: None,
+        message: Vec::new(),
+        text: false,
+        compressed: false,
     };
     conn.set_streaming(ctl[0] & 2 == 2);
     // A small PRNG seeded from the control bytes picks split points, how much
@@ -193,6 +235,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut pos = 0;
     let mut fed = 0usize;
+    let mut shape = Knobs::default();
     while pos < input.len() {
         let take = (next() as usize % 300 + 1).min(input.len() - pos);
         conn.receive(&input[pos..pos + take], now);
@@ -200,19 +243,41 @@ fuzz_target!(|data: &[u8]| {
         pos += take;
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::Upgrade(_) => conn.accept_deflate(now, &deflate, &codec),
+                Event::Upgrade(req) => match knobs::parse(&req.path) {
+                    Err(e) => {
+                        let body = format!("{e}\n");
+                        let head = http_response(400, "Bad Request", "text/plain", "", body.as_bytes());
+                        conn.respond(head, now);
+                    }
+                    Ok(mut k) => {
+                        if let Some(p) = k.push.as_mut() {
+                            p.count = p.count.min(50);
+                            p.size = p.size.min(4096);
+                        }
+                        shape = k.clone();
+                        conn.set_knobs(k);
+                        conn.accept_deflate(now, &deflate, &codec);
+                    }
+                },
                 Event::HttpRequest { .. } => {
                     conn.reject(echocast::proto::HandshakeError::NotWebSocket, now)
                 }
                 Event::Message { kind, data } => {
-                    conn.send(kind, data);
+                    conn.echo(kind, data);
                 }
                 Event::Fragment { data, first, fin } => {
                     conn.send_fragment(data, first, fin);
                 }
             }
         }
-        assert!(conn.output_len() <= 2 * fed + 1024, "output unbounded");
+        // Fragments of one byte triple it; repeat multiplies; a push adds
+        // at most the window and a message.
+        let frag = if shape.fragment.is_some() { 3 } else { 2 };
+        let repeat = usize::from(shape.repeat.unwrap_or(1));
+        let push = shape.push.map_or(0, |p| PUSH_WINDOW + 3 * p.size);
+        let greeting = 3 * shape.greeting.as_ref().map_or(0, |g| g.len());
+        let bound = (frag * fed + 1024) * repeat + push + greeting;
+        assert!(conn.backlog() <= bound, "output unbounded");
         // The peer reads a random amount (sometimes nothing).
         let mut budget = next() as usize % 5000;
         while budget > 0 && conn.output_len() > 0 {

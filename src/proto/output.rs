@@ -107,8 +107,9 @@ pub struct OutQueue {
 
 impl OutQueue {
     /// Frees the queue's storage if it is empty.
+    /// Not while a streamed echo is open: its mark lives in the queue.
     pub fn release(&mut self) {
-        if self.is_empty() {
+        if self.is_empty() && !self.in_stream() {
             self.q = None;
         }
     }
@@ -170,6 +171,12 @@ impl OutQueue {
         let q = self.q.get_or_insert_with(Box::default);
         q.open_tail = false;
         q.stream_mark = Some(q.popped + q.chunks.len() as u64);
+    }
+
+    /// Whether a streamed echo is open (begun, its last frame not queued):
+    /// no other data frame may be queued before it ends.
+    pub fn in_stream(&self) -> bool {
+        self.q.as_ref().is_some_and(|q| q.stream_mark.is_some())
     }
 
     /// The streamed echo was queued to its last frame.

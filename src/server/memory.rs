@@ -1,8 +1,9 @@
 //! The server-wide memory budget (`--max-memory`): each connection's share
 //! (`Client::held`, what `Connection::memory` last reported), their sum
-//! (`Server::memory`), and before every read the closing of the connection
-//! holding the most while one more read could take the sum over the budget
-//! (`Connection::shed`). Debug builds check the bookkeeping every loop turn.
+//! (`Server::memory`), and before every read (and once per loop turn, for
+//! output that grows without reads, such as a `push`) the closing of the
+//! connection holding the most while one more read could take the sum over
+//! the budget (`Connection::shed`). Debug builds check the bookkeeping every loop turn.
 //! Calls `settle` (io.rs) on the connections it closes.
 
 use std::time::Instant;
@@ -25,7 +26,7 @@ impl Server {
     }
 
     /// The server-wide memory budget (`--max-memory`), checked before every
-    /// read: while one more full read could take the total over it, the
+    /// read and at the end of every loop turn: while one more full read could take the total over it, the
     /// connection holding the most is closed and its buffers freed
     /// ([`Connection::shed`]). Logged once per episode.
     pub(super) fn keep_memory_budget(&mut self, now: Instant) {

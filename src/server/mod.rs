@@ -357,6 +357,9 @@ impl Server {
             }
             self.run_timers(now);
             self.sweep_quiet(now);
+            // Output that grew without a read (a `push`, held echoes going
+            // out) is weighed too.
+            self.keep_memory_budget(now);
             #[cfg(debug_assertions)]
             self.check_accounting();
         }

@@ -135,7 +135,11 @@ impl Connection {
         if self.state != State::Decide || knobs == Knobs::default() {
             return;
         }
-        self.ctl.get_or_insert_with(Box::default).knobs = Some(Box::new(Misbehave::new(knobs)));
+        let m = Misbehave::new(knobs);
+        if m.shapes_echoes() {
+            self.streaming = false;
+        }
+        self.ctl.get_or_insert_with(Box::default).knobs = Some(Box::new(m));
     }
 
     /// The knobs this connection runs with, if any.
@@ -243,10 +247,11 @@ impl Connection {
         }
     }
 
-    /// Queues pushed messages while the output is under [`PUSH_WINDOW`].
+    /// Queues pushed messages while the output is under [`PUSH_WINDOW`]
+    /// (not inside a streamed echo: its fragments must stay together).
     pub(super) fn refill_push(&mut self) {
         loop {
-            if !self.can_send() || self.out.len() >= PUSH_WINDOW {
+            if !self.can_send() || self.out.len() >= PUSH_WINDOW || self.out.in_stream() {
                 return;
             }
             let Some(m) = self.mis_mut() else { return };

@@ -221,19 +221,19 @@ impl Connection {
     /// Fires `drop` or `close` once enough messages were answered and the
     /// push is over.
     pub(super) fn check_fire(&mut self, now: Instant) {
+        let open = self.state == State::Open;
         let Some(m) = self.mis_mut() else { return };
         m.check_due = false;
-        if m.fired || m.pushing() {
+        // Once a close is under way (the peer's, or an error) there is
+        // nothing left to misbehave on.
+        if m.fired || m.pushing() || !open {
             return;
         }
-        if let Some((n, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
-            let _ = n;
+        if let Some((_, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
             m.fired = true;
             m.dropping = Some(reset);
-            if self.state == State::Open {
-                // No close frame: the peer sees the connection end (1006).
-                self.enter_flushing(now);
-            }
+            // No close frame: the peer sees the connection end (1006).
+            self.enter_flushing(now);
             return;
         }
         if let Some((code, reason)) = m

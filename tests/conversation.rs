@@ -67,23 +67,12 @@ impl Harness {
             }
         }
         // Write everything the peer takes, one front chunk at a time.
-        while self.conn.output_len() > 0 && self.written.len() < self.read_limit {
-            let front = self.conn.output_front();
-            let front = front[..front.len().min(self.read_limit - self.written.len())].to_vec();
-            self.written.extend_from_slice(&front);
-            self.conn.consume_output(front.len());
-        }
+        read_output(&mut self.conn, &mut self.written, self.read_limit);
     }
 
     /// The server frames written after the 101 response.
     fn frames(&self) -> Vec<(bool, u8, Vec<u8>)> {
-        let text = &self.written;
-        let pos = text
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("101 response");
-        assert!(text.starts_with(b"HTTP/1.1 101 "));
-        let (frames, rest) = parse_frames(&text[pos + 4..]);
+        let (frames, rest) = frames_after_101(&self.written);
         assert_eq!(rest, 0, "a partial frame was written");
         frames
     }

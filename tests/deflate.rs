@@ -70,11 +70,7 @@ impl Peer {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        while self.conn.output_len() > 0 {
-            let front = self.conn.output_front().to_vec();
-            self.written.extend_from_slice(&front);
-            self.conn.consume_output(front.len());
-        }
+        read_output(&mut self.conn, &mut self.written, usize::MAX);
     }
 
     /// Server frames: (rsv, opcode, payload).

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -79,17 +78,9 @@ fn sizes_and_addresses_as_people_write_them() {
     assert_eq!(c.expect_close(), Some(1009));
 
     // localhost:0 binds the IPv4 loopback.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echocast"))
-        .args(["--listen", "localhost:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Spawned(child);
+    let (_server, line) = spawn_first_line(
+        Command::new(env!("CARGO_BIN_EXE_echocast")).args(["--listen", "localhost:0"]),
+    );
     assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
 
     // A name that does not resolve, or a bad size: one line, exit 2.

@@ -21,7 +21,6 @@ struct Peer {
     now: Instant,
     written: Vec<u8>,
     read_limit: usize,
-    echoed: usize,
 }
 
 impl Peer {
@@ -37,7 +36,6 @@ impl Peer {
             now,
             written: Vec::new(),
             read_limit,
-            echoed: 0,
         };
         p.feed(upgrade_request(target).as_bytes());
         p
@@ -57,7 +55,6 @@ impl Peer {
                     self.conn.accept(self.now);
                 }
                 Event::Message { kind, data } => {
-                    self.echoed += 1;
                     handler::echo(&mut self.conn, kind, data);
                 }
                 Event::Fragment { data, first, fin } => {
@@ -71,12 +68,7 @@ impl Peer {
 
     /// The peer reads what it is willing to.
     fn read(&mut self) {
-        while self.conn.output_len() > 0 && self.written.len() < self.read_limit {
-            let front = self.conn.output_front();
-            let take = front.len().min(self.read_limit - self.written.len());
-            self.written.extend_from_slice(&front[..take]);
-            self.conn.consume_output(take);
-        }
+        read_output(&mut self.conn, &mut self.written, self.read_limit);
     }
 
     /// Advances the clock by `d`, running every timer that comes due on the way.
@@ -94,13 +86,7 @@ impl Peer {
 
     /// Server frames after the 101: (fin, opcode, payload).
     fn frames(&self) -> Vec<(bool, u8, Vec<u8>)> {
-        let pos = self
-            .written
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("101 response");
-        assert!(self.written.starts_with(b"HTTP/1.1 101 "));
-        parse_frames(&self.written[pos + 4..]).0
+        frames_after_101(&self.written).0
     }
 
     /// Whole data messages (fragments joined) and the close code, in order.

@@ -481,9 +481,7 @@ impl Connection {
         self.eof = true;
         match self.state {
             State::Handshake => self.state = State::Dead,
-            State::Open | State::Closing | State::Decide
-                if !self.out.is_empty() || self.mis().is_some_and(|m| m.has_held()) =>
-            {
+            State::Open | State::Closing | State::Decide if self.has_unsent() => {
                 self.enter_flushing(now)
             }
             State::Flushing => {}
@@ -493,7 +491,7 @@ impl Connection {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.ctl.as_ref().is_some_and(|c| c.knobs.is_some()) {
+        if self.mis().is_some() {
             self.knob_timers(now);
         }
         if self.state == State::Open {
@@ -886,7 +884,7 @@ impl Connection {
                 }
             }
         }
-        if self.ctl.as_ref().is_some_and(|c| c.knobs.is_some()) {
+        if self.mis().is_some() {
             self.refill_push();
         }
     }
@@ -924,13 +922,7 @@ impl Connection {
     pub fn poll_transport(&mut self) -> TransportAction {
         match self.state {
             State::Dead => TransportAction::Close,
-            State::Flushing
-                if !self.out.is_empty()
-                    || self.close_pending
-                    || self.mis().is_some_and(|m| m.has_held()) =>
-            {
-                TransportAction::None
-            }
+            State::Flushing if self.has_unsent() || self.close_pending => TransportAction::None,
             State::Flushing if self.mis().is_some_and(|m| m.dropping == Some(true)) => {
                 self.state = State::Dead;
                 TransportAction::Reset
@@ -1041,6 +1033,11 @@ impl Connection {
             first,
             fin: false,
         }));
+    }
+
+    /// Output queued, or echoes held back by `delay` still to go out.
+    fn has_unsent(&self) -> bool {
+        !self.out.is_empty() || self.mis().is_some_and(|m| m.has_held())
     }
 
     fn take_pending_pong(&mut self) -> Option<Vec<u8>> {

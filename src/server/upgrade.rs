@@ -3,6 +3,7 @@
 //! page on a plain `GET /`, or 426 for any other plain request. Decides
 //! through the core (`accept`, `reject`, `respond`); calls rooms.rs to join.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -105,71 +106,50 @@ impl Server {
     }
 
     pub(super) fn answer_http(&mut self, t: Token, method: &str, path: &str, now: Instant) {
-        let page = self.config.page;
         let bare = path.split('?').next().unwrap_or("");
         let get = method == "GET" || method == "HEAD";
-        let numbers = match bare {
-            "/stats" if get => Some(("application/json", self.stats_json())),
-            "/metrics" if get => Some((
+        // What a GET is answered with (the numbers are computed only when asked).
+        let ok: Option<(&str, Cow<'static, [u8]>)> = match bare {
+            _ if !get => None,
+            "/stats" => Some(("application/json", self.stats_json().into_bytes().into())),
+            "/metrics" => Some((
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics_text(),
+                self.metrics_text().into_bytes().into(),
             )),
+            // Readiness probes: answered whatever --no-page says.
+            "/healthz" => Some(("text/plain", Cow::Borrowed(b"ok\n"))),
+            "/" if self.config.page => Some(("text/html; charset=utf-8", PAGE.as_bytes().into())),
             _ => None,
         };
         let Some(c) = self.client_mut(t) else { return };
-        if let Some((content_type, body)) = numbers {
-            debug!("{}: {method} {path}: 200", c.id);
-            let mut response = http_response(
-                200,
-                "OK",
-                content_type,
-                "Cache-Control: no-store\r\n",
-                body.as_bytes(),
-            );
-            if method == "HEAD" {
-                response.truncate(response.len() - body.len());
-            }
-            c.proto.respond(response, now);
-            return;
-        }
-        if bare == "/healthz" && (method == "GET" || method == "HEAD") {
-            // Readiness probes: answered whatever --no-page says.
-            debug!("{}: {method} {path}: 200 (health)", c.id);
-            let mut response = http_response(
-                200,
-                "OK",
-                "text/plain",
-                "Cache-Control: no-store\r\n",
-                b"ok\n",
-            );
-            if method == "HEAD" {
-                response.truncate(response.len() - 3);
-            }
-            c.proto.respond(response, now);
-        } else if page && bare == "/" && (method == "GET" || method == "HEAD") {
-            info!(
-                "{}: {method} {path} over {}: 200 (page)",
-                c.id,
-                c.http_scheme()
-            );
-            let mut response = http_response(
-                200,
-                "OK",
-                "text/html; charset=utf-8",
-                "Cache-Control: no-store\r\n",
-                PAGE.as_bytes(),
-            );
-            if method == "HEAD" {
-                response.truncate(response.len() - PAGE.len());
-            }
-            c.proto.respond(response, now);
-        } else {
+        let Some((content_type, body)) = ok else {
             info!(
                 "{}: {method} {path} over {}: 426 (not a WebSocket upgrade)",
                 c.id,
                 c.http_scheme()
             );
             c.proto.reject(HandshakeError::NotWebSocket, now);
+            return;
+        };
+        if bare == "/" {
+            info!(
+                "{}: {method} {path} over {}: 200 (page)",
+                c.id,
+                c.http_scheme()
+            );
+        } else {
+            debug!("{}: {method} {path}: 200", c.id);
         }
+        let mut response = http_response(
+            200,
+            "OK",
+            content_type,
+            "Cache-Control: no-store\r\n",
+            &body,
+        );
+        if method == "HEAD" {
+            response.truncate(response.len() - body.len());
+        }
+        c.proto.respond(response, now);
     }
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use echocast::proto::handshake::accept_key;
-use echocast::proto::FrameHeader;
+use echocast::proto::{Connection, FrameHeader};
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -52,6 +52,29 @@ pub fn parse_frames(mut bytes: &[u8]) -> (Vec<(bool, u8, Vec<u8>)>, usize) {
             }
             _ => return (frames, bytes.len()),
         }
+    }
+}
+
+/// The server frames written after the 101 response, and the bytes of a
+/// partial frame left over.
+pub fn frames_after_101(written: &[u8]) -> (Vec<(bool, u8, Vec<u8>)>, usize) {
+    let pos = written
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("101 response");
+    assert!(written.starts_with(b"HTTP/1.1 101 "));
+    parse_frames(&written[pos + 4..])
+}
+
+/// A sans-IO peer reading: takes the connection's output into `written`,
+/// one front chunk at a time, until it is empty or `written` holds `limit`
+/// bytes (`usize::MAX`: everything).
+pub fn read_output(conn: &mut Connection, written: &mut Vec<u8>, limit: usize) {
+    while conn.output_len() > 0 && written.len() < limit {
+        let front = conn.output_front();
+        let take = front.len().min(limit - written.len());
+        written.extend_from_slice(&front[..take]);
+        conn.consume_output(take);
     }
 }
 
@@ -310,8 +333,18 @@ pub fn spawn_binary(args: &[&str]) -> (Spawned, SocketAddr) {
 /// Runs a command that prints `listening on ws://ADDR` (or `wss://`) first (it gets
 /// `--listen 127.0.0.1:0` appended).
 pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
+    let (server, line) = spawn_first_line(cmd.args(["--listen", "127.0.0.1:0"]));
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ws://")
+        .or_else(|| line.trim().strip_prefix("listening on wss://"))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    (server, addr.parse().unwrap())
+}
+
+/// Runs a command and returns it with the first line it prints.
+pub fn spawn_first_line(cmd: &mut Command) -> (Spawned, String) {
     let mut child = cmd
-        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -320,12 +353,7 @@ pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ws://")
-        .or_else(|| line.trim().strip_prefix("listening on wss://"))
-        .unwrap_or_else(|| panic!("{line:?}"));
-    (Spawned(child), addr.parse().unwrap())
+    (Spawned(child), line)
 }
 
 /// Resident memory of a process, from /proc.

@@ -117,11 +117,12 @@ impl Misbehave {
 /// decimal and a space, then the letters `a`–`z` by position (byte `j` is
 /// `b'a' + j % 26`), cut at `size`. A client can check every byte and the order.
 pub fn push_payload(n: u64, size: usize, mut buf: Vec<u8>) -> Vec<u8> {
+    use std::io::Write;
     buf.clear();
     buf.reserve(size);
-    let prefix = format!("{n} ");
-    let head = prefix.len().min(size);
-    buf.extend_from_slice(&prefix.as_bytes()[..head]);
+    let _ = write!(buf, "{n} "); // writing to a Vec cannot fail
+    buf.truncate(size);
+    let head = buf.len();
     buf.extend((head..size).map(|j| b'a' + (j % 26) as u8));
     buf
 }
@@ -175,22 +176,20 @@ impl Connection {
         } else {
             Chunk::Owned(data)
         };
+        // N - 1 clones (cheap when shared), the last copy moved.
+        let copies = std::iter::repeat_n(payload, usize::from(repeat));
         match delay {
-            None => {
-                for _ in 1..repeat {
-                    self.send(kind, payload.clone());
-                }
-                self.send(kind, payload);
-            }
+            None => copies.for_each(|p| {
+                self.send(kind, p);
+            }),
             Some(d) => {
                 // The messages handed out came in the last `receive`.
                 let due = self.last_rx + d;
                 self.recent = true;
                 let m = self.mis_mut().expect("shapes echoes");
-                for _ in 0..repeat {
-                    m.held_bytes += payload.len();
-                    m.held
-                        .push_back((due, Held::Message(kind, payload.clone())));
+                for p in copies {
+                    m.held_bytes += p.len();
+                    m.held.push_back((due, Held::Message(kind, p)));
                 }
             }
         }

@@ -15,6 +15,18 @@ pub enum Mode {
     Broadcast,
 }
 
+impl Mode {
+    /// The routing in one sentence, for the 426 answer to a plain request.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Echo => "Every path echoes; paths under /broadcast are broadcast rooms.",
+            Mode::Broadcast => {
+                "Every path is a broadcast room, named by the path (--mode broadcast)."
+            }
+        }
+    }
+}
+
 /// Where a connection's messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {

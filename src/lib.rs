@@ -21,9 +21,16 @@
 
 pub mod config;
 pub mod handler;
+pub mod health;
 pub mod proto;
 pub mod server;
 pub mod tls;
 
 pub use config::Config;
 pub use server::{spawn, Server, ServerHandle};
+
+/// The README's Rust examples, compiled and run by `cargo test --doc`
+/// (`tests/docs.sh` runs the shell and browser ones).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use echocast::handler::Mode;
 use echocast::proto::deflate::{DeflateConfig, DeflateMode};
-use echocast::proto::Limits;
+use echocast::proto::{units, Limits};
 use echocast::{Config, Server};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -39,13 +39,22 @@ enum ModeArg {
 /// TLS, plain ws:// still served on the same port). Logs go to stderr
 /// (RUST_LOG=debug for more, RUST_LOG=warn for less).
 #[derive(Parser, Debug)]
-#[command(name = "echocast", version, about)]
+#[command(
+    name = "echocast",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address to listen on: 127.0.0.1:9001, [::1]:9001, localhost:9001, a
-    /// bare port (9001: loopback), :9001 (every interface) or a host name;
+    /// bare port (9001: loopback), :9001 (every interface, with a warning),
+    /// 0.0.0.0:9001 (every interface, as in a container) or a host name;
     /// port 0 picks a free port and prints it
     #[arg(long, default_value = "127.0.0.1:9001", value_parser = parse_listen)]
-    listen: SocketAddr,
+    listen: Listen,
 
     /// Largest message (64MiB, 1KiB, 1MB or bytes), summed over its
     /// fragments; larger fails with close 1009
@@ -155,10 +164,43 @@ struct Args {
     greeting: Option<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Ask a running server's GET /healthz: exit 0 when it answers 200, else
+    /// 1 with one line saying why (a container's HEALTHCHECK: no shell or
+    /// curl needed)
+    Health {
+        /// The server's address, written as for --listen (0.0.0.0 and :PORT
+        /// are asked on 127.0.0.1)
+        #[arg(default_value = "127.0.0.1:9001", value_parser = parse_listen)]
+        addr: Listen,
+        /// How long to wait for the connection and for the answer
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// A parsed `--listen`: the address, and whether it was the `:PORT`
+/// shorthand, which binds every interface without saying so (so it is
+/// warned about; an explicit `0.0.0.0:PORT` is a deliberate choice).
+#[derive(Clone, Copy, Debug)]
+struct Listen {
+    addr: SocketAddr,
+    shorthand_every_interface: bool,
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let shorthand_every_interface = s.trim().starts_with(':');
+    parse_addr(s).map(|addr| Listen {
+        addr,
+        shorthand_every_interface,
+    })
+}
+
 /// What people type for an address: `127.0.0.1:9001`, `[::1]:9001`,
 /// `localhost:9001` (127.0.0.1), a bare port (`9001`: 127.0.0.1), `:9001`
 /// (every interface, `0.0.0.0`), or `NAME:PORT` resolved once.
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     if let Ok(a) = t.parse::<SocketAddr>() {
         return Ok(a);
@@ -211,59 +253,33 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
     Ok(Some(made.config))
 }
 
-/// "10", "10s", "500ms", "2m" (a bare number is seconds).
+/// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+    units::parse_duration(s).ok_or_else(|| format!("{s:?} is not {}", units::DURATION_FORMS))
 }
 
-/// "1048576", "64MiB", "1GiB", "500MB", "64k" (KiB, MiB, GiB, TiB and bare
-/// k, m, g, t are powers of 1024; kB, MB, GB, TB powers of 1000; case does not
-/// matter).
+/// A size flag: `1048576`, `64MiB`, `1GiB`, `500MB`, `64k`.
 fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 1048576, 64MiB or 1GiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use KiB, MiB, GiB, kB, MB, GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(|| format!("{s:?} is too large"))
+    units::parse_size(s).ok_or_else(|| {
+        format!("{s:?} is not a size like 1048576, 64KiB, 64MiB, 1GiB or 500MB (or is too large)")
+    })
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(Command::Health { addr, timeout }) = args.command {
+        return match echocast::health::check(addr.addr, timeout) {
+            Ok(line) => {
+                println!("healthy: {line}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("unhealthy: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let tls = match tls_config(&args) {
         Ok(t) => t,
         Err(e) => {
@@ -273,7 +289,7 @@ fn main() -> ExitCode {
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
-        listen: args.listen,
+        listen: args.listen.addr,
         limits: Limits {
             max_message_size: args.max_message_size,
             handshake_timeout: args.handshake_timeout,
@@ -308,7 +324,7 @@ fn main() -> ExitCode {
     let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("echocast: cannot listen on {}: {e}", args.listen);
+            eprintln!("echocast: cannot listen on {}: {e}", args.listen.addr);
             return ExitCode::FAILURE;
         }
     };
@@ -324,7 +340,13 @@ fn main() -> ExitCode {
         }
     };
     if addr.ip().is_unspecified() {
-        log::warn!("listening on every interface ({addr}): reachable from the network");
+        // `:9001` may not mean "the network" to whoever typed it; an explicit
+        // 0.0.0.0 (a container's) does, and gets no warning noise.
+        if args.listen.shorthand_every_interface {
+            log::warn!("listening on every interface ({addr}): reachable from the network");
+        } else {
+            log::info!("listening on every interface ({addr})");
+        }
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {scheme}://{addr}");
@@ -342,28 +364,26 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_listen, parse_size};
+    use super::{parse_duration, parse_listen, parse_size};
+    use std::time::Duration;
 
     #[test]
-    fn sizes_people_write() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+    fn flags_use_the_shared_units() {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("1gib"), Ok(1 << 30));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("500MB"), Ok(500_000_000));
-        assert_eq!(parse_size("2 KiB"), Ok(2048));
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999TiB")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("not a size"));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").unwrap_err().contains("1h"));
     }
 
     #[test]
     fn addresses_people_write() {
-        let a = |s: &str| parse_listen(s).map(|a| a.to_string());
+        let a = |s: &str| parse_listen(s).map(|a| a.addr.to_string());
+        assert!(parse_listen(":9001").unwrap().shorthand_every_interface);
+        assert!(
+            !parse_listen("0.0.0.0:9001")
+                .unwrap()
+                .shorthand_every_interface
+        );
         assert_eq!(a("127.0.0.1:9001"), Ok("127.0.0.1:9001".into()));
         assert_eq!(a("[::1]:9001"), Ok("[::1]:9001".into()));
         assert_eq!(a("localhost:9001"), Ok("127.0.0.1:9001".into()));

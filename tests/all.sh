@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs by itself (a Python
 # venv with kosoku and websockets under .venv; Node ws under tests/clients; Debian's chromium and chromium-driver;
-# cargo-fuzz).
+# cargo-fuzz; podman for the image test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -17,4 +17,7 @@ tests/deflate_clients.sh
 tests/tls_clients.sh
 tests/endpoints_clients.sh
 tests/browser.sh
+tests/docs.sh
+tests/install.sh
+tests/container.sh
 tests/fuzz.sh

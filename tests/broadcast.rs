@@ -108,9 +108,18 @@ fn broadcast_mode_makes_every_path_a_room() {
     assert_eq!(y.expect_text(), "hello root");
     z.send_text("other room");
     assert_eq!(z.expect_text(), "other room");
+    // The 426 to a plain request says how this server routes (issue 21 #8).
+    let mut c = Client::raw(s.local_addr());
+    c.send_raw(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("Every path is a broadcast room"), "{body}");
+    assert!(!body.contains("echoes"), "{body}");
 }
 
 #[test]
+// docs/limits.md: "Unsent output per connection (backpressure budget)"
 fn slow_consumer_is_closed_with_1008_while_others_get_everything() {
     let s = server_with(|c| c.max_backpressure = 64 * 1024);
     let addr = s.local_addr();
@@ -152,6 +161,7 @@ fn slow_consumer_is_closed_with_1008_while_others_get_everything() {
 }
 
 #[test]
+// docs/limits.md: "Unsent output per connection (backpressure budget)"
 fn echo_backpressure_bounds_memory_and_loses_nothing() {
     let (mut child, addr) = spawn_binary(&[]);
     const COUNT: usize = 1024;

@@ -162,6 +162,7 @@ fn fails_with(bytes: &[u8], code: u16) -> Harness {
 }
 
 #[test]
+// docs/limits.md: "Control frame payload"
 fn protocol_errors_close_with_1002() {
     let k = [1, 2, 3, 4];
     let mut rsv = text("x");
@@ -221,6 +222,7 @@ fn invalid_utf8_fails_mid_frame() {
 }
 
 #[test]
+// docs/limits.md: "Message size (summed over fragments)"
 fn message_cap_is_checked_on_the_header_and_across_fragments() {
     let limits = Limits {
         max_message_size: 1000,
@@ -253,6 +255,7 @@ fn ping_gets_pong_and_pong_is_ignored() {
 }
 
 #[test]
+// docs/limits.md: "Unanswered pongs"
 fn ping_flood_does_not_grow_the_queue() {
     let mut h = opened();
     // Fill the queue past the coalescing threshold with an echo nobody reads.
@@ -278,6 +281,7 @@ fn ping_flood_does_not_grow_the_queue() {
 }
 
 #[test]
+// docs/limits.md: "Handshake time"
 fn handshake_timeout_drops_a_slow_client() {
     let limits = Limits::default();
     let mut h = Harness::new(limits.clone());
@@ -291,6 +295,7 @@ fn handshake_timeout_drops_a_slow_client() {
 }
 
 #[test]
+// docs/limits.md: "Close handshake time"
 fn close_timeout_after_our_close() {
     let mut h = opened();
     h.conn
@@ -347,6 +352,8 @@ fn refused_handshakes_answer_with_http() {
 }
 
 #[test]
+// docs/limits.md: "Keepalive"
+// docs/limits.md: "Idle time"
 fn keepalive_pings_when_quiet_and_idle_timeout_closes_with_1001() {
     let limits = Limits {
         ping_interval: Some(Duration::from_secs(10)),
@@ -437,6 +444,7 @@ fn binary_payload(n: usize) -> Vec<u8> {
 }
 
 #[test]
+// docs/limits.md: "Streamed echo piece"
 fn large_binary_message_is_echoed_in_pieces_while_it_arrives() {
     let mut h = streaming(Limits {
         stream_chunk: 1000,
@@ -649,6 +657,7 @@ fn pieces_not_yet_taken_are_dropped_when_their_message_fails() {
 }
 
 #[test]
+// docs/limits.md: "Memory held by all connections together"
 fn memory_counts_what_a_connection_holds_and_shed_frees_it() {
     use echocast::proto::CloseCode;
     // Mostly an incoming message: 1009.

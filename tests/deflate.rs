@@ -231,6 +231,7 @@ fn rsv1_is_only_allowed_on_the_first_frame_of_a_message_with_deflate() {
 }
 
 #[test]
+// docs/limits.md: "Inflated message (permessage-deflate)"
 fn data_that_does_not_inflate_fails_with_1007() {
     let mut p = open(Some("permessage-deflate"), shared(), Limits::default());
     p.feed(&frame_rsv(true, 4, 2, &[0xff; 40]));
@@ -248,6 +249,7 @@ fn invalid_utf8_is_caught_on_the_inflated_bytes() {
 }
 
 #[test]
+// docs/limits.md: "Inflated message (permessage-deflate)"
 fn an_inflate_bomb_fails_with_1009_holding_at_most_the_cap_and_one_step() {
     let limits = Limits {
         max_message_size: 1 << 20,
@@ -282,6 +284,7 @@ fn an_inflate_bomb_fails_with_1009_holding_at_most_the_cap_and_one_step() {
 }
 
 #[test]
+// docs/limits.md: "zlib state per connection"
 fn an_idle_connection_keeps_no_zlib_state_in_shared_mode() {
     let mut p = open(
         Some("permessage-deflate; client_max_window_bits"),

@@ -115,6 +115,7 @@ fn a_knob_with_a_bad_value_is_refused_with_400_naming_it() {
 }
 
 #[test]
+// docs/limits.md: "Memory held by all connections together"
 fn a_push_that_outgrows_the_memory_budget_is_shed_without_any_read() {
     // The client asks for big messages and then sends nothing: the budget is
     // weighed every loop turn, not only before reads.
@@ -133,4 +134,66 @@ fn a_push_that_outgrows_the_memory_budget_is_shed_without_any_read() {
         assert_eq!(close_code(payload), Some(1008));
     }
     assert_serving(addr);
+}
+
+/// `echocast health [ADDR]` (issue 17): 0 against a serving echocast, 1 with
+/// one line saying why against a closed port, a port that speaks something
+/// else, and a `/healthz` that is not 200; an unknown subcommand is clap's
+/// usage error (2).
+#[test]
+fn the_health_subcommand_says_whether_healthz_answers_200() {
+    let health = |addr: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_echocast"))
+            .args(["health", "--timeout", "2s", addr])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (server, addr) = spawn_binary(&[]);
+    let (code, out, _) = health(&addr.to_string());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("200"), "{out}");
+    // The bare-port form of --listen works too.
+    let (code, _, _) = health(&addr.port().to_string());
+    assert_eq!(code, Some(0));
+    drop(server);
+
+    let (code, _, err) = health(&addr.to_string());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot connect"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // A port that answers something else, then one whose /healthz is 503.
+    for (answer, expect) in [
+        (&b"SSH-2.0-OpenSSH_9.2\r\n"[..], "not HTTP"),
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+            "503",
+        ),
+    ] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            s.write_all(answer).unwrap();
+        });
+        let (code, _, err) = health(&a.to_string());
+        t.join().unwrap();
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_echocast"))
+        .arg("no-such-command")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

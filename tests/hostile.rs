@@ -65,6 +65,7 @@ fn garbage_and_huge_headers_get_http_errors() {
 }
 
 #[test]
+// docs/limits.md: "Handshake time"
 fn half_sent_requests_are_dropped_at_the_handshake_timeout() {
     let s = Server::start(&["--handshake-timeout", "1s"]);
     let mut held: Vec<TcpStream> = (0..500)
@@ -152,6 +153,7 @@ fn write_without_reading(
 }
 
 #[test]
+// docs/limits.md: "Read per connection per loop turn"
 fn a_client_sending_256_mib_without_reading() {
     let s = Server::start(&[]);
     let frame = client_frame(true, 2, &vec![7u8; 1 << 20], [1, 2, 3, 4]);
@@ -163,6 +165,7 @@ fn a_client_sending_256_mib_without_reading() {
 }
 
 #[test]
+// docs/limits.md: "Unanswered pongs"
 fn ping_flood_without_reading() {
     let s = Server::start(&[]);
     let ping = client_frame(true, 9, &[b'p'; 125], [1, 2, 3, 4]);
@@ -207,6 +210,7 @@ fn thousands_of_concurrent_connections() {
 }
 
 #[test]
+// docs/limits.md: "Connections"
 fn max_connections_answers_503() {
     let s = Server::start(&["--max-connections", "3"]);
     let mut open: Vec<Client> = (0..3).map(|_| Client::connect(s.addr, "/")).collect();
@@ -234,6 +238,7 @@ fn max_connections_answers_503() {
 }
 
 #[test]
+// docs/limits.md: "Origins"
 fn origin_allowlist() {
     let s = Server::start(&["--allow-origin", "http://good.example"]);
     let req = |origin: Option<&str>| {
@@ -258,6 +263,8 @@ fn origin_allowlist() {
 }
 
 #[test]
+// docs/limits.md: "Keepalive"
+// docs/limits.md: "Idle time"
 fn keepalive_and_idle_timeout_over_sockets() {
     let s = Server::start(&["--ping-interval", "200ms", "--idle-timeout", "700ms"]);
     let mut c = Client::connect(s.addr, "/");
@@ -307,6 +314,7 @@ fn second_signal_exits_at_once() {
 }
 
 #[test]
+// docs/limits.md: "File descriptors"
 fn out_of_file_descriptors_pauses_accept_without_spinning() {
     // 40 descriptors: a handful for the process itself, the rest for clients.
     let bin = env!("CARGO_BIN_EXE_echocast");

@@ -110,6 +110,7 @@ fn ms(n: u64) -> Duration {
 }
 
 #[test]
+// docs/limits.md: "`fragment=N`"
 fn fragment_splits_every_message_we_send() {
     let mut p = Peer::open("/?fragment=10&greeting=hello%20there%20you");
     p.feed(&text(&"x".repeat(35)));
@@ -143,6 +144,7 @@ fn fragment_lets_a_pong_in_between_and_keeps_the_stream_valid() {
 }
 
 #[test]
+// docs/limits.md: "`delay=DUR`"
 fn delay_holds_each_echo_until_its_time_in_order() {
     let mut p = Peer::open("/?delay=250ms");
     p.feed(&text("one"));
@@ -163,6 +165,25 @@ fn delay_holds_each_echo_until_its_time_in_order() {
     assert_eq!(p.conn.backlog(), 0);
 }
 
+/// Over the memory budget, a connection whose bytes are mostly echoes held
+/// by `delay` is closed as one holding output (1008), not as one receiving a
+/// message (1009): held echoes are backpressure (issue 21 #6).
+#[test]
+// docs/limits.md: "Memory held by all connections together"
+fn held_echoes_are_output_when_shedding() {
+    let mut p = Peer::open("/?delay=10s");
+    for _ in 0..64 {
+        p.feed(&client_frame(true, 2, &[7u8; 4096], [1, 2, 3, 4]));
+    }
+    assert!(p.conn.backlog() >= 64 * 4096);
+    assert!(p.frames().is_empty(), "all held");
+    assert_eq!(p.conn.shed(p.now).map(|c| c.0), Some(1008));
+    p.read();
+    let f = p.frames();
+    assert_eq!((f[0].1, close_code(&f[0].2)), (8, Some(1008)));
+    assert_eq!(&f[0].2[2..], b"memory budget");
+}
+
 #[test]
 fn a_close_from_the_peer_waits_behind_held_echoes() {
     let mut p = Peer::open("/?delay=2s");
@@ -179,6 +200,7 @@ fn a_close_from_the_peer_waits_behind_held_echoes() {
 }
 
 #[test]
+// docs/limits.md: "`repeat=N`"
 fn repeat_echoes_each_message_that_many_times_and_does_not_stream() {
     let mut p = Peer::open("/?repeat=3");
     p.feed(&text("a"));
@@ -202,6 +224,7 @@ fn delay_and_repeat_together() {
 }
 
 #[test]
+// docs/limits.md: "`ping=DUR`"
 fn ping_every_interval_with_a_counter() {
     let mut p = Peer::open("/?ping=100ms");
     p.advance(ms(350));
@@ -215,6 +238,7 @@ fn ping_every_interval_with_a_counter() {
 }
 
 #[test]
+// docs/limits.md: "`close=CODE`"
 fn close_after_n_answered_messages_with_code_and_reason() {
     let mut p = Peer::open("/?close=4000&reason=bye%20now&after=2");
     p.feed(&text("1"));
@@ -231,6 +255,7 @@ fn close_after_n_answered_messages_with_code_and_reason() {
 }
 
 #[test]
+// docs/limits.md: "`greeting=TEXT`"
 fn close_with_after_zero_follows_the_greeting() {
     let mut p = Peer::open("/?close=1001&greeting=hi");
     let f = p.frames();
@@ -253,6 +278,7 @@ fn close_waits_for_a_delayed_answer() {
 }
 
 #[test]
+// docs/limits.md: "`drop=N`"
 fn drop_ends_the_connection_without_a_close_frame_after_the_answer() {
     let mut p = Peer::open("/?drop=1");
     p.feed(&text("last"));
@@ -264,6 +290,7 @@ fn drop_ends_the_connection_without_a_close_frame_after_the_answer() {
 }
 
 #[test]
+// docs/limits.md: "`drop=N`"
 fn drop_with_reset_asks_for_a_reset_once_written() {
     let mut p = Peer::open("/?drop=1&reset=1");
     p.read_limit = 0;
@@ -284,6 +311,7 @@ fn drop_zero_drops_right_after_the_handshake() {
 }
 
 #[test]
+// docs/limits.md: "`push=COUNT`"
 fn push_is_paced_by_the_reader_then_echo_goes_on() {
     let mut p = Peer::open_reading("/?push=200&size=10KiB&type=binary", 0);
     // Not all 2 MB at once: the queue stays near the window.
@@ -310,6 +338,8 @@ fn push_is_paced_by_the_reader_then_echo_goes_on() {
 }
 
 #[test]
+// docs/limits.md: "`size=SIZE`"
+// docs/limits.md: "`type=`"
 fn push_payloads_can_be_checked_byte_by_byte() {
     assert_eq!(push_payload(7, 10, Vec::new()), b"7 cdefghij");
     assert_eq!(push_payload(12345, 3, Vec::new()), b"123");

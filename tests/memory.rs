@@ -192,6 +192,7 @@ fn wave(addr: SocketAddr, pid: u32, clients: usize, count: usize) -> Wave {
 /// `cargo test --release --test memory -- --ignored`.
 #[test]
 #[ignore = "heavy: tests/all.sh runs it in release"]
+// docs/limits.md: "Memory held by all connections together"
 fn two_hundred_clients_sending_60_mib_stay_within_the_memory_budget() {
     const CLIENTS: usize = 200;
     const BUDGET_MIB: u64 = 256;

@@ -115,6 +115,7 @@ fn invalid_utf8_fails_with_1007_before_the_frame_ends() {
 }
 
 #[test]
+// docs/limits.md: "Message size (summed over fragments)"
 fn oversized_message_fails_with_1009_from_the_header() {
     let config = Config {
         limits: Limits {
@@ -151,6 +152,10 @@ fn plain_http_gets_426_with_a_helpful_body() {
         body.contains("echocast") && body.contains("ws://"),
         "{body}"
     );
+    assert!(
+        body.contains("paths under /broadcast are broadcast rooms"),
+        "{body}"
+    );
     assert!(c.read_to_eof().is_empty());
 }
 
@@ -185,6 +190,7 @@ fn bad_upgrades_get_http_errors() {
 }
 
 #[test]
+// docs/limits.md: "Request head"
 fn oversized_request_head_gets_431() {
     let s = server();
     let mut c = Client::raw(s.local_addr());
@@ -270,6 +276,7 @@ fn large_binary_echo_streams_unless_turned_off() {
 }
 
 #[test]
+// docs/limits.md: "Unsent output per connection (backpressure budget)"
 fn a_client_that_sends_a_whole_large_message_before_reading_gets_its_echo() {
     // The classic blocking client: write everything, then read. The echo
     // streams back while the message arrives; the server must keep reading

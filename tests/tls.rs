@@ -216,6 +216,7 @@ fn wss_plain_ws_and_the_page_share_one_port() {
 }
 
 #[test]
+// docs/limits.md: "TLS close"
 fn an_embedded_wss_server_closes_with_1001_then_close_notify() {
     let made = echocast::tls::self_signed().unwrap();
     let server = echocast::spawn(echocast::Config {
@@ -240,6 +241,9 @@ fn an_embedded_wss_server_closes_with_1001_then_close_notify() {
 }
 
 #[test]
+// docs/limits.md: "TLS handshake (`wss://`)"
+// docs/limits.md: "TLS record"
+// docs/limits.md: "Unsent TLS records per connection"
 fn hostile_tls_clients_are_dropped_and_the_server_keeps_serving() {
     let (server, addr, config) = spawn_tls(&[]);
     let pid = server.id();
@@ -259,6 +263,18 @@ fn hostile_tls_clients_are_dropped_and_the_server_keeps_serving() {
     s.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff]).unwrap();
     let _ = s.write_all(&[0x01; 4096]);
     assert!(closed_within(&mut s, Duration::from_secs(5)), "big record");
+    // Just over a plaintext record's 2^14 (16,641 bytes declared, 100 sent):
+    // refused at once, not held until the handshake timeout (issue 21 #7;
+    // rustls alone would wait, as it allows 2^14 + 2048 there).
+    let mut s = TcpStream::connect(addr).unwrap();
+    let start = Instant::now();
+    s.write_all(&[0x16, 0x03, 0x01, 0x41, 0x01]).unwrap();
+    s.write_all(&[0x01; 100]).unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)),
+        "16,641-byte record"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
     // A handshake message claiming 16 MiB, fed in maximal records.
     let mut s = TcpStream::connect(addr).unwrap();
     let mut first = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];

@@ -578,8 +578,14 @@ impl Connection {
 
     /// Refuses the request with an HTTP error, then closes.
     pub fn reject(&mut self, err: HandshakeError, now: Instant) {
+        self.reject_with(err, None, now);
+    }
+
+    /// [`Connection::reject`] with one more line of body after the error's
+    /// own message.
+    pub fn reject_with(&mut self, err: HandshakeError, detail: Option<&str>, now: Instant) {
         if matches!(self.state, State::Handshake | State::Decide) {
-            self.respond(handshake::error_response(err), now);
+            self.respond(handshake::error_response_with(err, detail), now);
             if let Some(hs) = self.hs.as_mut() {
                 hs.refused = Some(err);
             }
@@ -749,7 +755,9 @@ impl Connection {
             return None;
         }
         let incoming = self.message.as_ref().map_or(0, |m| m.capacity()) + self.items.memory();
-        let code = if incoming >= self.out.memory() {
+        // Echoes held by `delay` are output not yet queued.
+        let outgoing = self.out.memory() + self.mis().map_or(0, |m| m.held_bytes());
+        let code = if incoming >= outgoing {
             CloseCode::MESSAGE_TOO_BIG
         } else {
             CloseCode::POLICY_VIOLATION

@@ -176,7 +176,8 @@ impl HandshakeError {
         }
     }
 
-    /// The plain-text body of the response.
+    /// The plain-text body of the response (the driver may add a line:
+    /// [`crate::proto::Connection::reject_with`]).
     pub fn message(self) -> &'static str {
         match self {
             HandshakeError::Malformed => "malformed HTTP request",
@@ -184,8 +185,7 @@ impl HandshakeError {
             HandshakeError::NotWebSocket => {
                 "echocast is a WebSocket echo and broadcast server.\n\
                  Connect with a WebSocket client, e.g. new WebSocket(\"ws://HOST:PORT/\") \
-                 or `websocat ws://HOST:PORT/`.\n\
-                 Every path echoes; paths under /broadcast are broadcast rooms."
+                 or `websocat ws://HOST:PORT/`."
             }
             HandshakeError::MethodNotAllowed => "a WebSocket upgrade must use GET",
             HandshakeError::HttpVersion => "a WebSocket upgrade needs HTTP/1.1",

@@ -207,6 +207,12 @@ pub fn http_response(
 
 /// The answer to a refused handshake.
 pub fn error_response(err: HandshakeError) -> Vec<u8> {
+    error_response_with(err, None)
+}
+
+/// [`error_response`] with one more line of body (e.g. how this server
+/// routes paths, after the 426's "connect with a WebSocket client").
+pub fn error_response_with(err: HandshakeError, detail: Option<&str>) -> Vec<u8> {
     let extra = match err {
         HandshakeError::NotWebSocket => "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
         HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
@@ -214,7 +220,10 @@ pub fn error_response(err: HandshakeError) -> Vec<u8> {
         HandshakeError::Overloaded => "Retry-After: 1\r\n",
         _ => "",
     };
-    let body = format!("{}\n", err.message());
+    let body = match detail {
+        Some(d) => format!("{}\n{d}\n", err.message()),
+        None => format!("{}\n", err.message()),
+    };
     http_response(
         err.status(),
         err.reason_phrase(),

@@ -7,6 +7,7 @@
 //! What each knob does is `connection/misbehave.rs`; the table is in README.md
 //! and the bounds in docs/limits.md.
 
+use super::units::{parse_duration, parse_size};
 use std::time::Duration;
 
 /// What a connection asked for. `Default`: a polite echo.
@@ -106,46 +107,18 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `250ms`, `2s`, `1.5s`, `1m`; a bare number is seconds.
-fn duration(v: &str) -> Option<Duration> {
-    let (num, unit) = match v.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
-}
-
-/// `64`, `1KiB`, `1MB` (the same forms as the command line's sizes).
-fn size(v: &str) -> Option<usize> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        _ => return None,
-    };
-    usize::try_from(n.checked_mul(mult)?).ok()
-}
-
 /// A close code a server may send (RFC 6455 §7.4): 1000–1003, 1007–1011,
 /// 3000–4999.
 fn sendable_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
+
+/// Every knob [`parse`] knows, main knobs and the ones that qualify them
+/// (README's knobs table lists the same; `tests/docs.rs` compares them).
+pub const NAMES: &[&str] = &[
+    "fragment", "delay", "repeat", "ping", "close", "reason", "after", "drop", "reset", "greeting",
+    "push", "size", "type",
+];
 
 /// Parses the knobs of a request target (`/path?fragment=10&delay=250ms`).
 pub fn parse(target: &str) -> Result<Knobs, KnobError> {
@@ -154,23 +127,23 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
         return Ok(k);
     };
     let bad = |knob, accepts| KnobError { knob, accepts };
-    let (mut code, mut reason, mut drop_after, mut reset) = (None, String::new(), None, false);
+    let (mut code, mut reason, mut drop_after, mut reset) = (None, None, None, None);
     let mut after = None;
-    let (mut count, mut psize, mut binary) = (None, None, false);
+    let (mut count, mut psize, mut binary) = (None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = unescape(value);
         let v = value.as_str();
         match unescape(key).as_str() {
             "fragment" => {
-                k.fragment = Some(size(v).filter(|&n| n >= 1).ok_or(bad(
+                k.fragment = Some(parse_size(v).filter(|&n| n >= 1).ok_or(bad(
                     "fragment",
                     "a payload size per fragment, at least 1 (e.g. 10, 1KiB)",
                 ))?)
             }
             "delay" => {
                 k.delay = Some(
-                    duration(v)
+                    parse_duration(v)
                         .filter(|d| *d <= MAX_DELAY)
                         .ok_or(bad("delay", "a duration up to 60s (e.g. 250ms, 2s)"))?,
                 )
@@ -185,7 +158,7 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
             }
             "ping" => {
                 k.ping = Some(
-                    duration(v)
+                    parse_duration(v)
                         .filter(|d| {
                             *d >= Duration::from_millis(10) && *d <= Duration::from_secs(3600)
                         })
@@ -202,7 +175,7 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
                 if value.len() > 123 {
                     return Err(bad("reason", "text of at most 123 bytes (UTF-8)"));
                 }
-                reason = value.clone();
+                reason = Some(value.clone());
             }
             "after" => {
                 after = Some(
@@ -217,11 +190,11 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
                 )
             }
             "reset" => {
-                reset = match v {
+                reset = Some(match v {
                     "1" | "true" => true,
                     "0" | "false" => false,
                     _ => return Err(bad("reset", "1 or 0")),
-                }
+                })
             }
             "greeting" => k.greeting = Some(value.clone()),
             "push" => {
@@ -234,44 +207,47 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
             }
             "size" => {
                 psize = Some(
-                    size(v)
+                    parse_size(v)
                         .filter(|&n| n <= MAX_PUSH_SIZE)
                         .ok_or(bad("size", "a message size up to 64MiB (e.g. 100, 64KiB)"))?,
                 )
             }
             "type" => {
-                binary = match v {
+                binary = Some(match v {
                     "text" => false,
                     "binary" => true,
                     _ => return Err(bad("type", "text or binary")),
-                }
+                })
             }
             _ => {} // unknown parameters are ignored (?room=, ?case=&agent=)
         }
     }
+    // A knob that only qualifies another is refused without it, whatever
+    // its value (`reset=0` alone would otherwise pass silently).
     if let Some(code) = code {
-        k.close = Some((code, reason));
+        k.close = Some((code, reason.unwrap_or_default()));
         k.after = after.unwrap_or(0);
-    } else if !reason.is_empty() {
+    } else if reason.is_some() {
         return Err(bad("reason", "only with close=CODE"));
     } else if after.is_some() {
         return Err(bad("after", "only with close=CODE"));
     }
     if let Some(n) = drop_after {
-        k.drop = Some((n, reset));
-    } else if reset {
+        k.drop = Some((n, reset.unwrap_or(false)));
+    } else if reset.is_some() {
         return Err(bad("reset", "only with drop=N"));
     }
-    match (count, psize) {
-        (Some(count), size) => {
+    match count {
+        Some(count) => {
             k.push = Some(Push {
                 count,
-                size: size.unwrap_or(1024),
-                binary,
+                size: psize.unwrap_or(1024),
+                binary: binary.unwrap_or(false),
             })
         }
-        (None, Some(_)) => return Err(bad("size", "only with push=COUNT")),
-        (None, None) => {}
+        None if psize.is_some() => return Err(bad("size", "only with push=COUNT")),
+        None if binary.is_some() => return Err(bad("type", "only with push=COUNT")),
+        None => {}
     }
     Ok(k)
 }
@@ -288,6 +264,7 @@ mod tests {
     }
 
     #[test]
+    // docs/limits.md: "`greeting=TEXT`"
     fn every_knob_parses() {
         let k = parse(
             "/?fragment=10&delay=250ms&repeat=3&ping=2s&close=4000&reason=bye+now&after=2\
@@ -313,6 +290,15 @@ mod tests {
     }
 
     #[test]
+    // docs/limits.md: "`fragment=N`"
+    // docs/limits.md: "`delay=DUR`"
+    // docs/limits.md: "`repeat=N`"
+    // docs/limits.md: "`ping=DUR`"
+    // docs/limits.md: "`close=CODE`"
+    // docs/limits.md: "`drop=N`"
+    // docs/limits.md: "`push=COUNT`"
+    // docs/limits.md: "`size=SIZE`"
+    // docs/limits.md: "`type=`"
     fn bad_values_name_the_knob_and_what_it_accepts() {
         for (target, knob) in [
             ("/?fragment=0", "fragment"),
@@ -333,6 +319,12 @@ mod tests {
             ("/?push=1&size=65MiB", "size"),
             ("/?size=10", "size"),
             ("/?push=1&type=json", "type"),
+            // A qualifier without its main knob, whatever its value (issue 21).
+            ("/?reset=0", "reset"),
+            ("/?type=binary", "type"),
+            ("/?reason=", "reason"),
+            // `1h` is a duration like any other; over it is refused.
+            ("/?ping=61m", "ping"),
         ] {
             let e = parse(target).unwrap_err();
             assert_eq!(e.knob, knob, "{target}");
@@ -340,6 +332,10 @@ mod tests {
                 .to_string()
                 .starts_with(&format!("bad value for {knob}: ")));
         }
+        assert_eq!(
+            parse("/?ping=1h").unwrap().ping,
+            Some(Duration::from_secs(3600))
+        );
         let long = format!("/?close=1000&reason={}", "x".repeat(124));
         assert_eq!(parse(&long).unwrap_err().knob, "reason");
     }

@@ -17,6 +17,7 @@ pub mod mask;
 pub mod message;
 pub mod opcode;
 pub mod output;
+pub mod units;
 
 pub use close::CloseCode;
 pub use connection::{Connection, Event, Limits, TransportAction};

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::Token;
 
 use super::{split, transport, Client, Server};
@@ -78,7 +78,7 @@ impl Server {
                         match transport::sniff(bytes, config) {
                             Ok(tls) => client.tls = tls,
                             Err(e) => {
-                                warn!("{}: TLS: {e}", client.id);
+                                info!("{}: TLS: {e}", client.id);
                                 client.proto.abort();
                                 return;
                             }

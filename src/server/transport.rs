@@ -51,13 +51,32 @@ pub(super) struct Tls {
     eof_seen: bool,
 }
 
+/// The largest record a ClientHello may come in: a plaintext record carries
+/// at most 2^14 bytes (RFC 8446 §5.1, RFC 5246 §6.2.1). rustls, which cannot
+/// know the version yet, accepts headers up to the TLS 1.2 ciphertext limit
+/// (2^14 + 2048) there and then waits for the whole record.
+const MAX_PLAINTEXT_RECORD: usize = 1 << 14;
+
 /// Decides the transport from a connection's first bytes: a TLS handshake
-/// record starts TLS, anything else stays plain.
-pub(super) fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, rustls::Error> {
+/// record starts TLS, anything else stays plain. A first record declaring
+/// more than 2^14 bytes is refused at once (rather than waited for until the
+/// handshake timeout).
+pub(super) fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, String> {
     if first.first() != Some(&HANDSHAKE_RECORD) {
         return Ok(None);
     }
-    let mut conn = ServerConnection::new(config.clone())?;
+    if let Some(len) = first
+        .get(3..5)
+        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+    {
+        if len > MAX_PLAINTEXT_RECORD {
+            return Err(format!(
+                "record_overflow: the first record declares {len} bytes; a plaintext record \
+                 carries at most 16384 (RFC 8446 §5.1: \"The length MUST NOT exceed 2^14 bytes\")"
+            ));
+        }
+    }
+    let mut conn = ServerConnection::new(config.clone()).map_err(|e| e.to_string())?;
     conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
     Ok(Some(Box::new(Tls {
         conn,

@@ -121,6 +121,7 @@ impl Server {
             "/" if self.config.page => Some(("text/html; charset=utf-8", PAGE.as_bytes().into())),
             _ => None,
         };
+        let mode = self.config.mode;
         let Some(c) = self.client_mut(t) else { return };
         let Some((content_type, body)) = ok else {
             info!(
@@ -128,7 +129,8 @@ impl Server {
                 c.id,
                 c.http_scheme()
             );
-            c.proto.reject(HandshakeError::NotWebSocket, now);
+            c.proto
+                .reject_with(HandshakeError::NotWebSocket, Some(mode.describe()), now);
             return;
         };
         if bare == "/" {

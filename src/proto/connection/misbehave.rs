@@ -73,6 +73,11 @@ impl Misbehave {
             + self.held.capacity() * std::mem::size_of::<(Instant, Held)>()
     }
 
+    /// Payload bytes of the echoes `delay` holds back.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     fn pushing(&self) -> bool {
         self.knobs.push.is_some_and(|p| self.pushed < p.count)
     }
@@ -340,6 +345,6 @@ impl Connection {
     /// backpressure weighs (see [`Connection::output_len`] for the bytes
     /// ready to write).
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.mis().map_or(0, |m| m.held_bytes)
+        self.out.len() + self.mis().map_or(0, |m| m.held_bytes())
     }
 }

@@ -17,8 +17,12 @@ fi
 for f in Cargo.toml README.md src/main.rs src/lib.rs src/page.html src/bin/echocast-bench/main.rs; do
   grep -qx "$f" "$work/files" || { echo "FAIL: the crate misses $f"; exit 1; }
 done
-cargo package --allow-dirty --locked --quiet 2>&1 | grep -v '^warning: manifest has no\|^  |\|^  = note\|^$' || true
-[ -f target/package/echocast-*.crate ] 2>/dev/null || ls target/package/echocast-*.crate >/dev/null
+# Verified (the packaged crate alone builds) in a target directory of its own:
+# cargo's metadata hash leaves out a path package's path, so building the
+# packaged copy in target/ would overwrite the repository's own artifacts.
+CARGO_TARGET_DIR=$PWD/target/package-check cargo package --allow-dirty --locked --quiet 2>&1 | grep -v '^warning: manifest has no\|^  |\|^  = note\|^$' || true
+crate=$(ls target/package-check/package/echocast-*.crate)
+echo "packaged: $crate ($(stat -c %s "$crate") bytes)"
 
 # The shared target directory keeps this from building everything twice.
 CARGO_TARGET_DIR=$PWD/target cargo install --quiet --locked --path . --root "$work/root"

@@ -307,6 +307,57 @@ fn close_timeout_after_our_close() {
     assert_eq!(h.conn.poll_transport(), TransportAction::Close);
 }
 
+/// A close frame counts as sent once its last byte is written (issue 18):
+/// a peer that stops reading keeps it unsent, and a close timeout that ends
+/// the connection leaves it reported as not delivered.
+#[test]
+fn a_close_is_sent_when_its_last_byte_is_written() {
+    let mut h = opened();
+    h.read_limit = h.written.len(); // the peer reads no more
+    h.feed(&client_frame(true, 2, &[9u8; 1000], [1, 2, 3, 4]));
+    h.conn
+        .close(echocast::proto::CloseCode::POLICY_VIOLATION, "slow", h.now);
+    h.pump();
+    assert_eq!(h.conn.close_sent(), None, "decided, not written");
+    assert_eq!(h.conn.close_unsent().map(|c| c.0), Some(1008));
+    // All but the close frame's last byte.
+    let n = h.conn.output_len() - 1;
+    h.conn.consume_output(n);
+    assert_eq!(h.conn.close_sent(), None);
+    let deadline = h.conn.poll_timeout().expect("close deadline");
+    h.conn.handle_timeout(deadline);
+    assert_eq!(h.conn.poll_transport(), TransportAction::Close);
+    assert!(h.conn.timed_out());
+    assert_eq!(h.conn.close_unsent().map(|c| c.0), Some(1008));
+
+    // The same, read to the end: sent.
+    let mut h = opened();
+    h.conn
+        .close(echocast::proto::CloseCode::POLICY_VIOLATION, "slow", h.now);
+    assert_eq!(h.conn.close_sent(), None);
+    h.pump();
+    assert_eq!(h.conn.close_sent().map(|c| c.0), Some(1008));
+    assert_eq!(h.conn.close_unsent(), None);
+    assert!(!h.conn.timed_out());
+}
+
+/// `accept` after an `Event::HttpRequest` has nothing to accept: it does
+/// nothing, and the request can still be answered (issue 18).
+#[test]
+fn accept_after_a_plain_request_is_harmless() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Limits::default(), now);
+    conn.receive(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", now);
+    assert!(matches!(conn.poll_event(), Some(Event::HttpRequest { .. })));
+    conn.accept(now);
+    assert!(!conn.is_open() && !conn.was_opened());
+    assert_eq!(conn.output_len(), 0, "no 101");
+    assert!(conn.is_handshaking());
+    conn.reject(echocast::proto::HandshakeError::NotWebSocket, now);
+    assert!(String::from_utf8_lossy(conn.output_front()).starts_with("HTTP/1.1 426 "));
+    assert_eq!(conn.http_answer().map(|a| a.0), Some(426));
+}
+
 #[test]
 fn our_close_then_their_close_completes() {
     let mut h = opened();

@@ -197,3 +197,65 @@ fn the_health_subcommand_says_whether_healthz_answers_200() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A close is reported sent only once written (issue 18): a broadcast member
+/// that never reads is closed with 1008 `slow consumer`, but the frame never
+/// leaves (it waits behind the rest of a 16 MiB frame being written); at the close timeout the log says so and `/stats` counts it under
+/// `not_delivered`, not `sent`.
+#[test]
+fn a_close_the_peer_never_read_is_reported_not_delivered() {
+    use std::io::{BufRead, BufReader, Read};
+    let log = std::env::temp_dir().join(format!("echocast-undelivered-{}.log", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echocast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-backpressure",
+            "64KiB",
+            "--close-timeout",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Spawned(child);
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .trim_start_matches("listening on ws://")
+        .parse()
+        .unwrap();
+    let slow = Client::connect_small_rcvbuf(addr, "/broadcast/undelivered", 4096);
+    let mut publisher = Client::connect(addr, "/broadcast/undelivered");
+    let mut reader = Client::from_stream(publisher.stream.try_clone().unwrap());
+    let drain = std::thread::spawn(move || {
+        let _ = reader
+            .stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(reader.stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    // Large frames: the one being written when the member is found slow is
+    // finished before the close, and it cannot be while nobody reads.
+    for _ in 0..4 {
+        publisher.send_binary(&vec![7u8; 16 << 20]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (_, body) = http_get(addr, "/stats");
+    let stats = String::from_utf8(body).unwrap();
+    assert!(stats.contains("\"not_delivered\":{\"1008\":1}"), "{stats}");
+    assert!(!stats.contains("\"sent\":{\"1008\""), "{stats}");
+    drop(server);
+    drain.join().unwrap();
+    drop(slow);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("close 1008 not delivered (peer did not read within --close-timeout)"),
+        "{text}"
+    );
+}

@@ -13,6 +13,9 @@ impl CloseCode {
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// "No status received" (RFC 6455 §7.4.1): what a close frame with an
+    /// empty body is reported as. Never put on the wire.
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
 
     /// Whether a peer may put this code on the wire.
     ///

@@ -2,7 +2,7 @@
 //!
 //! Nothing in this module touches a socket or reads a clock: bytes and the current
 //! time go in ([`Connection::receive`], [`Connection::handle_timeout`]), bytes and
-//! events come out ([`Connection::output`], [`Connection::poll_event`]). That makes
+//! events come out ([`Connection::fill_output`], [`Connection::poll_event`]). That makes
 //! the whole protocol testable without sockets and fuzzable from the first byte of
 //! the handshake to the last byte of the close.
 

@@ -25,6 +25,8 @@ pub(super) struct Stats {
     pub(super) slow_consumers: u64,
     pub(super) closes_sent: BTreeMap<u16, u64>,
     pub(super) closes_received: BTreeMap<u16, u64>,
+    /// Close frames decided but not written when the connection ended.
+    pub(super) closes_not_delivered: BTreeMap<u16, u64>,
     pub(super) http: BTreeMap<u16, u64>,
     pub(super) handshake_failures: BTreeMap<&'static str, u64>,
 }
@@ -42,6 +44,7 @@ impl Stats {
             slow_consumers: 0,
             closes_sent: BTreeMap::new(),
             closes_received: BTreeMap::new(),
+            closes_not_delivered: BTreeMap::new(),
             http: BTreeMap::new(),
             handshake_failures: BTreeMap::new(),
         }
@@ -123,7 +126,7 @@ impl Server {
              \"rooms\":{{\"count\":{},\"largest\":[{}]}},\
              \"messages\":{{\"in\":{},\"out\":{}}},\"bytes\":{{\"in\":{},\"out\":{}}},\
              \"frames\":{{\"in\":{},\"out\":{}}},\
-             \"closes\":{{\"sent\":{},\"received\":{}}},\"http_answers\":{},\
+             \"closes\":{{\"sent\":{},\"received\":{},\"not_delivered\":{}}},\"http_answers\":{},\
              \"slow_consumer_closes\":{},\"handshake_failures\":{{{}}}}}\n",
             st.started.elapsed().as_secs_f64(),
             s.echo,
@@ -141,6 +144,7 @@ impl Server {
             s.frames_out,
             map(&st.closes_sent),
             map(&st.closes_received),
+            map(&st.closes_not_delivered),
             map(&st.http),
             st.slow_consumers,
             reasons.join(","),
@@ -247,8 +251,14 @@ impl Server {
         metric(
             "closes_sent_total",
             "counter",
-            "Close frames sent, by code (0: no code).",
+            "Close frames sent (their last byte written), by code.",
             &codes(&st.closes_sent),
+        );
+        metric(
+            "closes_not_delivered_total",
+            "counter",
+            "Close frames decided but not written before the connection ended, by code.",
+            &codes(&st.closes_not_delivered),
         );
         metric(
             "closes_received_total",

@@ -384,3 +384,10 @@ pub fn assert_serving(addr: SocketAddr) {
     c.send_text("still there?");
     assert_eq!(c.expect_text(), "still there?");
 }
+
+/// A plain `GET path` (no upgrade); returns the response head and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+    let mut c = Client::raw(addr);
+    c.send_raw(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+    c.read_http_response()
+}

@@ -111,6 +111,13 @@ impl Misbehave {
         [held, ping, check].into_iter().flatten().min()
     }
 
+    /// Holds our close frame behind the held echoes: it goes out with the
+    /// last of them.
+    pub(super) fn hold_close(&mut self, body: Vec<u8>) {
+        let due = self.last_due().unwrap_or_else(|| unreachable!("held"));
+        self.held.push_back((due, Held::Close(body)));
+    }
+
     /// Drops held echoes (the connection is shed or closed for being slow).
     pub(super) fn clear_held(&mut self) {
         self.held.clear();
@@ -138,7 +145,7 @@ impl Connection {
     /// greeting, the push, the ping timer and a `close`/`drop` with nothing to
     /// wait for start when the upgrade is accepted. No knobs: nothing is kept.
     pub fn set_knobs(&mut self, knobs: Knobs) {
-        if self.state != State::Decide || knobs == Knobs::default() {
+        if !matches!(self.state, State::Decide { .. }) || knobs == Knobs::default() {
             return;
         }
         let m = Misbehave::new(knobs);
@@ -225,7 +232,7 @@ impl Connection {
     /// Fires `drop` or `close` once enough messages were answered and the
     /// push is over.
     pub(super) fn check_fire(&mut self, now: Instant) {
-        let open = self.state == State::Open;
+        let open = self.state.is_open();
         let Some(m) = self.mis_mut() else { return };
         m.check_due = false;
         // Once a close is under way (the peer's, or an error) there is
@@ -284,7 +291,7 @@ impl Connection {
         let Some(check) = self.mis().map(|m| m.check_due) else {
             return;
         };
-        while self.state != State::Dead {
+        while !self.state.is_dead() {
             let Some(m) = self.mis_mut() else { return };
             if m.held.front().is_none_or(|(due, _)| *due > now) {
                 break;
@@ -297,13 +304,10 @@ impl Connection {
                     // behind it.
                     self.send_frame(kind, payload);
                 }
-                Held::Close(body) => {
-                    self.close_pending = false;
-                    self.queue_frame(OpCode::Close, Chunk::Owned(body));
-                }
+                Held::Close(body) => self.queue_close_frame(body),
             }
         }
-        if self.state == State::Open {
+        if self.state.is_open() {
             if let Some(m) = self.mis_mut() {
                 if let (Some(due), Some(every)) = (m.next_ping, m.knobs.ping) {
                     if now >= due {
@@ -317,22 +321,6 @@ impl Connection {
         }
         if check {
             self.check_fire(now);
-        }
-    }
-
-    /// Our close frame: queued now, or behind held echoes (then the
-    /// connection can send until it goes out).
-    pub(super) fn emit_close(&mut self, body: Vec<u8>) {
-        match self.mis_mut().filter(|m| m.has_held()) {
-            Some(m) => {
-                let due = m.last_due().expect("held");
-                m.held.push_back((due, Held::Close(body)));
-                self.close_pending = true;
-            }
-            None => {
-                self.close_pending = false;
-                self.queue_frame(OpCode::Close, Chunk::Owned(body));
-            }
         }
     }
 

@@ -1,0 +1,163 @@
+//! The opening handshake: the request head as it arrives, the application's
+//! decision (accept, reject, answer), the 101 and the HTTP answers.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::super::deflate::{self, DeflateConfig, SharedCodec};
+use super::super::error::HandshakeError;
+use super::super::handshake::{self, Parsed, Request};
+use super::super::output::Chunk;
+use super::{Connection, Deflate, Event, Item, State};
+
+/// What only the opening handshake needs; freed when the connection opens.
+#[derive(Debug, Default)]
+pub(super) struct Handshake {
+    /// Request bytes (while `Handshake`), then bytes that followed the request
+    /// head (while `Decide`).
+    pub(super) pending: Vec<u8>,
+    /// The upgrade request reported by [`Event::Upgrade`], until accepted.
+    accept: Option<Request>,
+    /// The status of the HTTP answer queued instead of an upgrade, and why
+    /// the request was refused if it was (kept until the connection ends,
+    /// for the server's counters).
+    answer: Option<u16>,
+    refused: Option<HandshakeError>,
+}
+
+impl Connection {
+    pub(super) fn receive_request(&mut self, data: &[u8], now: Instant) {
+        let State::Handshake { deadline } = self.state else {
+            return;
+        };
+        let Some(hs) = self.hs.as_mut() else { return };
+        hs.pending.extend_from_slice(data);
+        // A head can only complete with a '\n'; do not re-parse otherwise.
+        if !data.contains(&b'\n') && hs.pending.len() <= handshake::MAX_REQUEST_HEAD {
+            return;
+        }
+        match handshake::parse_request(&hs.pending) {
+            Ok(None) => {}
+            Ok(Some((parsed, n))) => {
+                hs.pending.drain(..n);
+                self.state = State::Decide { deadline };
+                match parsed {
+                    Parsed::Upgrade(req) => {
+                        hs.accept = Some(req.clone());
+                        self.items.push_back(Item::Event(Event::Upgrade(req)));
+                    }
+                    Parsed::Plain { method, path } => self
+                        .items
+                        .push_back(Item::Event(Event::HttpRequest { method, path })),
+                }
+            }
+            Err(e) => self.reject(e, now),
+        }
+    }
+
+    /// Accepts the Upgrade request reported by [`Event::Upgrade`], declining
+    /// any extension offered.
+    pub fn accept(&mut self, now: Instant) {
+        self.accept_upgrade(now, None, None);
+    }
+
+    /// Accepts the Upgrade request, with permessage-deflate if the client
+    /// offered it in a form `config` can honour (RFC 7692 §5). `shared` holds
+    /// the loop-wide compressors.
+    pub fn accept_deflate(
+        &mut self,
+        now: Instant,
+        config: &DeflateConfig,
+        shared: &Rc<SharedCodec>,
+    ) {
+        self.accept_upgrade(now, Some((config, shared)), None);
+    }
+
+    /// Accepts the Upgrade request: permessage-deflate as
+    /// [`Connection::accept_deflate`] when `deflate` is given, and `protocol`
+    /// (one of the client's offers, see `handshake::select_protocol`) named
+    /// in the 101 as the subprotocol. Does nothing unless an upgrade request
+    /// is waiting for a decision (after an [`Event::HttpRequest`] the request
+    /// stays to be answered with [`Connection::respond`] or rejected).
+    pub fn accept_upgrade(
+        &mut self,
+        now: Instant,
+        deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>,
+        protocol: Option<&str>,
+    ) {
+        let waiting = matches!(self.state, State::Decide { .. })
+            && self.hs.as_ref().is_some_and(|h| h.accept.is_some());
+        if !waiting {
+            return;
+        }
+        let hs = self.hs.take().expect("checked above");
+        let req = hs.accept.expect("checked above");
+        let agreed = deflate.and_then(|(config, shared)| {
+            let offers: Vec<&str> = req.extensions.iter().map(String::as_str).collect();
+            let agreed = deflate::negotiate(&offers, config)?;
+            self.ctl.get_or_insert_with(Box::default).deflate =
+                Some(Deflate::new(agreed, config.threshold, shared.clone()));
+            Some(agreed.response())
+        });
+        self.out.push(Chunk::Owned(handshake::accept_response(
+            &req,
+            agreed.as_deref(),
+            protocol,
+        )));
+        self.release_out = true;
+        self.opened = true;
+        self.state = State::Open { last_ping: None };
+        // The handshake's event storage is not needed by an idle connection.
+        self.items.release();
+        self.start_knobs(now);
+        self.receive_frames(&hs.pending, now);
+        self.hand_out_piece();
+    }
+
+    /// Refuses the request with an HTTP error, then closes.
+    pub fn reject(&mut self, err: HandshakeError, now: Instant) {
+        self.reject_with(err, None, now);
+    }
+
+    /// [`Connection::reject`] with one more line of body after the error's
+    /// own message.
+    pub fn reject_with(&mut self, err: HandshakeError, detail: Option<&str>, now: Instant) {
+        if self.state.is_handshaking() {
+            self.respond(handshake::error_response_with(err, detail), now);
+            if let Some(hs) = self.hs.as_mut() {
+                hs.refused = Some(err);
+            }
+        }
+    }
+
+    /// The HTTP answer given instead of an upgrade, if any: its status and,
+    /// for a refusal, why.
+    pub fn http_answer(&self) -> Option<(u16, Option<HandshakeError>)> {
+        let hs = self.hs.as_ref()?;
+        Some((hs.answer?, hs.refused))
+    }
+
+    /// Answers a plain HTTP request with a complete response, then closes.
+    pub fn respond(&mut self, response: Vec<u8>, now: Instant) {
+        if self.state.is_handshaking() {
+            // "HTTP/1.1 NNN ...": the status, for `http_answer`.
+            let status = response
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+            self.out.push(Chunk::Owned(response));
+            // The request's bytes are freed; the small record stays.
+            let hs = self.hs.get_or_insert_with(Box::default);
+            hs.pending = Vec::new();
+            hs.accept = None;
+            hs.answer = status;
+            self.enter_flushing(now);
+        }
+    }
+
+    /// Whether no byte has arrived yet (a driver may look at the first bytes
+    /// to choose a transport before any reach the core).
+    pub fn is_untouched(&self) -> bool {
+        matches!(self.state, State::Handshake { .. })
+            && self.hs.as_ref().is_some_and(|h| h.pending.is_empty())
+    }
+}

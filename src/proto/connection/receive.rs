@@ -1,0 +1,247 @@
+//! Inbound frames: headers split anywhere, payloads unmasked into the message
+//! or control buffer, each frame's checks (RFC 6455 §5) and what ends it.
+
+use std::time::Instant;
+
+use super::super::error::ProtocolError;
+use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
+use super::super::message::{MessageBuffer, MessageKind};
+use super::{bump, Connection, Deflate, Event, Item, OpCode, State};
+
+/// The frame being received.
+#[derive(Debug)]
+pub(super) struct Frame {
+    pub(super) remaining: u64,
+    key: [u8; 4],
+    pub(super) opcode: OpCode,
+    fin: bool,
+    /// Payload bytes received so far, modulo 4 (all the mask needs).
+    offset: u8,
+    /// Payload is read past (after our close frame, only a close matters).
+    pub(super) discard: bool,
+}
+
+impl Connection {
+    pub(super) fn receive_frames(&mut self, mut data: &[u8], now: Instant) {
+        while self.state.reads_frames() {
+            if self.frame().is_none() {
+                if data.is_empty() {
+                    return;
+                }
+                let have = self.rx.as_ref().map_or(0, |r| usize::from(r.header_len));
+                let decoded = if have == 0 {
+                    FrameHeader::decode(data)
+                } else {
+                    let rx = self.rx();
+                    let take = (MAX_HEADER_LEN - have).min(data.len());
+                    rx.header[have..have + take].copy_from_slice(&data[..take]);
+                    match FrameHeader::decode(&rx.header[..have + take]) {
+                        Ok(Some((h, n))) => {
+                            rx.header_len = 0;
+                            Ok(Some((h, n - have)))
+                        }
+                        Ok(None) => {
+                            rx.header_len = (have + take) as u8;
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match decoded {
+                    Ok(Some((hdr, used))) => {
+                        data = &data[used..];
+                        if let Err(e) = self.begin_frame(hdr) {
+                            return self.fail(e, now);
+                        }
+                    }
+                    Ok(None) => {
+                        let rx = self.rx();
+                        rx.header[..data.len()].copy_from_slice(data);
+                        // A partial header is shorter than MAX_HEADER_LEN.
+                        rx.header_len = data.len() as u8;
+                        return;
+                    }
+                    Err(e) => return self.fail(e, now),
+                }
+            } else if !data.is_empty() {
+                let frame = self.frame().expect("frame in progress");
+                let mut take = frame.remaining.min(data.len() as u64) as usize;
+                // A streamed piece is at most STREAM_PIECE_MAX bytes, so its
+                // buffer never grows past what the out-queue recycles.
+                let room = self.stream_room();
+                if let Some(room) = room {
+                    take = take.min(room);
+                }
+                let (chunk, rest) = data.split_at(take);
+                data = rest;
+                if let Err(e) = self.frame_payload(chunk) {
+                    return self.fail(e, now);
+                }
+                if room.is_some() && self.stream_room() == Some(0) {
+                    self.hand_out_piece();
+                }
+            }
+            match self.frame() {
+                Some(f) if f.remaining == 0 => {
+                    if let Err(e) = self.end_frame(now) {
+                        return self.fail(e, now);
+                    }
+                }
+                Some(_) if data.is_empty() => return,
+                _ => {}
+            }
+        }
+    }
+
+    fn begin_frame(&mut self, hdr: FrameHeader) -> Result<(), ProtocolError> {
+        let closing = matches!(self.state, State::Closing { .. });
+        let opcode = OpCode::from_u8(hdr.opcode).ok_or(ProtocolError::ReservedOpcode(hdr.opcode));
+        let key = hdr.mask.ok_or(ProtocolError::UnmaskedFrame);
+        let mut frame = Frame {
+            opcode: opcode.unwrap_or(OpCode::Binary),
+            fin: hdr.fin,
+            key: key.unwrap_or([0; 4]),
+            remaining: hdr.payload_len,
+            offset: 0,
+            discard: false,
+        };
+        if closing {
+            // After our close only the peer's close matters; everything else is
+            // read past without being buffered.
+            frame.discard = frame.opcode != OpCode::Close || hdr.payload_len > 125;
+            if !frame.discard {
+                self.ctl.get_or_insert_with(Box::default).payload.clear();
+            }
+            self.rx().frame = Some(frame);
+            return Ok(());
+        }
+        // RSV1 means "compressed" once permessage-deflate is agreed; RSV2 and
+        // RSV3 mean nothing here.
+        let rsv1 = hdr.rsv & 4 != 0;
+        if hdr.rsv & 3 != 0 || (rsv1 && self.deflate().is_none()) {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = opcode?;
+        key?;
+        if rsv1 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::CompressedControlOrContinuation);
+        }
+        if opcode.is_control() {
+            if !hdr.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if hdr.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+            self.ctl.get_or_insert_with(Box::default).payload.clear();
+        } else {
+            let so_far = match (opcode, self.message()) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Continuation, Some(m)) => m.total_len(),
+                (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+                (_, None) => 0,
+            };
+            // A compressed message is checked on its inflated size, as it
+            // inflates (`frame_payload`).
+            let compressed = rsv1 || self.message().is_some_and(|m| m.is_compressed());
+            if !compressed
+                && so_far.saturating_add(hdr.payload_len) > self.limits.max_message_size as u64
+            {
+                return Err(ProtocolError::MessageTooBig);
+            }
+            if self.message().is_none() {
+                let kind = if opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                let buf = self.out.take_spare();
+                self.rx().message = Some(if compressed {
+                    MessageBuffer::new_compressed(kind, buf)
+                } else {
+                    MessageBuffer::new(kind, buf)
+                });
+            }
+        }
+        self.rx().frame = Some(frame);
+        Ok(())
+    }
+
+    fn frame_payload(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        let rx = self.rx.as_mut().expect("frame in progress");
+        let frame = rx.frame.as_mut().expect("frame in progress");
+        let offset = usize::from(frame.offset);
+        frame.offset = ((offset + chunk.len()) & 3) as u8;
+        frame.remaining -= chunk.len() as u64;
+        if frame.discard {
+            return Ok(());
+        }
+        if frame.opcode.is_control() {
+            let control = &mut self.ctl.as_mut().expect("control state").payload;
+            let start = control.len();
+            control.extend_from_slice(chunk);
+            super::super::mask::apply_mask(&mut control[start..], frame.key, offset);
+            Ok(())
+        } else {
+            let msg = rx.message.as_mut().expect("message in progress");
+            if !msg.is_compressed() {
+                return msg.push(chunk, frame.key, offset);
+            }
+            let inflater = Deflate::of(&mut self.ctl).inflater();
+            msg.inflate(
+                chunk,
+                frame.key,
+                offset,
+                inflater,
+                self.limits.max_message_size,
+            )
+        }
+    }
+
+    fn end_frame(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        let frame = self.rx().frame.take().expect("frame in progress");
+        bump(&self.limits.counters.frames_in);
+        if frame.discard {
+            return Ok(());
+        }
+        match frame.opcode {
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                if frame.fin {
+                    let mut msg = self.rx().message.take().expect("message in progress");
+                    if msg.is_compressed() {
+                        self.inflate_tail(&mut msg)?;
+                    }
+                    let streaming = msg.is_streaming();
+                    let (kind, data) = msg.finish()?;
+                    let event = if streaming {
+                        Event::Fragment {
+                            data,
+                            first: false,
+                            fin: true,
+                        }
+                    } else {
+                        Event::Message { kind, data }
+                    };
+                    self.items.push_back(Item::Event(event));
+                    if self.mis().is_some_and(|m| m.counts_answers()) {
+                        self.items.push_back(Item::Answered);
+                    }
+                }
+            }
+            OpCode::Ping => {
+                let payload = self.take_control();
+                self.items.push_back(Item::Pong(payload));
+            }
+            OpCode::Pong => {}
+            OpCode::Close => self.receive_close(now)?,
+        }
+        Ok(())
+    }
+
+    pub(super) fn take_control(&mut self) -> Vec<u8> {
+        self.ctl
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.payload))
+            .unwrap_or_default()
+    }
+}

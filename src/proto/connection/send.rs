@@ -1,0 +1,188 @@
+//! Sending: messages, pieces and shared frames into the output queue (with
+//! compression and the `fragment` knob applied where every frame is queued),
+//! the pongs we owe, and the bytes the driver takes out.
+
+use std::io::IoSlice;
+use std::rc::Rc;
+
+use super::super::frame::FrameHeader;
+use super::super::message::MessageKind;
+use super::{bump, Chunk, Connection, OpCode, PONG_COALESCE_BYTES};
+
+/// The encoded header of a server frame (unmasked).
+fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8) -> Chunk {
+    let mut hdr = FrameHeader::server(opcode, len);
+    hdr.fin = fin;
+    hdr.rsv = rsv;
+    let (bytes, n) = hdr.encode();
+    Chunk::Inline(bytes, n as u8)
+}
+
+impl Connection {
+    /// Queues a message. Returns false (and queues nothing) unless the connection
+    /// is open.
+    ///
+    /// With permessage-deflate, a message at least `--deflate-threshold`
+    /// bytes long goes out compressed (RSV1 set), and an owned buffer is
+    /// recycled.
+    pub fn send(&mut self, kind: MessageKind, payload: impl Into<Chunk>) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        self.send_frame(kind, payload.into());
+        true
+    }
+
+    /// Queues a message (compressed if agreed and long enough).
+    pub(super) fn send_frame(&mut self, kind: MessageKind, payload: Chunk) {
+        let deflate = self.deflate_mut().filter(|d| payload.len() >= d.threshold);
+        if let Some(d) = deflate {
+            let compressed = d.compress(payload.as_slice());
+            if let Chunk::Owned(buf) = payload {
+                self.out.recycle(buf);
+            }
+            self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
+            return;
+        }
+        self.queue_frame(kind.opcode(), payload);
+    }
+
+    /// Queues one piece of a fragmented binary message: the first piece opens
+    /// the message, the one with `fin` ends it (RFC 6455 §5.4: an intermediary
+    /// may change fragmentation, so an echo may be split differently from what
+    /// arrived). Control frames may go out between pieces. Returns false
+    /// (queues nothing) unless the connection can send.
+    pub fn send_fragment(&mut self, data: Vec<u8>, first: bool, fin: bool) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let opcode = if first {
+            self.out.begin_stream();
+            OpCode::Binary
+        } else {
+            OpCode::Continuation
+        };
+        self.queue_frame_rsv(opcode, fin, 0, Chunk::Owned(data));
+        if fin {
+            self.out.end_stream();
+        }
+        true
+    }
+
+    /// Queues an already encoded server frame (encode once, share among many).
+    pub fn send_encoded(&mut self, frame: Rc<[u8]>) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        self.count_frame_out();
+        self.out.push(Chunk::Shared(frame));
+        true
+    }
+
+    /// Gives back a message's buffer once the application is done with it, so
+    /// the next message is assembled in it (steady traffic then allocates
+    /// nothing). Optional: a buffer not given back is simply freed.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.out.recycle(buf);
+    }
+
+    /// Fills `slices` with unsent bytes, in order; returns the number filled.
+    pub fn fill_output<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.out.fill(slices)
+    }
+
+    /// The first unsent bytes.
+    pub fn output_front(&self) -> &[u8] {
+        self.out.front()
+    }
+
+    /// Unsent bytes.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Marks `n` bytes as written to the transport.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out.consume(n);
+        if self.out.is_empty() {
+            self.close.drained();
+            if std::mem::take(&mut self.release_out) {
+                self.out.release();
+            }
+        }
+        if self.out.len() <= PONG_COALESCE_BYTES {
+            if let Some(p) = self.take_pending_pong() {
+                self.queue_pong(p);
+            }
+        }
+        if self.mis().is_some() {
+            self.refill_push();
+        }
+    }
+
+    /// Messages may be queued while open, and after a close or an error until our
+    /// close frame is queued.
+    pub(super) fn can_send(&self) -> bool {
+        self.state.is_open() || self.close.is_pending()
+    }
+
+    /// Output queued, or echoes held back by `delay` still to go out.
+    pub(super) fn has_unsent(&self) -> bool {
+        !self.out.is_empty() || self.mis().is_some_and(|m| m.has_held())
+    }
+
+    /// The one path of a pong: queued while less than
+    /// [`PONG_COALESCE_BYTES`] is unsent, else kept as the one pong owed
+    /// (replacing an older one) until the queue drains.
+    pub(super) fn queue_pong(&mut self, payload: Vec<u8>) {
+        if self.out.len() > PONG_COALESCE_BYTES {
+            self.ctl.get_or_insert_with(Box::default).pending_pong = Some(payload);
+        } else if self.can_send() {
+            self.queue_frame(OpCode::Pong, Chunk::Owned(payload));
+        }
+    }
+
+    pub(super) fn take_pending_pong(&mut self) -> Option<Vec<u8>> {
+        self.ctl.as_mut()?.pending_pong.take()
+    }
+
+    pub(super) fn queue_frame(&mut self, opcode: OpCode, payload: Chunk) {
+        self.queue_frame_rsv(opcode, true, 0, payload);
+    }
+
+    pub(super) fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk) {
+        if !opcode.is_control() && self.ctl.is_some() {
+            if let Some(n) = self.fragment_size().filter(|&n| payload.len() > n) {
+                return self.queue_fragmented(opcode, fin, rsv, &payload, n);
+            }
+        }
+        self.count_frame_out();
+        self.out
+            .push_frame(header(opcode, payload.len(), fin, rsv), payload);
+    }
+
+    /// The `fragment` knob: a data frame's payload goes out in frames of `n`
+    /// bytes (the last one shorter), as one message: the first frame keeps
+    /// the opcode and RSV1, the rest are continuations, FIN on the last one
+    /// only if the frame asked for it.
+    fn queue_fragmented(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: &Chunk, n: usize) {
+        let data = payload.as_slice();
+        let last = data.len().div_ceil(n) - 1;
+        for (i, piece) in data.chunks(n).enumerate() {
+            let (op, rsv) = if i == 0 {
+                (opcode, rsv)
+            } else {
+                (OpCode::Continuation, 0)
+            };
+            self.count_frame_out();
+            self.out
+                .push_frame_copy(header(op, piece.len(), fin && i == last, rsv), piece);
+        }
+    }
+
+    /// Every frame we queue is counted once and marks the connection busy.
+    fn count_frame_out(&mut self) {
+        self.recent = true;
+        bump(&self.limits.counters.frames_out);
+    }
+}

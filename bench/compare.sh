@@ -24,7 +24,7 @@ APPEND=0
 # here have no permessage-deflate: they sit the deflate cases out. The TLS
 # cases (*-tls-*) run echocast, tokio-tungstenite (tokio-rustls, ring) and
 # Node ws on an https server, all presenting the same ECDSA P-256 certificate.
-SERVERS="echocast echocast-dedicated fastwebsockets tokio-tungstenite node-ws python-websockets"
+SERVERS="echocast echocast-dedicated floor fastwebsockets tokio-tungstenite node-ws python-websockets"
 SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -48,6 +48,10 @@ cargo build --release --quiet --bin echocast --bin echocast-bench
 for p in fastwebsockets tokio-tungstenite; do
     case " $SERVERS " in *" $p "*) (cd "$PEERS/$p" && cargo build --release --quiet --locked) ;; esac
 done
+# floor: the loopback limit (a do-nothing server beside the repository, read-only).
+FLOOR_DIR=$ROOT/../shared/floor
+case " $SERVERS " in *" floor "*)
+    cargo build --release --quiet --locked --manifest-path "$FLOOR_DIR/Cargo.toml" --target-dir "$ROOT/target/floor" ;; esac
 case " $SERVERS " in *" node-ws "*)
     (cd "$PEERS/node-ws" && npm ci --no-audit --no-fund --silent) ;; esac
 case " $SERVERS " in *" python-websockets "*)
@@ -74,6 +78,7 @@ server_cmd() {
     case $2 in
         echocast) echo "$ROOT/target/release/echocast --listen $addr${PEER_TLS_CERT:+ --tls-cert $PEER_TLS_CERT --tls-key $PEER_TLS_KEY}" ;;
         echocast-dedicated) echo "$ROOT/target/release/echocast --listen $addr --deflate dedicated" ;;
+        floor) echo "$ROOT/target/floor/release/floor $1" ;;
         fastwebsockets) echo "$PEERS/fastwebsockets/target/release/peer-fastwebsockets $addr" ;;
         tokio-tungstenite) echo "$PEERS/tokio-tungstenite/target/release/peer-tokio-tungstenite $addr" ;;
         node-ws) echo "node $PEERS/node-ws/server.js $addr" ;;
@@ -92,6 +97,8 @@ for rep in $(seq 1 "$REPS"); do
                 echocast-dedicated/*deflate*) ;;
                 echocast-dedicated/* | fastwebsockets/*deflate* | tokio-tungstenite/*deflate*) continue ;;
                 fastwebsockets/*tls* | python-websockets/*tls*) continue ;;
+                # floor does no deflate, TLS or close handshake (connect-*).
+                floor/*deflate* | floor/*tls* | floor/connect-*) continue ;;
             esac
             PORT=$((PORT + 1))
             log=$RESULTS/server.log

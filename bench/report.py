@@ -12,9 +12,11 @@ import os
 import statistics
 import sys
 
-SERVERS = ["echocast", "echocast-dedicated", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets"]
-# Not peers: echocast itself in another mode (results table only).
-VARIANTS = {"echocast-dedicated"}
+SERVERS = ["echocast", "echocast-dedicated", "floor", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets"]
+# Not peers: echocast itself in another mode, and ../shared/floor (a
+# do-nothing server showing the loopback limit): results table and the
+# floor section only.
+VARIANTS = {"echocast-dedicated", "floor"}
 COLORS = {
     "fastwebsockets": "#e07b39",
     "tokio-tungstenite": "#3b7dd8",
@@ -177,6 +179,21 @@ def main():
             row.append(f"{e / v:.3f}" if e is not None and v else "–")
         md.append(f"| {CASES[c][0]} | " + " | ".join(row) + " |")
     md.append("")
+
+    floor_cases = [c for c in cases if med.get((c, "floor")) and med.get((c, "echocast"))]
+    if floor_cases:
+        md.append("## How far from the loopback limit (echocast / floor)\n")
+        md.append("`floor` (`../shared/floor`) is a do-nothing server that answers with the right "
+                  "bytes and nothing else: one read, frames unmasked in place, one write per turn, "
+                  "no reassembly, UTF-8 check or close handshake. Against it a case shows what this "
+                  "machine's kernel, loopback and load generator allow. 1.0 means nothing is left "
+                  "to take on that case; for MB/s, below 1 is the share of the limit reached.\n")
+        md.append("| Case | metric | echocast | floor | echocast / floor |")
+        md.append("|---|---|---|---|---|")
+        for c in floor_cases:
+            e, f = med[(c, "echocast")], med[(c, "floor")]
+            md.append(f"| {CASES[c][0]} | {CASES[c][2]} | {fmt(e * CASES[c][3])} | {fmt(f * CASES[c][3])} | {e / f:.2f} |")
+        md.append("")
 
     md.append("## Compression ratios (permessage-deflate)\n")
     md.append("Compressed bytes over raw bytes, server to client, on the JSON-like stream "

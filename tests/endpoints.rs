@@ -203,6 +203,7 @@ fn the_health_subcommand_says_whether_healthz_answers_200() {
 /// leaves (it waits behind the rest of a 16 MiB frame being written); at the close timeout the log says so and `/stats` counts it under
 /// `not_delivered`, not `sent`.
 #[test]
+// docs/limits.md: "Close handshake time"
 fn a_close_the_peer_never_read_is_reported_not_delivered() {
     use std::io::{BufRead, BufReader, Read};
     let log = std::env::temp_dir().join(format!("echocast-undelivered-{}.log", std::process::id()));

@@ -127,7 +127,7 @@ impl Connection {
 
     /// The code of the close frame we received (1005 for an empty body), if any.
     pub fn close_received(&self) -> Option<CloseCode> {
-        self.close_received
+        self.ctl.as_ref()?.close_received
     }
 
     /// Drops what is not started: unstarted frames, the pong owed, echoes
@@ -204,7 +204,7 @@ impl Connection {
     /// one frame even when the peer does not read. Answers to messages that
     /// arrived complete before the failure keep their place ahead of it.
     pub(super) fn fail(&mut self, err: ProtocolError, now: Instant) {
-        self.error = Some(err);
+        self.ctl.get_or_insert_with(Box::default).error = Some(err);
         if self.close == OurClose::None && self.state.is_open() {
             // A streamed message whose last piece is still among the events
             // was complete before the failure: its echo is finished, not
@@ -226,15 +226,15 @@ impl Connection {
         let body = self.take_control();
         if matches!(self.state, State::Closing { .. }) {
             // The answer to our close: the closing handshake is complete.
-            self.close_received = close_code_of(&body)
-                .ok()
-                .flatten()
-                .or(Some(CloseCode::NO_STATUS));
+            let code = close_code_of(&body).ok().flatten();
+            self.ctl.get_or_insert_with(Box::default).close_received =
+                Some(code.unwrap_or(CloseCode::NO_STATUS));
             self.enter_flushing(now);
             return Ok(());
         }
         let code = close_code_of(&body)?;
-        self.close_received = Some(code.unwrap_or(CloseCode::NO_STATUS));
+        self.ctl.get_or_insert_with(Box::default).close_received =
+            Some(code.unwrap_or(CloseCode::NO_STATUS));
         self.take_pending_pong();
         self.queue_close(code, "");
         self.enter_flushing(now);

@@ -51,6 +51,8 @@ impl Connection {
             if c.pending_pong.is_none()
                 && c.deflate.is_none()
                 && c.knobs.is_none()
+                && c.close_received.is_none()
+                && c.error.is_none()
                 && self.frame().is_none()
             {
                 self.ctl = None;

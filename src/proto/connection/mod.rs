@@ -243,8 +243,6 @@ pub struct Connection {
     out: OutQueue,
     /// Our close frame, from decided to written.
     close: OurClose,
-    close_received: Option<CloseCode>,
-    error: Option<ProtocolError>,
     /// Give the out-queue's storage back once the 101 is written.
     release_out: bool,
     /// Hand out large binary messages in pieces as they arrive.
@@ -283,6 +281,10 @@ struct Control {
     deflate: Option<Deflate>,
     /// Misbehaviour the request asked for (`misbehave.rs`).
     knobs: Option<Box<misbehave::Misbehave>>,
+    /// The code of the peer's close frame (1005 for an empty body).
+    close_received: Option<CloseCode>,
+    /// The protocol error that failed the connection.
+    error: Option<ProtocolError>,
 }
 
 impl Connection {
@@ -306,8 +308,6 @@ impl Connection {
             items: Items::default(),
             out: OutQueue::default(),
             close: OurClose::None,
-            close_received: None,
-            error: None,
             release_out: false,
             streaming: false,
             opened: false,
@@ -409,7 +409,7 @@ impl Connection {
 
     /// The protocol error that failed the connection, if any.
     pub fn error(&self) -> Option<ProtocolError> {
-        self.error
+        self.ctl.as_ref()?.error
     }
 
     fn frame(&self) -> Option<&Frame> {

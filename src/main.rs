@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// jemalloc, with a background thread that gives freed memory back while the
+/// loop idles (Cargo.toml, .cargo/config.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use echocast::handler::Mode;
 use echocast::proto::deflate::{DeflateConfig, DeflateMode};
 use echocast::proto::{units, Limits};
@@ -279,6 +285,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        log::warn!("jemalloc: no background purge thread ({e}): freed memory is given back only as the server allocates");
     }
     let tls = match tls_config(&args) {
         Ok(t) => t,

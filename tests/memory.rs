@@ -214,20 +214,35 @@ fn two_hundred_clients_sending_60_mib_stay_within_the_memory_budget() {
         assert_eq!(whole + c1009 + c1008, CLIENTS, "{:?}", w.outcomes);
         assert!(c1009 + c1008 > 0, "nobody went over the budget");
         assert!(
-            w.peak_kib < (BUDGET_MIB + 64) * 1024,
+            // jemalloc's extents cost more than glibc's heap at the peak
+            // (measured 305-314 MiB; glibc 269-272): docs/limits.md.
+            w.peak_kib < (BUDGET_MIB + 96) * 1024,
             "RSS peaked at {} KiB",
             w.peak_kib
         );
         assert!(w.fresh_echoes > 0);
         peaks.push(w.peak_kib);
     }
-    // Everything they held was freed: the second wave runs in the memory the
-    // first one left (glibc keeps freed pages for reuse rather than giving
-    // them back, see docs/limits.md), so it does not raise the peak.
+    // Everything they held was freed: the second wave does not need more.
     assert!(
         peaks[1] <= peaks[0] + 16 * 1024,
         "the second wave needed more memory: {peaks:?} KiB"
     );
-    eprintln!("RSS after both waves left: {} KiB", rss_kib(pid));
+    // And given back to the system while the server idles (jemalloc's
+    // background purge, issue 18): the RSS curve after the burst, one sample
+    // a second, must reach 64 MiB within 10 s.
+    let mut curve = Vec::new();
+    for _ in 0..=10 {
+        curve.push(rss_kib(pid));
+        if *curve.last().unwrap() <= 64 * 1024 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    eprintln!("RSS after both waves, each second: {curve:?} KiB");
+    assert!(
+        *curve.last().unwrap() <= 64 * 1024,
+        "RSS stayed at {curve:?} KiB after the burst"
+    );
     assert_serving(addr);
 }

@@ -15,6 +15,17 @@ pub const DEFAULT_MAX_BACKPRESSURE: usize = 1024 * 1024;
 /// (docs/limits.md).
 pub const DEFAULT_MAX_MEMORY: usize = 1024 * 1024 * 1024;
 
+/// Whether the frame inspector runs (`--inspect`, docs/inspector.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InspectMode {
+    On,
+    Off,
+    /// On when the listen address is loopback, off otherwise (an inspector
+    /// shows other people's traffic).
+    #[default]
+    Local,
+}
+
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +68,13 @@ pub struct Config {
     /// replaced by the connection's id; a request's `greeting=` knob
     /// replaces it for that connection.
     pub greeting: Option<String>,
+    /// The frame inspector: on, off, or on when listening on loopback.
+    pub inspect: InspectMode,
+    /// Records the inspector's ring keeps for the whole server.
+    pub inspect_frames: usize,
+    /// Show `Authorization`, `Proxy-Authorization` and `Cookie` values in
+    /// `/connections/ID` instead of redacting them.
+    pub inspect_secrets: bool,
 }
 
 impl Default for Config {
@@ -75,6 +93,9 @@ impl Default for Config {
             tls: None,
             subprotocols: Vec::new(),
             greeting: None,
+            inspect: InspectMode::Local,
+            inspect_frames: crate::server::DEFAULT_INSPECT_FRAMES,
+            inspect_secrets: false,
         }
     }
 }

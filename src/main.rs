@@ -11,6 +11,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use echocast::config::InspectMode;
 use echocast::handler::Mode;
 use echocast::proto::deflate::{DeflateConfig, DeflateMode};
 use echocast::proto::{units, Limits};
@@ -26,6 +27,16 @@ enum DeflateArg {
     Dedicated,
     /// Decline permessage-deflate
     Off,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum InspectArg {
+    /// The frame inspector runs (/connections, /frames, /.inspect, the page's view)
+    On,
+    /// No ring at all; the inspector's endpoints answer 404
+    Off,
+    /// On when the listen address is loopback, off otherwise
+    Local,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -168,6 +179,21 @@ struct Args {
     /// knob replaces it for that connection
     #[arg(long, value_name = "TEXT")]
     greeting: Option<String>,
+
+    /// The frame inspector (docs/inspector.md): on, off, or local (on when
+    /// listening on loopback; it shows other people's traffic)
+    #[arg(long, value_enum, default_value = "local")]
+    inspect: InspectArg,
+
+    /// Records (frames and events) the inspector keeps for the whole server
+    #[arg(long, value_name = "N", default_value_t = echocast::server::DEFAULT_INSPECT_FRAMES,
+          value_parser = clap::value_parser!(usize))]
+    inspect_frames: usize,
+
+    /// Show Authorization, Proxy-Authorization and Cookie values in
+    /// /connections/ID instead of redacting them
+    #[arg(long)]
+    inspect_secrets: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -330,6 +356,13 @@ fn main() -> ExitCode {
         tls,
         subprotocols: args.subprotocols,
         greeting: args.greeting,
+        inspect: match args.inspect {
+            InspectArg::On => InspectMode::On,
+            InspectArg::Off => InspectMode::Off,
+            InspectArg::Local => InspectMode::Local,
+        },
+        inspect_frames: args.inspect_frames.max(1),
+        inspect_secrets: args.inspect_secrets,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

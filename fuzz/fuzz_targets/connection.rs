@@ -54,6 +54,8 @@ struct Checker {
     message: Vec<u8>,
     text: bool,
     compressed: bool,
+    /// Bytes taken from the output so far.
+    written: usize,
 }
 
 impl Checker {
@@ -79,6 +81,7 @@ impl Checker {
     }
 
     fn push(&mut self, bytes: &[u8]) {
+        self.written += bytes.len();
         assert!(
             !self.closed || bytes.is_empty(),
             "output after our close frame"
@@ -211,7 +214,12 @@ fuzz_target!(|data: &[u8]| {
         ..Limits::default()
     };
     let mut now = Instant::now();
+    // The frame inspector's tap, on in half of the runs (a control bit):
+    // every record is drained each step, well formed, and few per input.
+    limits.tap.set_on(ctl[1] & 1 == 1);
     let mut conn = Connection::new(limits, now);
+    let limits_tap = ctl[1] & 1 == 1;
+    let mut records = 0usize;
     let mut checker = Checker {
         buf: Vec::new(),
         seen_head: false,
@@ -222,6 +230,7 @@ fuzz_target!(|data: &[u8]| {
         message: Vec::new(),
         text: false,
         compressed: false,
+        written: 0,
     };
     conn.set_streaming(ctl[0] & 2 == 2);
     // A small PRNG seeded from the control bytes picks split points, how much
@@ -276,8 +285,20 @@ fuzz_target!(|data: &[u8]| {
         let repeat = usize::from(shape.repeat.unwrap_or(1));
         let push = shape.push.map_or(0, |p| PUSH_WINDOW + 3 * p.size);
         let greeting = 3 * shape.greeting.as_ref().map_or(0, |g| g.len());
-        let bound = (frag * fed + 1024) * repeat + push + greeting;
-        assert!(conn.backlog() <= bound, "output unbounded");
+        // With deflate, a message echoed later (held by `delay`) is held
+        // inflated: each input message (at least 6 bytes on the wire) may
+        // stand for up to the size cap.
+        let inflated = if conn.deflate().is_some() && shape.delay.is_some() {
+            4096 * (fed / 6 + 1)
+        } else {
+            0
+        };
+        let bound = (frag * (fed + inflated) + 1024) * repeat + push + greeting;
+        assert!(
+            conn.backlog() <= bound,
+            "output unbounded: backlog {} bound {bound} fed {fed} {shape:?}",
+            conn.backlog()
+        );
         // The peer reads a random amount (sometimes nothing).
         let mut budget = next() as usize % 5000;
         while budget > 0 && conn.output_len() > 0 {
@@ -294,12 +315,32 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = conn.poll_transport();
         let _ = conn.poll_timeout();
+        for r in conn.tap().drain() {
+            assert!(limits_tap, "a record with the tap off");
+            records += 1;
+            if let echocast::proto::inspect::What::Frame(f) = &r.what {
+                assert!(f.preview.len() <= 125 && f.preview.len() as u64 <= f.len);
+            }
+        }
     }
+    let mut out_bytes = checker.written;
     while conn.output_len() > 0 {
         let bytes = conn.output_front().to_vec();
+        out_bytes += bytes.len();
         checker.push(&bytes);
         conn.consume_output(bytes.len());
     }
+    for r in conn.tap().drain() {
+        assert!(limits_tap, "a record with the tap off");
+        records += 1;
+        let _ = r;
+    }
+    // A frame is at least 2 bytes on the wire, either way; a connection
+    // records at most one error and two knob events besides.
+    assert!(
+        records <= fed / 2 + out_bytes / 2 + 3,
+        "{records} records for {fed} bytes in and {out_bytes} out"
+    );
     if checker.http_answer {
         let text = String::from_utf8_lossy(&checker.buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");

@@ -65,6 +65,58 @@ impl ProtocolError {
         }
     }
 
+    /// The rule the peer broke: the RFC sentence this variant enforces, with
+    /// its section (for the frame inspector and the log).
+    pub fn rule(self) -> &'static str {
+        match self {
+            ProtocolError::ReservedBits => {
+                "RFC 6455 §5.2: \"RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated that defines meanings for non-zero values.\""
+            }
+            ProtocolError::ReservedOpcode(_) => {
+                "RFC 6455 §5.2: \"If an unknown opcode is received, the receiving endpoint MUST _Fail the WebSocket Connection_.\""
+            }
+            ProtocolError::UnmaskedFrame => {
+                "RFC 6455 §5.1: \"The server MUST close the connection upon receiving a frame that is not masked.\""
+            }
+            ProtocolError::ControlFrameTooLong => {
+                "RFC 6455 §5.5: \"All control frames MUST have a payload length of 125 bytes or less and MUST NOT be fragmented.\""
+            }
+            ProtocolError::FragmentedControlFrame => {
+                "RFC 6455 §5.5: \"All control frames MUST have a payload length of 125 bytes or less and MUST NOT be fragmented.\""
+            }
+            ProtocolError::LengthMsbSet => {
+                "RFC 6455 §5.2: \"the most significant bit MUST be 0\" (of a 64-bit payload length)"
+            }
+            ProtocolError::UnexpectedContinuation => {
+                "RFC 6455 §5.4: a continuation frame (opcode 0) may only follow the first frame of a fragmented message"
+            }
+            ProtocolError::ExpectedContinuation => {
+                "RFC 6455 §5.4: \"The fragments of one message MUST NOT be interleaved between the fragments of another message\""
+            }
+            ProtocolError::MessageTooBig => {
+                "RFC 6455 §7.4.1: 1009 \"indicates that an endpoint is terminating the connection because it has received a message that is too big for it to process\" (--max-message-size)"
+            }
+            ProtocolError::InvalidUtf8 => {
+                "RFC 6455 §8.1: \"When an endpoint is to interpret a byte stream as UTF-8 but finds that the byte stream is not, in fact, a valid UTF-8 stream, that endpoint MUST _Fail the WebSocket Connection_.\""
+            }
+            ProtocolError::CloseBodyTooShort => {
+                "RFC 6455 §5.5.1: \"If there is a body, the first two bytes of the body MUST be a 2-byte unsigned integer\" (a one-byte body has no code)"
+            }
+            ProtocolError::InvalidCloseCode(_) => {
+                "RFC 6455 §7.4.1: 1005, 1006 and 1015 \"MUST NOT be set as a status code in a Close control frame by an endpoint\"; codes below 1000 and 1016-2999 are not defined"
+            }
+            ProtocolError::InvalidCloseReason => {
+                "RFC 6455 §5.5.1: the Close body's reason \"MUST\" be UTF-8 (\"the data ... is not guaranteed to be human readable\" but is UTF-8 encoded)"
+            }
+            ProtocolError::CompressedControlOrContinuation => {
+                "RFC 7692 §6: \"An endpoint MUST NOT set the \\\"Per-Message Compressed\\\" bit of control frames and non-first fragments of a data message.\""
+            }
+            ProtocolError::BadCompressedData => {
+                "RFC 7692 §6.2: the payload of a message with RSV1 set must be DEFLATE data (RFC 1951) ending in an empty block; this one does not inflate"
+            }
+        }
+    }
+
     /// A short reason, safe to put in a Close frame (ASCII, under 123 bytes).
     pub fn reason(self) -> &'static str {
         match self {

@@ -21,6 +21,11 @@ pub struct Request {
     pub path: String,
     /// The `Origin` header, if any (browsers always send one).
     pub origin: Option<String>,
+    /// The `Host` header (exactly one, RFC 6455 §4.1).
+    pub host: String,
+    /// The request head as received (request line and headers), kept only
+    /// while the frame inspector is on (`Limits::tap`).
+    pub head: Option<Box<[u8]>>,
     /// The computed `Sec-WebSocket-Accept` value.
     pub accept: String,
     /// Every `Sec-WebSocket-Extensions` header value, in order (RFC 6455
@@ -37,9 +42,15 @@ pub struct Request {
 pub enum Parsed {
     /// A valid upgrade request.
     Upgrade(Request),
-    /// A plain HTTP request (no `Upgrade: websocket`): method and path, so the
-    /// server may answer it (a page, or 426).
-    Plain { method: String, path: String },
+    /// A plain HTTP request (no `Upgrade: websocket`): method, path, and the
+    /// `Origin` and `Host` headers, so the server may answer it (a page, 426,
+    /// or 403 to a page that must not read it).
+    Plain {
+        method: String,
+        path: String,
+        origin: Option<String>,
+        host: Option<String>,
+    },
 }
 
 /// `base64(sha1(key + GUID))` (RFC 6455 §4.2.2 item 5.4).
@@ -89,11 +100,15 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
             .collect()
     };
 
+    let text = |v: &[u8]| String::from_utf8_lossy(v.trim_ascii()).into_owned();
+    let origin = all("origin").first().map(|o| text(o));
     if !has_token(&all("upgrade"), "websocket") {
         return Ok(Some((
             Parsed::Plain {
                 method: method.to_owned(),
                 path: path.to_owned(),
+                origin,
+                host: all("host").first().map(|h| text(h)),
             },
             n,
         )));
@@ -104,9 +119,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
     if req.version != Some(1) {
         return Err(HandshakeError::HttpVersion);
     }
-    if all("host").len() != 1 {
-        return Err(HandshakeError::MissingHost);
-    }
+    let host = match all("host").as_slice() {
+        [h] => text(h),
+        _ => return Err(HandshakeError::MissingHost),
+    };
     if !has_token(&all("connection"), "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
@@ -123,9 +139,6 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
         Ok(raw) if raw.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
     }
-    let origin = all("origin")
-        .first()
-        .map(|o| String::from_utf8_lossy(o.trim_ascii()).into_owned());
     let extensions = all("sec-websocket-extensions")
         .iter()
         .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -144,6 +157,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
         Parsed::Upgrade(Request {
             path: path.to_owned(),
             origin,
+            host,
+            head: None,
             accept: accept_key(key),
             extensions,
             protocols,

@@ -12,6 +12,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod inspect;
 pub mod knobs;
 pub mod mask;
 pub mod message;

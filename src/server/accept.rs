@@ -78,6 +78,7 @@ impl Server {
         let id = Id(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         let mut proto = Connection::with_limits(self.limits.clone(), now);
+        proto.set_id(id.0);
         let overloaded = self
             .config
             .max_connections
@@ -102,6 +103,7 @@ impl Server {
             dirty: false,
             scheduled: None,
             read_pending: false,
+            inspecting: false,
         });
         self.open += 1;
         debug!("{id} {peer}: accepted");

@@ -125,7 +125,14 @@ impl Server {
             };
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
-                Event::HttpRequest { method, path } => self.answer_http(t, &method, &path, now),
+                Event::HttpRequest {
+                    method,
+                    path,
+                    origin,
+                    host,
+                } => self.answer_http(t, &method, &path, (origin.as_deref(), host.as_deref()), now),
+                // A live inspector's own messages mean nothing.
+                Event::Message { data, .. } if c.inspecting => c.proto.recycle(data),
                 Event::Message { kind, data } => match c.room() {
                     None => {
                         let n = data.len() as u64;
@@ -139,9 +146,12 @@ impl Server {
                         }
                     }
                     Some(room) => {
+                        let from = c.id.0;
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
                         self.broadcast(room, kind, &data, now);
+                        let members = self.rooms[room].len();
+                        self.inspect_broadcast(from, room, kind, &data, members, now);
                         if let Some(c) = self.client_mut(t) {
                             c.proto.recycle(data);
                         }

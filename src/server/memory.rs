@@ -30,7 +30,10 @@ impl Server {
     /// connection holding the most is closed and its buffers freed
     /// ([`Connection::shed`]). Logged once per episode.
     pub(super) fn keep_memory_budget(&mut self, now: Instant) {
-        let max = self.config.max_memory;
+        // The frame inspector's ring (bounded by --inspect-frames) takes its
+        // share of the budget first.
+        let ring = self.inspector.as_ref().map_or(0, |i| i.memory());
+        let max = self.config.max_memory.saturating_sub(ring);
         if self.memory + READ_BUF <= max {
             if self.memory <= max / 4 * 3 {
                 if let Some(closed) = self.budget_episode.take() {

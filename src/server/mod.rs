@@ -22,6 +22,8 @@
 
 mod accept;
 mod handle;
+mod inspect;
+mod inspecting;
 mod io;
 mod memory;
 mod rooms;
@@ -33,6 +35,7 @@ mod upgrade;
 use rooms::Room;
 
 pub use handle::{spawn, ServerHandle};
+pub use inspect::DEFAULT_RING as DEFAULT_INSPECT_FRAMES;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -104,6 +107,8 @@ struct Client {
     scheduled: Option<Instant>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     read_pending: bool,
+    /// A live frame inspector (`/.inspect`): sent records, its messages ignored.
+    inspecting: bool,
 }
 
 impl Client {
@@ -196,6 +201,9 @@ pub struct Server {
     next_sweep: Instant,
     /// Counters for `/stats` and `/metrics` (stats.rs).
     stats: stats::Stats,
+    /// The frame inspector (`None` with `--inspect off`, or `local` off
+    /// loopback): inspect.rs and endpoints.rs.
+    inspector: Option<inspect::Inspector>,
 }
 
 impl Server {
@@ -214,8 +222,18 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let plain_buf = vec![0; if config.tls.is_some() { READ_BUF } else { 0 }];
+        let inspecting = match config.inspect {
+            crate::config::InspectMode::On => true,
+            crate::config::InspectMode::Off => false,
+            crate::config::InspectMode::Local => listener.local_addr()?.ip().is_loopback(),
+        };
+        let limits = config.limits.clone();
+        limits.tap.set_on(inspecting);
+        let inspector = inspecting
+            .then(|| inspect::Inspector::new(config.inspect_frames, config.inspect_secrets));
         Ok(Server {
-            limits: Rc::new(config.limits.clone()),
+            inspector,
+            limits: Rc::new(limits),
             poll,
             listener,
             config,
@@ -349,14 +367,17 @@ impl Server {
                     }
                 }
             }
+            self.run_timers(now);
+            self.sweep_quiet(now);
+            // Records of this turn go to the ring and to live inspectors
+            // (whose output is then written with the other dirty connections).
+            self.drain_tap(now);
             for t in std::mem::take(&mut self.dirty) {
                 if let Some(c) = self.client_mut(t) {
                     c.dirty = false;
                     self.settle(t);
                 }
             }
-            self.run_timers(now);
-            self.sweep_quiet(now);
             // Output that grew without a read (a `push`, held echoes going
             // out) is weighed too.
             self.keep_memory_budget(now);
@@ -398,6 +419,7 @@ impl Server {
         if let Some(id) = c.room() {
             self.leave(id, t);
         }
+        self.inspect_closed(&c);
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
         if !c.proto.was_opened() {
             match c.proto.http_answer() {
@@ -434,9 +456,10 @@ impl Server {
             }
             match c.proto.error() {
                 Some(e) => info!(
-                    "{}: closed, sent {} ({e}), received {}",
+                    "{}: closed, sent {} ({e}; {}), received {}",
                     c.id,
-                    code(c.proto.close_sent()),
+                    code(c.proto.close_sent().or(c.proto.close_unsent())),
+                    e.rule(),
                     code(c.proto.close_received())
                 ),
                 None => info!(

@@ -26,6 +26,10 @@ impl Room {
     pub(super) fn len(&self) -> usize {
         self.members.len()
     }
+
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Server {

@@ -7,6 +7,8 @@
 //! not pushed: a request walks the connections and rooms for the gauges.
 
 use std::collections::BTreeMap;
+
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -53,6 +55,64 @@ impl Stats {
 
 pub(super) fn count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
     *map.entry(key).or_insert(0) += 1;
+}
+
+#[derive(Serialize)]
+struct StatsJson<'a> {
+    uptime_seconds: f64,
+    connections: ConnectionsJson,
+    rooms: RoomsJson<'a>,
+    messages: InOut,
+    bytes: InOut,
+    frames: InOut,
+    closes: ClosesJson<'a>,
+    http_answers: &'a BTreeMap<u16, u64>,
+    slow_consumer_closes: u64,
+    handshake_failures: &'a BTreeMap<&'static str, u64>,
+    /// `null` with `--inspect off`.
+    inspector: Option<InspectorJson>,
+}
+
+#[derive(Serialize)]
+struct ConnectionsJson {
+    echo: usize,
+    broadcast: usize,
+    handshaking: usize,
+    accepted: u64,
+    refused_max_connections: u64,
+}
+
+#[derive(Serialize)]
+struct RoomsJson<'a> {
+    count: usize,
+    largest: Vec<RoomJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RoomJson<'a> {
+    name: &'a str,
+    members: usize,
+}
+
+#[derive(Serialize)]
+struct InOut {
+    r#in: u64,
+    out: u64,
+}
+
+#[derive(Serialize)]
+struct ClosesJson<'a> {
+    sent: &'a BTreeMap<u16, u64>,
+    received: &'a BTreeMap<u16, u64>,
+    not_delivered: &'a BTreeMap<u16, u64>,
+}
+
+#[derive(Serialize)]
+struct InspectorJson {
+    records: usize,
+    bytes: usize,
+    evicted: u64,
+    subscribers: usize,
 }
 
 /// What a request sees: the counters and the gauges read at that moment.
@@ -102,53 +162,57 @@ impl Server {
         }
     }
 
-    /// The body of `GET /stats`.
+    /// The body of `GET /stats` (JSON, through serde).
     pub(super) fn stats_json(&self) -> String {
         let s = self.snapshot();
         let st = s.stats;
-        let map = |m: &BTreeMap<u16, u64>| {
-            let items: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-            format!("{{{}}}", items.join(","))
+        let json = StatsJson {
+            uptime_seconds: st.started.elapsed().as_secs_f64(),
+            connections: ConnectionsJson {
+                echo: s.echo,
+                broadcast: s.broadcast,
+                handshaking: s.handshaking,
+                accepted: st.accepted,
+                refused_max_connections: st.refused,
+            },
+            rooms: RoomsJson {
+                count: s.room_count,
+                largest: s
+                    .rooms
+                    .iter()
+                    .map(|&(name, members)| RoomJson { name, members })
+                    .collect(),
+            },
+            messages: InOut {
+                r#in: st.messages_in,
+                out: st.messages_out,
+            },
+            bytes: InOut {
+                r#in: st.bytes_in,
+                out: st.bytes_out,
+            },
+            frames: InOut {
+                r#in: s.frames_in,
+                out: s.frames_out,
+            },
+            closes: ClosesJson {
+                sent: &st.closes_sent,
+                received: &st.closes_received,
+                not_delivered: &st.closes_not_delivered,
+            },
+            http_answers: &st.http,
+            slow_consumer_closes: st.slow_consumers,
+            handshake_failures: &st.handshake_failures,
+            inspector: self.inspector.as_ref().map(|i| InspectorJson {
+                records: i.len(),
+                bytes: i.memory(),
+                evicted: i.evicted,
+                subscribers: i.subscribers.len(),
+            }),
         };
-        let reasons: Vec<String> = st
-            .handshake_failures
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":{v}"))
-            .collect();
-        let rooms: Vec<String> = s
-            .rooms
-            .iter()
-            .map(|(name, n)| format!("{{\"name\":{},\"members\":{n}}}", json_string(name)))
-            .collect();
-        format!(
-            "{{\"uptime_seconds\":{:.3},\"connections\":{{\"echo\":{},\"broadcast\":{},\
-             \"handshaking\":{},\"accepted\":{},\"refused_max_connections\":{}}},\
-             \"rooms\":{{\"count\":{},\"largest\":[{}]}},\
-             \"messages\":{{\"in\":{},\"out\":{}}},\"bytes\":{{\"in\":{},\"out\":{}}},\
-             \"frames\":{{\"in\":{},\"out\":{}}},\
-             \"closes\":{{\"sent\":{},\"received\":{},\"not_delivered\":{}}},\"http_answers\":{},\
-             \"slow_consumer_closes\":{},\"handshake_failures\":{{{}}}}}\n",
-            st.started.elapsed().as_secs_f64(),
-            s.echo,
-            s.broadcast,
-            s.handshaking,
-            st.accepted,
-            st.refused,
-            s.room_count,
-            rooms.join(","),
-            st.messages_in,
-            st.messages_out,
-            st.bytes_in,
-            st.bytes_out,
-            s.frames_in,
-            s.frames_out,
-            map(&st.closes_sent),
-            map(&st.closes_received),
-            map(&st.closes_not_delivered),
-            map(&st.http),
-            st.slow_consumers,
-            reasons.join(","),
-        )
+        let mut text = serde_json::to_string(&json).unwrap_or_default();
+        text.push('\n');
+        text
     }
 
     /// The body of `GET /metrics` (Prometheus text format 0.0.4).
@@ -292,22 +356,6 @@ impl Server {
         );
         out
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A Prometheus label value: quoted, with `\`, `"` and newlines escaped.

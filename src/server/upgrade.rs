@@ -17,6 +17,15 @@ use crate::proto::HandshakeError;
 
 impl Server {
     pub(super) fn open(&mut self, t: Token, req: Request, now: Instant) {
+        if req.path.split('?').next() == Some("/.inspect") {
+            if self.inspector.is_some() {
+                return self.open_inspector(t, req, now);
+            }
+            let Some(c) = self.client_mut(t) else { return };
+            info!("{}: /.inspect: 404, the inspector is off", c.id);
+            c.proto.respond(inspector_off(), now);
+            return;
+        }
         if !self.config.allow_origins.is_empty() {
             let allowed = req.origin.as_deref().is_none_or(|o| {
                 self.config
@@ -35,11 +44,8 @@ impl Server {
                 return;
             }
         }
-        let Request {
-            path, protocols, ..
-        } = req;
-        let route = handler::route(self.config.mode, &path);
-        let knobs = knobs::parse(&path).and_then(|k| match &route {
+        let route = handler::route(self.config.mode, &req.path);
+        let knobs = knobs::parse(&req.path).and_then(|k| match &route {
             Route::Room(_) => k.check_broadcast().map(|()| k),
             Route::Echo => Ok(k),
         });
@@ -68,15 +74,15 @@ impl Server {
             Route::Echo => None,
             Route::Room(name) => Some(self.join(name, t) as u32),
         };
-        let protocol = handshake::select_protocol(&protocols, &self.config.subprotocols);
-        if protocol.is_none() && !protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
+        let protocol = handshake::select_protocol(&req.protocols, &self.config.subprotocols);
+        if protocol.is_none() && !req.protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
             let id = self
                 .client_mut(t)
                 .map(|c| c.id.to_string())
                 .unwrap_or_default();
             debug!(
-                "{id}: no subprotocol in common (offered {protocols:?}, supported {:?})",
-                self.config.subprotocols
+                "{id}: no subprotocol in common (offered {:?}, supported {:?})",
+                req.protocols, self.config.subprotocols
             );
         }
         if knobs.greeting.is_none() {
@@ -100,14 +106,53 @@ impl Server {
                 .stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            info!("{} {peer}: open {} {path}", c.id, c.scheme());
+            info!("{} {peer}: open {} {}", c.id, c.scheme(), req.path);
         }
         stats::count(&mut self.stats.http, 101);
+        self.inspect_open(t, &req, protocol, now);
     }
 
-    pub(super) fn answer_http(&mut self, t: Token, method: &str, path: &str, now: Instant) {
+    pub(super) fn answer_http(
+        &mut self,
+        t: Token,
+        method: &str,
+        path: &str,
+        (origin, host): (Option<&str>, Option<&str>),
+        now: Instant,
+    ) {
         let bare = path.split('?').next().unwrap_or("");
         let get = method == "GET" || method == "HEAD";
+        if get && self.is_inspector_path(bare) {
+            let answer = self.inspector_answer(path, origin, host);
+            let Some(c) = self.client_mut(t) else { return };
+            let response = match answer {
+                Ok(json) => http_response(
+                    200,
+                    "OK",
+                    "application/json",
+                    "Cache-Control: no-store\r\n",
+                    json.as_bytes(),
+                ),
+                Err((status, reason, why)) => {
+                    info!("{}: {method} {path}: {status}, {why}", c.id);
+                    let body = format!("{why}\n");
+                    http_response(
+                        status,
+                        reason,
+                        "text/plain; charset=utf-8",
+                        "",
+                        body.as_bytes(),
+                    )
+                }
+            };
+            c.proto.respond(response, now);
+            return;
+        }
+        if get && self.inspector.is_none() && is_inspector_endpoint(bare) {
+            let Some(c) = self.client_mut(t) else { return };
+            c.proto.respond(inspector_off(), now);
+            return;
+        }
         // What a GET is answered with (the numbers are computed only when asked).
         let ok: Option<(&str, Cow<'static, [u8]>)> = match bare {
             _ if !get => None,
@@ -154,4 +199,22 @@ impl Server {
         }
         c.proto.respond(response, now);
     }
+}
+
+/// `/connections`, `/connections/ID`, `/frames`: the inspector's plain
+/// endpoints (`/.inspect` is an upgrade).
+fn is_inspector_endpoint(bare: &str) -> bool {
+    bare == "/connections" || bare.starts_with("/connections/") || bare == "/frames"
+}
+
+/// What the inspector's endpoints answer with `--inspect off` (or `local`
+/// off loopback): 404, as for a path that does not exist.
+fn inspector_off() -> Vec<u8> {
+    http_response(
+        404,
+        "Not Found",
+        "text/plain; charset=utf-8",
+        "",
+        b"not found (the frame inspector is off: --inspect)\n",
+    )
 }

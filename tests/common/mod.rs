@@ -85,7 +85,7 @@ pub fn close_code(payload: &[u8]) -> Option<u16> {
 /// A blocking test client.
 pub struct Client {
     pub stream: TcpStream,
-    buf: Vec<u8>,
+    pub buf: Vec<u8>,
 }
 
 impl Client {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::super::close::CloseCode;
 use super::super::error::ProtocolError;
 use super::super::message::validate_utf8_prefix;
-use super::{Chunk, Connection, Item, OpCode, State};
+use super::{Chunk, Connection, Item, OpCode, State, What};
 
 /// Our close frame, from the moment it is decided until its last byte is
 /// written. What `/stats` reports as sent is only [`OurClose::Written`].
@@ -204,6 +204,15 @@ impl Connection {
     /// one frame even when the peer does not read. Answers to messages that
     /// arrived complete before the failure keep their place ahead of it.
     pub(super) fn fail(&mut self, err: ProtocolError, now: Instant) {
+        if self.tapping() {
+            if let Some(f) = self.rx.as_mut().and_then(|r| r.tapped.take()) {
+                self.record(What::Frame(f));
+            }
+            self.record(What::Error {
+                close_code: err.close_code().0,
+                rule: err.rule(),
+            });
+        }
         self.ctl.get_or_insert_with(Box::default).error = Some(err);
         if self.close == OurClose::None && self.state.is_open() {
             // A streamed message whose last piece is still among the events

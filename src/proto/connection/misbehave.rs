@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::{Chunk, CloseCode, Connection, MessageKind, OpCode, State};
+use super::{Chunk, CloseCode, Connection, MessageKind, OpCode, State, What};
 use crate::proto::knobs::Knobs;
 
 /// `push` queues its next message while fewer than this many bytes are
@@ -240,9 +240,13 @@ impl Connection {
         if m.fired || m.pushing() || !open {
             return;
         }
-        if let Some((_, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
+        if let Some((n, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
             m.fired = true;
             m.dropping = Some(reset);
+            if self.tapping() {
+                let how = if reset { " with a reset" } else { "" };
+                self.record(What::Knob(format!("drop={n} fired{how}")));
+            }
             // No close frame: the peer sees the connection end (1006).
             self.enter_flushing(now);
             return;
@@ -254,6 +258,12 @@ impl Connection {
             .filter(|_| m.answered >= m.knobs.after)
         {
             m.fired = true;
+            let after = m.knobs.after;
+            if self.tapping() {
+                self.record(What::Knob(format!(
+                    "close={code} fired after {after} messages"
+                )));
+            }
             self.close(CloseCode(code), &reason, now);
         }
     }

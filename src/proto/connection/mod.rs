@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::close::CloseCode;
 use super::error::ProtocolError;
 use super::frame::MAX_HEADER_LEN;
+use super::inspect::{FrameInfo, Tap, What};
 use super::message::{MessageBuffer, MessageKind};
 use super::opcode::OpCode;
 use super::output::{Chunk, OutQueue};
@@ -78,6 +79,9 @@ pub struct Limits {
     /// (a server shares one `Rc<Limits>` among all its connections): the core
     /// counts where the frames are, the server reads the sums for `/stats`.
     pub counters: Counters,
+    /// The frame inspector's tap (off by default): where every connection
+    /// sharing these limits records its frames (`proto::inspect`).
+    pub tap: Tap,
 }
 
 /// Counts kept by the core for the whole server (plain cells: one thread).
@@ -103,6 +107,7 @@ impl Default for Limits {
             idle_timeout: None,
             stream_chunk: 16 * 1024,
             counters: Counters::default(),
+            tap: Tap::default(),
         }
     }
 }
@@ -125,7 +130,12 @@ pub enum Event {
     Upgrade(super::handshake::Request),
     /// A plain HTTP request (no `Upgrade: websocket`): call
     /// [`Connection::respond`] or [`Connection::reject`].
-    HttpRequest { method: String, path: String },
+    HttpRequest {
+        method: String,
+        path: String,
+        origin: Option<String>,
+        host: Option<String>,
+    },
     /// A complete data message.
     Message { kind: MessageKind, data: Vec<u8> },
     /// A piece of a binary message still arriving (streaming connections
@@ -254,6 +264,8 @@ pub struct Connection {
     recent: bool,
     /// The peer's EOF (or a socket error) was reported.
     eof: bool,
+    /// The id the frame inspector's records carry ([`Connection::set_id`]).
+    id: u32,
 }
 
 /// What receiving holds between reads: a partial frame header, the frame
@@ -267,6 +279,8 @@ struct Rx {
     header_len: u8,
     frame: Option<Frame>,
     message: Option<MessageBuffer>,
+    /// The inspector's record of the frame being received (tap on only).
+    tapped: Option<FrameInfo>,
 }
 
 /// State most connections never need, allocated on first use: control
@@ -313,6 +327,7 @@ impl Connection {
             opened: false,
             recent: false,
             eof: false,
+            id: 0,
         }
     }
 
@@ -425,12 +440,36 @@ impl Connection {
         self.rx.get_or_insert_with(Box::default)
     }
 
-    /// Forgets the frame being received and the message being assembled.
+    /// Forgets the frame being received and the message being assembled
+    /// (the inspector gets what arrived of the frame).
     fn drop_incoming(&mut self) {
         if let Some(rx) = self.rx.as_mut() {
             rx.frame = None;
             rx.message = None;
+            if let Some(f) = rx.tapped.take() {
+                self.record(What::Frame(f));
+            }
         }
+    }
+
+    /// Tags this connection's inspector records (the driver's connection id).
+    pub fn set_id(&mut self, id: u32) {
+        self.id = id;
+    }
+
+    /// The frame inspector's tap these connections share.
+    pub fn tap(&self) -> &Tap {
+        &self.limits.tap
+    }
+
+    /// Whether the frame inspector's tap is on.
+    fn tapping(&self) -> bool {
+        self.limits.tap.is_on()
+    }
+
+    /// Hands a record to the inspector's tap.
+    fn record(&self, what: What) {
+        self.limits.tap.push(self.id, what);
     }
 
     /// Ends the connection now: the socket is to be dropped.

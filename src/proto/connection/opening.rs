@@ -39,16 +39,26 @@ impl Connection {
         match handshake::parse_request(&hs.pending) {
             Ok(None) => {}
             Ok(Some((parsed, n))) => {
+                let head = self.limits.tap.is_on().then(|| hs.pending[..n].into());
                 hs.pending.drain(..n);
                 self.state = State::Decide { deadline };
                 match parsed {
-                    Parsed::Upgrade(req) => {
+                    Parsed::Upgrade(mut req) => {
+                        req.head = head;
                         hs.accept = Some(req.clone());
                         self.items.push_back(Item::Event(Event::Upgrade(req)));
                     }
-                    Parsed::Plain { method, path } => self
-                        .items
-                        .push_back(Item::Event(Event::HttpRequest { method, path })),
+                    Parsed::Plain {
+                        method,
+                        path,
+                        origin,
+                        host,
+                    } => self.items.push_back(Item::Event(Event::HttpRequest {
+                        method,
+                        path,
+                        origin,
+                        host,
+                    })),
                 }
             }
             Err(e) => self.reject(e, now),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::super::error::ProtocolError;
 use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
 use super::super::message::{MessageBuffer, MessageKind};
-use super::{bump, Connection, Deflate, Event, Item, OpCode, State};
+use super::{bump, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
 
 /// The frame being received.
 #[derive(Debug)]
@@ -50,6 +50,9 @@ impl Connection {
                 match decoded {
                     Ok(Some((hdr, used))) => {
                         data = &data[used..];
+                        if self.tapping() {
+                            self.rx().tapped = Some(FrameInfo::incoming(&hdr));
+                        }
                         if let Err(e) = self.begin_frame(hdr) {
                             return self.fail(e, now);
                         }
@@ -173,6 +176,14 @@ impl Connection {
         let offset = usize::from(frame.offset);
         frame.offset = ((offset + chunk.len()) & 3) as u8;
         frame.remaining -= chunk.len() as u64;
+        if let Some(t) = rx.tapped.as_mut() {
+            let want = FrameInfo::limit(t.opcode).saturating_sub(t.preview.len());
+            if want > 0 {
+                let start = t.preview.len();
+                t.preview.extend_from_slice(&chunk[..want.min(chunk.len())]);
+                super::super::mask::apply_mask(&mut t.preview[start..], frame.key, offset);
+            }
+        }
         if frame.discard {
             return Ok(());
         }
@@ -199,7 +210,11 @@ impl Connection {
     }
 
     fn end_frame(&mut self, now: Instant) -> Result<(), ProtocolError> {
-        let frame = self.rx().frame.take().expect("frame in progress");
+        let rx = self.rx();
+        let frame = rx.frame.take().expect("frame in progress");
+        if let Some(t) = rx.tapped.take() {
+            self.record(What::Frame(t));
+        }
         bump(&self.limits.counters.frames_in);
         if frame.discard {
             return Ok(());

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::super::frame::FrameHeader;
 use super::super::message::MessageKind;
-use super::{bump, Chunk, Connection, OpCode, PONG_COALESCE_BYTES};
+use super::{bump, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
 
 /// The encoded header of a server frame (unmasked).
 fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8) -> Chunk {
@@ -157,6 +157,10 @@ impl Connection {
             }
         }
         self.count_frame_out();
+        if self.tapping() {
+            let info = FrameInfo::outgoing(opcode.as_u8(), fin, rsv, payload.as_slice());
+            self.record(What::Frame(info));
+        }
         self.out
             .push_frame(header(opcode, payload.len(), fin, rsv), payload);
     }
@@ -175,6 +179,10 @@ impl Connection {
                 (OpCode::Continuation, 0)
             };
             self.count_frame_out();
+            if self.tapping() {
+                let info = FrameInfo::outgoing(op.as_u8(), fin && i == last, rsv, piece);
+                self.record(What::Frame(info));
+            }
             self.out
                 .push_frame_copy(header(op, piece.len(), fin && i == last, rsv), piece);
         }

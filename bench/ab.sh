@@ -6,14 +6,23 @@
 #
 #   bench/ab.sh HEAD~3                       # 5 repetitions, 3 s per run
 #   bench/ab.sh de5f442 --reps 3 --duration 2 --scenarios "echo-20 idle-10k"
+#   bench/ab.sh --flags "--inspect off" "--inspect on"   # one build, two settings
 #
-# BASE is built in a git worktree under target/ab-base. Server pinned to
-# CPU 0, echocast-bench (from the working tree) to CPU 1.
+# BASE is built in a git worktree under target/ab-base. With --flags, the
+# working tree's server runs twice, "before" with the first flags and
+# "after" with the second. Server pinned to CPU 0, echocast-bench (from the
+# working tree) to CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BASE=${1:?usage: bench/ab.sh BASE-REVISION [--reps N] [--duration S] [--scenarios "..."]}
+BASE=${1:?usage: bench/ab.sh BASE-REVISION|--flags "BEFORE" "AFTER" [--reps N] [--duration S] [--scenarios "..."]}
 shift
+FLAGS_BEFORE= FLAGS_AFTER=
+if [ "$BASE" = --flags ]; then
+    FLAGS_BEFORE=$1 FLAGS_AFTER=$2
+    shift 2
+    BASE="flags: $FLAGS_BEFORE"
+fi
 REPS=5
 DURATION=3
 SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k connect-50 idle-10k"
@@ -29,14 +38,20 @@ done
 . "$ROOT/bench/scenarios.sh"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-WT=$ROOT/target/ab-base
-rm -rf "$WT"; git worktree prune
-git worktree add --detach --quiet "$WT" "$BASE"
-trap 'git worktree remove --force "$WT" 2>/dev/null || true' EXIT
-echo "== building $BASE and the working tree"
-(cd "$WT" && CARGO_TARGET_DIR=$ROOT/target/ab-base-target cargo build --release --quiet --bin echocast)
-cargo build --release --quiet --bin echocast --bin echocast-bench
-declare -A BIN=([before]=$ROOT/target/ab-base-target/release/echocast [after]=$ROOT/target/release/echocast)
+if [ -z "$FLAGS_BEFORE$FLAGS_AFTER" ]; then
+    WT=$ROOT/target/ab-base
+    rm -rf "$WT"; git worktree prune
+    git worktree add --detach --quiet "$WT" "$BASE"
+    trap 'git worktree remove --force "$WT" 2>/dev/null || true' EXIT
+    echo "== building $BASE and the working tree"
+    (cd "$WT" && CARGO_TARGET_DIR=$ROOT/target/ab-base-target cargo build --release --quiet --bin echocast)
+    cargo build --release --quiet --bin echocast --bin echocast-bench
+    declare -A BIN=([before]=$ROOT/target/ab-base-target/release/echocast [after]=$ROOT/target/release/echocast)
+else
+    echo "== building the working tree; before: $FLAGS_BEFORE, after: $FLAGS_AFTER"
+    cargo build --release --quiet --bin echocast --bin echocast-bench
+    declare -A BIN=([before]="$ROOT/target/release/echocast $FLAGS_BEFORE" [after]="$ROOT/target/release/echocast $FLAGS_AFTER")
+fi
 BENCH=$ROOT/target/release/echocast-bench
 RAW=$ROOT/target/ab.jsonl
 : > "$RAW"

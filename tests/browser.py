@@ -157,6 +157,38 @@ e.onmessage = (m) => {
         result = wd("POST", f"{s}/execute/async", {"script": echo_js, "args": [url]})
         assert result.startswith("ok permessage-deflate"), (url, result)
         print(f"browser e2e: {url} deflate agreed ({ext}); 12 echoes, 1 B to 16 MiB, byte for byte")
+
+    # The Inspector view: the page's own connection is listed; selecting it
+    # shows its frames; a client that breaks a rule shows up with the rule.
+    wd("POST", f"{s}/url", {"url": f"{SCHEME}://{addr}/?knobs=fragment%3D3"})
+    wait_for("inspector page open", lambda: state() == "open")
+    js = lambda script: wd("POST", f"{s}/execute/sync", {"script": script, "args": []})
+    summary = wd("POST", f"{s}/element", {"using": "css selector", "value": "#inspector summary"})
+    wd("POST", f"{s}/element/{next(iter(summary.values()))}/click", {})
+    wait_for("the connections table", lambda: js(
+        "return [...document.querySelectorAll('#conns tbody tr')].some(r => r.cells[1].textContent.endsWith('?fragment=3'))"))
+    js("[...document.querySelectorAll('#conns tbody tr')].find(r => r.cells[1].textContent.endsWith('?fragment=3')).click()")
+    el = wd("POST", f"{s}/element", {"using": "css selector", "value": "#msg"})
+    wd("POST", f"{s}/element/{next(iter(el.values()))}/value", {"text": "inspected\ue007"})
+    # Chromium compresses (permessage-deflate): RSV1 on the first frame, the
+    # payload in hex; the echo goes back in frames of at most 3 bytes.
+    frames = lambda: js("return document.getElementById('frames').textContent")
+    wait_for("the frames of the selected connection", lambda: "\u2192 text FIN RSV1 masked " in frames())
+    wait_for("the echo, in frames of 3 bytes", lambda: "\u2190 continuation FIN " in frames())
+    host, port = addr.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)))
+    if TLS:
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = ctx.wrap_socket(raw, server_hostname="localhost")
+    raw.sendall(b"GET /bad HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                b"\x81\x02hi")  # unmasked
+    wait_for("the failed connection and its rule", lambda: "RFC 6455 \u00a75.1" in js("return document.getElementById('errors').textContent"))
+    raw.close()
+    print(f"browser e2e ({SCHEME}): the Inspector view lists connections, shows frames, and a failed client's rule")
 finally:
     if session:
         try:

@@ -2,7 +2,7 @@
 # /stats, /metrics and subprotocols against real clients (tests/clients/stats.py:
 # Python websockets, and prometheus_client's text parser; tests/clients/
 # subprotocol.js: Node ws), then every URL knob from Python websockets
-# (tests/clients/knobs.py). Installs websockets and prometheus_client into
+# (tests/clients/knobs.py) and the frame inspector (tests/clients/inspector.py). Installs websockets and prometheus_client into
 # .venv when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +21,4 @@ addr2=$(sed -n 's/^listening on ws:\/\///p' "$dir/out2")
 timeout 120 "$venv/bin/python" tests/clients/stats.py "$addr"
 timeout 60 node tests/clients/subprotocol.js "$addr"
 timeout 120 "$venv/bin/python" tests/clients/knobs.py "$addr" "$pid" "$addr2"
+timeout 60 "$venv/bin/python" tests/clients/inspector.py "$addr"

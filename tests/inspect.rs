@@ -23,7 +23,7 @@ fn frame(dir: Dir, opcode: u8, fin: bool, masked: bool, len: u64, preview: &[u8]
         rsv: 0,
         masked,
         len,
-        preview: preview.to_vec(),
+        preview: preview.into(),
     })
 }
 

@@ -319,7 +319,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(limits_tap, "a record with the tap off");
             records += 1;
             if let echocast::proto::inspect::What::Frame(f) = &r.what {
-                assert!(f.preview.len() <= 125 && f.preview.len() as u64 <= f.len);
+                assert!(f.preview.len() <= 64 && f.preview.len() as u64 <= f.len);
+                let _ = f.close();
             }
         }
     }

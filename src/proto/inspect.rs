@@ -9,9 +9,67 @@ use std::cell::{Cell, RefCell};
 
 use super::frame::FrameHeader;
 
-/// Payload bytes kept per frame (a close frame keeps its whole body, at most
-/// 125 bytes, for its code and reason).
+/// Payload bytes kept per frame (a close frame's code and the first 62
+/// bytes of its reason).
 pub const PREVIEW: usize = 64;
+
+/// The payload bytes kept of a frame, inline (no allocation per record, and
+/// small to copy): the first [`PREVIEW`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Preview {
+    len: u8,
+    bytes: [u8; PREVIEW],
+}
+
+impl Preview {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends what fits of `data` (at most `limit` bytes in all); returns
+    /// the appended bytes, to unmask in place.
+    pub(crate) fn extend(&mut self, data: &[u8], limit: usize) -> &mut [u8] {
+        let start = usize::from(self.len);
+        let n = limit
+            .min(self.bytes.len())
+            .saturating_sub(start)
+            .min(data.len());
+        self.bytes[start..start + n].copy_from_slice(&data[..n]);
+        self.len = (start + n) as u8;
+        &mut self.bytes[start..start + n]
+    }
+}
+
+impl Default for Preview {
+    fn default() -> Preview {
+        Preview {
+            len: 0,
+            bytes: [0; PREVIEW],
+        }
+    }
+}
+
+impl From<&[u8]> for Preview {
+    fn from(data: &[u8]) -> Preview {
+        let mut p = Preview::default();
+        p.extend(data, PREVIEW);
+        p
+    }
+}
+
+impl std::fmt::Debug for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
 
 /// Which way a frame went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +89,8 @@ pub struct FrameInfo {
     pub masked: bool,
     /// Payload length on the wire.
     pub len: u64,
-    /// The first payload bytes, unmasked ([`PREVIEW`]; a close frame's whole
-    /// body).
-    pub preview: Vec<u8>,
+    /// The first payload bytes, unmasked ([`PREVIEW`]).
+    pub preview: Preview,
 }
 
 impl FrameInfo {
@@ -45,12 +102,13 @@ impl FrameInfo {
             rsv: h.rsv,
             masked: h.mask.is_some(),
             len: h.payload_len,
-            preview: Vec::new(),
+            preview: Preview::default(),
         }
     }
 
     pub(crate) fn outgoing(opcode: u8, fin: bool, rsv: u8, payload: &[u8]) -> FrameInfo {
-        let keep = payload.len().min(Self::limit(opcode));
+        let mut preview = Preview::default();
+        preview.extend(payload, Self::limit(opcode));
         FrameInfo {
             dir: Dir::Out,
             opcode,
@@ -58,25 +116,23 @@ impl FrameInfo {
             rsv,
             masked: false,
             len: payload.len() as u64,
-            preview: payload[..keep].to_vec(),
+            preview,
         }
     }
 
     /// Payload bytes kept for a frame of this opcode.
-    pub(crate) fn limit(opcode: u8) -> usize {
-        if opcode == 8 {
-            125
-        } else {
-            PREVIEW
-        }
+    pub(crate) fn limit(_opcode: u8) -> usize {
+        PREVIEW
     }
 
-    /// The code and reason of a close frame's body, if it has a code.
+    /// The code and reason of a close frame's body, if it has a code (the
+    /// reason's first 62 bytes).
     pub fn close(&self) -> Option<(u16, String)> {
-        (self.opcode == 8 && self.preview.len() >= 2).then(|| {
+        let body = self.preview.as_slice();
+        (self.opcode == 8 && body.len() >= 2).then(|| {
             (
-                u16::from_be_bytes([self.preview[0], self.preview[1]]),
-                String::from_utf8_lossy(&self.preview[2..]).into_owned(),
+                u16::from_be_bytes([body[0], body[1]]),
+                String::from_utf8_lossy(&body[2..]).into_owned(),
             )
         })
     }
@@ -136,6 +192,13 @@ impl Tap {
     /// Takes every record pushed since the last call, oldest first.
     pub fn drain(&self) -> Vec<Record> {
         std::mem::take(&mut *self.records.borrow_mut())
+    }
+
+    /// Swaps the records pushed since the last call into `out` (which must
+    /// be empty), so the two buffers' storage is reused turn after turn.
+    pub fn swap_into(&self, out: &mut Vec<Record>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut *self.records.borrow_mut(), out);
     }
 
     pub fn is_empty(&self) -> bool {

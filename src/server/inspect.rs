@@ -32,6 +32,34 @@ pub(super) struct ConnInfo {
     pub(super) bytes_out: u64,
 }
 
+/// Connection ids are small distinct integers: a multiply spreads them,
+/// with none of SipHash's cost on a lookup per record.
+#[derive(Default, Clone, Copy)]
+pub(super) struct IdHash;
+
+pub(super) struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A ring entry's content.
 pub(super) enum Body {
     Frame(FrameInfo),
@@ -94,10 +122,12 @@ pub(super) struct Inspector {
     /// Records that left the ring (the oldest, once it was full).
     pub(super) evicted: u64,
     /// Per open connection (by id).
-    pub(super) infos: HashMap<u32, ConnInfo>,
+    pub(super) infos: HashMap<u32, Box<ConnInfo>, IdHash>,
     pub(super) subscribers: Vec<Subscriber>,
     pub(super) secrets: bool,
     clock: (Instant, SystemTime),
+    /// The last `micros` answer: every record of a loop turn has the same.
+    last_micros: std::cell::Cell<Option<(Instant, u64)>>,
 }
 
 impl Inspector {
@@ -108,18 +138,25 @@ impl Inspector {
             next_seq: 1,
             bytes: 0,
             evicted: 0,
-            infos: HashMap::new(),
+            infos: HashMap::default(),
             subscribers: Vec::new(),
             secrets,
             clock: (Instant::now(), SystemTime::now()),
+            last_micros: std::cell::Cell::new(None),
         }
     }
 
     /// Microseconds since the Unix epoch at `now` (the loop's clock).
     pub(super) fn micros(&self, now: Instant) -> u64 {
+        if let Some((_, us)) = self.last_micros.get().filter(|(at, _)| *at == now) {
+            return us;
+        }
         let t = self.clock.1 + now.saturating_duration_since(self.clock.0);
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64)
+        let us = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.last_micros.set(Some((now, us)));
+        us
     }
 
     pub(super) fn memory(&self) -> usize {
@@ -233,8 +270,8 @@ impl Inspector {
 
 fn entry_bytes(e: &Entry) -> usize {
     match &e.body {
-        Body::Frame(f) => f.preview.capacity(),
-        Body::Broadcast { frame, room, .. } => frame.preview.capacity() + room.len(),
+        Body::Frame(_) => 0,
+        Body::Broadcast { room, .. } => room.len(),
         Body::Open { path, .. } => path.len(),
         Body::Http { why, .. } => why.len(),
         Body::Knob(k) => k.len(),
@@ -290,7 +327,7 @@ struct FrameJson<'a> {
 
 impl<'a> FrameJson<'a> {
     fn new(e: &Entry, at: String, f: &FrameInfo, room: Option<(&'a str, usize)>) -> FrameJson<'a> {
-        let shown = &f.preview[..f.preview.len().min(crate::proto::inspect::PREVIEW)];
+        let shown = f.preview.as_slice();
         let hex = || Some(shown.iter().map(|b| format!("{b:02x}")).collect());
         let (preview, preview_hex) = match std::str::from_utf8(shown) {
             // A close body starts with its code: shown in hex, the code and

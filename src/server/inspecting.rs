@@ -65,12 +65,15 @@ impl Server {
         if self.inspector.is_none() || self.limits.tap.is_empty() {
             return;
         }
-        for r in self.limits.tap.drain() {
+        let mut records = std::mem::take(&mut self.tap_buf);
+        self.limits.tap.swap_into(&mut records);
+        for r in records.drain(..) {
             if r.conn != INSPECTOR_CONN {
                 let conn = r.conn;
                 self.inspect_push(conn, Inspector::body_of(r), now);
             }
         }
+        self.tap_buf = records;
     }
 
     /// Records an entry and sends it to the live subscribers that want it.
@@ -143,7 +146,7 @@ impl Server {
         let opened_us = ins.micros(now);
         ins.infos.insert(
             id,
-            ConnInfo {
+            Box::new(ConnInfo {
                 path: req.path.as_str().into(),
                 subprotocol: protocol.map(Into::into),
                 head: req.head.clone(),
@@ -152,7 +155,7 @@ impl Server {
                 bytes_in: 0,
                 messages_out: 0,
                 bytes_out: 0,
-            },
+            }),
         );
         let path = req.path.as_str().into();
         self.inspect_push(id, Body::Open { peer, path }, now);

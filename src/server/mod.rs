@@ -204,6 +204,8 @@ pub struct Server {
     /// The frame inspector (`None` with `--inspect off`, or `local` off
     /// loopback): inspect.rs and endpoints.rs.
     inspector: Option<inspect::Inspector>,
+    /// The other half of the tap's double buffer (inspecting.rs).
+    tap_buf: Vec<crate::proto::inspect::Record>,
 }
 
 impl Server {
@@ -233,6 +235,7 @@ impl Server {
             .then(|| inspect::Inspector::new(config.inspect_frames, config.inspect_secrets));
         Ok(Server {
             inspector,
+            tap_buf: Vec::new(),
             limits: Rc::new(limits),
             poll,
             listener,

@@ -177,11 +177,10 @@ impl Connection {
         frame.offset = ((offset + chunk.len()) & 3) as u8;
         frame.remaining -= chunk.len() as u64;
         if let Some(t) = rx.tapped.as_mut() {
-            let want = FrameInfo::limit(t.opcode).saturating_sub(t.preview.len());
-            if want > 0 {
-                let start = t.preview.len();
-                t.preview.extend_from_slice(&chunk[..want.min(chunk.len())]);
-                super::super::mask::apply_mask(&mut t.preview[start..], frame.key, offset);
+            let limit = FrameInfo::limit(t.opcode);
+            if t.preview.len() < limit {
+                let added = t.preview.extend(chunk, limit);
+                super::super::mask::apply_mask(added, frame.key, offset);
             }
         }
         if frame.discard {

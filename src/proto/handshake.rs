@@ -225,6 +225,19 @@ pub fn error_response(err: HandshakeError) -> Vec<u8> {
     error_response_with(err, None)
 }
 
+/// A plain-text answer whose body is one line (`line` and a newline): how
+/// echocast says what was wrong with a request it refuses.
+pub fn line_response(status: u16, reason: &str, line: &str) -> Vec<u8> {
+    let body = format!("{line}\n");
+    http_response(
+        status,
+        reason,
+        "text/plain; charset=utf-8",
+        "",
+        body.as_bytes(),
+    )
+}
+
 /// [`error_response`] with one more line of body (e.g. how this server
 /// routes paths, after the 426's "connect with a WebSocket client").
 pub fn error_response_with(err: HandshakeError, detail: Option<&str>) -> Vec<u8> {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::inspect::{self, Body, ConnInfo, Filter, Inspector, Subscriber};
 use super::{Client, Server};
 use crate::config::InspectMode;
-use crate::proto::handshake::{http_response, Request};
+use crate::proto::handshake::{line_response, Request};
 use crate::proto::inspect::FrameInfo;
 use crate::proto::{knobs, MessageKind};
 
@@ -391,16 +391,6 @@ impl Server {
             }
         };
         info!("{}: /.inspect: {status}, {why}", c.id);
-        let body = format!("{why}\n");
-        c.proto.respond(
-            http_response(
-                status,
-                reason,
-                "text/plain; charset=utf-8",
-                "",
-                body.as_bytes(),
-            ),
-            now,
-        );
+        c.proto.respond(line_response(status, reason, &why), now);
     }
 }

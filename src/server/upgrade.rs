@@ -11,7 +11,7 @@ use mio::Token;
 
 use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
-use crate::proto::handshake::{self, http_response, Request};
+use crate::proto::handshake::{self, http_response, line_response, Request};
 use crate::proto::knobs;
 use crate::proto::HandshakeError;
 
@@ -54,17 +54,8 @@ impl Server {
             Err(e) => {
                 let Some(c) = self.client_mut(t) else { return };
                 info!("{}: 400, {e}", c.id);
-                let body = format!("{e}\n");
-                c.proto.respond(
-                    http_response(
-                        400,
-                        "Bad Request",
-                        "text/plain; charset=utf-8",
-                        "",
-                        body.as_bytes(),
-                    ),
-                    now,
-                );
+                c.proto
+                    .respond(line_response(400, "Bad Request", &e.to_string()), now);
                 return;
             }
         };
@@ -135,14 +126,7 @@ impl Server {
                 ),
                 Err((status, reason, why)) => {
                     info!("{}: {method} {path}: {status}, {why}", c.id);
-                    let body = format!("{why}\n");
-                    http_response(
-                        status,
-                        reason,
-                        "text/plain; charset=utf-8",
-                        "",
-                        body.as_bytes(),
-                    )
+                    line_response(status, reason, &why)
                 }
             };
             c.proto.respond(response, now);
@@ -210,11 +194,9 @@ fn is_inspector_endpoint(bare: &str) -> bool {
 /// What the inspector's endpoints answer with `--inspect off` (or `local`
 /// off loopback): 404, as for a path that does not exist.
 fn inspector_off() -> Vec<u8> {
-    http_response(
+    line_response(
         404,
         "Not Found",
-        "text/plain; charset=utf-8",
-        "",
-        b"not found (the frame inspector is off: --inspect)\n",
+        "not found (the frame inspector is off: --inspect)",
     )
 }

@@ -3,11 +3,8 @@
 # chromium and chromium-driver when they are missing (needs root, as in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+# shellcheck source=tests/clients/chromium.sh
+. tests/clients/chromium.sh
 cargo build --release --quiet
 timeout 180 python3 tests/browser.py target/release/echocast
 timeout 180 python3 tests/browser.py target/release/echocast --tls

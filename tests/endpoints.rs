@@ -200,36 +200,18 @@ fn the_health_subcommand_says_whether_healthz_answers_200() {
 
 /// A close is reported sent only once written (issue 18): a broadcast member
 /// that never reads is closed with 1008 `slow consumer`, but the frame never
-/// leaves (it waits behind the rest of a 16 MiB frame being written); at the close timeout the log says so and `/stats` counts it under
+/// leaves (it waits behind the rest of a 16 MiB frame being written); at
+/// the close timeout the log says so and `/stats` counts it under
 /// `not_delivered`, not `sent`.
 #[test]
 // docs/limits.md: "Close handshake time"
 fn a_close_the_peer_never_read_is_reported_not_delivered() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let log = std::env::temp_dir().join(format!("echocast-undelivered-{}.log", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echocast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--max-backpressure",
-            "64KiB",
-            "--close-timeout",
-            "1s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Spawned(child);
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on ws://")
-        .parse()
-        .unwrap();
+    let (server, addr) = spawn_logged(
+        &["--max-backpressure", "64KiB", "--close-timeout", "1s"],
+        &log,
+    );
     let slow = Client::connect_small_rcvbuf(addr, "/broadcast/undelivered", 4096);
     let mut publisher = Client::connect(addr, "/broadcast/undelivered");
     let mut reader = Client::from_stream(publisher.stream.try_clone().unwrap());

@@ -344,11 +344,21 @@ pub fn spawn_command(cmd: &mut Command) -> (Spawned, SocketAddr) {
 
 /// Runs a command and returns it with the first line it prints.
 pub fn spawn_first_line(cmd: &mut Command) -> (Spawned, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    spawn_first_line_to(cmd, Stdio::null())
+}
+
+/// The echocast binary on 127.0.0.1:0 with extra arguments, its log (stderr)
+/// going to `log`.
+pub fn spawn_logged(args: &[&str], log: &std::path::Path) -> (Spawned, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echocast"));
+    cmd.args(args).args(["--listen", "127.0.0.1:0"]);
+    let (server, line) = spawn_first_line_to(&mut cmd, std::fs::File::create(log).unwrap().into());
+    let addr = line.trim().trim_start_matches("listening on ws://");
+    (server, addr.parse().unwrap_or_else(|_| panic!("{line:?}")))
+}
+
+fn spawn_first_line_to(cmd: &mut Command, stderr: Stdio) -> (Spawned, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -502,36 +502,6 @@ pub(super) fn request_json(head: &[u8], secrets: bool) -> serde_json::Value {
     })
 }
 
-/// Whether `host` (a `Host` header) names a loopback address.
-pub(super) fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether `origin` is the server's own (the page it serves): `http://HOST`
-/// or `https://HOST` for the request's own `Host`.
-pub(super) fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
-    let Some(host) = host else { return false };
-    ["http://", "https://"].iter().any(|scheme| {
-        origin
-            .strip_prefix(scheme)
-            .is_some_and(|o| o.eq_ignore_ascii_case(host))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,41 +518,6 @@ mod tests {
             rfc3339_micros(951_782_400_000_001),
             "2000-02-29T00:00:00.000001Z"
         );
-    }
-
-    #[test]
-    fn loopback_hosts_and_own_origins() {
-        for h in [
-            "localhost",
-            "localhost:9001",
-            "127.0.0.1:9001",
-            "127.1.2.3",
-            "[::1]:9001",
-            "LOCALHOST",
-        ] {
-            assert!(is_loopback_host(h), "{h}");
-        }
-        for h in [
-            "example.com",
-            "evil.localhost.example:9001",
-            "10.0.0.1:9001",
-            "[::2]:1",
-        ] {
-            assert!(!is_loopback_host(h), "{h}");
-        }
-        assert!(is_own_origin(
-            "http://127.0.0.1:9001",
-            Some("127.0.0.1:9001")
-        ));
-        assert!(is_own_origin(
-            "https://localhost:9001",
-            Some("localhost:9001")
-        ));
-        assert!(!is_own_origin(
-            "http://evil.example",
-            Some("127.0.0.1:9001")
-        ));
-        assert!(!is_own_origin("http://127.0.0.1:9001", None));
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl Server {
     /// absent or the server's own, and in `local` mode a loopback `Host`.
     fn inspect_allowed(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), Refusal> {
         if let Some(o) = origin {
-            if !inspect::is_own_origin(o, host) {
+            if !is_own_origin(o, host) {
                 return Err((
                     403,
                     "Forbidden",
@@ -235,8 +235,7 @@ impl Server {
                 ));
             }
         }
-        if self.config.inspect == InspectMode::Local && !host.is_some_and(inspect::is_loopback_host)
-        {
+        if self.config.inspect == InspectMode::Local && !host.is_some_and(is_loopback_host) {
             return Err((
                 403,
                 "Forbidden",
@@ -392,5 +391,75 @@ impl Server {
         };
         info!("{}: /.inspect: {status}, {why}", c.id);
         c.proto.respond(line_response(status, reason, &why), now);
+    }
+}
+
+/// Whether `host` (a `Host` header) names a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `origin` is the server's own (the page it serves): `http://HOST`
+/// or `https://HOST` for the request's own `Host`.
+fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    ["http://", "https://"].iter().any(|scheme| {
+        origin
+            .strip_prefix(scheme)
+            .is_some_and(|o| o.eq_ignore_ascii_case(host))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_and_own_origins() {
+        for h in [
+            "localhost",
+            "localhost:9001",
+            "127.0.0.1:9001",
+            "127.1.2.3",
+            "[::1]:9001",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "evil.localhost.example:9001",
+            "10.0.0.1:9001",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+        assert!(is_own_origin(
+            "http://127.0.0.1:9001",
+            Some("127.0.0.1:9001")
+        ));
+        assert!(is_own_origin(
+            "https://localhost:9001",
+            Some("localhost:9001")
+        ));
+        assert!(!is_own_origin(
+            "http://evil.example",
+            Some("127.0.0.1:9001")
+        ));
+        assert!(!is_own_origin("http://127.0.0.1:9001", None));
     }
 }

@@ -108,7 +108,7 @@ impl FrameInfo {
 
     pub(crate) fn outgoing(opcode: u8, fin: bool, rsv: u8, payload: &[u8]) -> FrameInfo {
         let mut preview = Preview::default();
-        preview.extend(payload, Self::limit(opcode));
+        preview.extend(payload, PREVIEW);
         FrameInfo {
             dir: Dir::Out,
             opcode,
@@ -118,11 +118,6 @@ impl FrameInfo {
             len: payload.len() as u64,
             preview,
         }
-    }
-
-    /// Payload bytes kept for a frame of this opcode.
-    pub(crate) fn limit(_opcode: u8) -> usize {
-        PREVIEW
     }
 
     /// The code and reason of a close frame's body, if it has a code (the

@@ -245,13 +245,6 @@ impl Server {
         Ok(())
     }
 
-    /// Whether `bare` is one of the inspector's plain endpoints (and the
-    /// inspector is on): `/connections`, `/connections/ID`, `/frames`.
-    pub(super) fn is_inspector_path(&self, bare: &str) -> bool {
-        self.inspector.is_some()
-            && (bare == "/connections" || bare.starts_with("/connections/") || bare == "/frames")
-    }
-
     /// The answer to an inspector endpoint: JSON, or a status and one line.
     pub(super) fn inspector_answer(
         &self,
@@ -263,7 +256,7 @@ impl Server {
         let ins = self
             .inspector
             .as_ref()
-            .expect("checked by is_inspector_path");
+            .expect("the caller checked the inspector is on");
         let (bare, query) = target.split_once('?').unwrap_or((target, ""));
         let bad = |what: String| (400, "Bad Request", what);
         if bare == "/frames" {

@@ -113,7 +113,12 @@ impl Server {
     ) {
         let bare = path.split('?').next().unwrap_or("");
         let get = method == "GET" || method == "HEAD";
-        if get && self.is_inspector_path(bare) {
+        if get && is_inspector_endpoint(bare) {
+            if self.inspector.is_none() {
+                let Some(c) = self.client_mut(t) else { return };
+                c.proto.respond(inspector_off(), now);
+                return;
+            }
             let answer = self.inspector_answer(path, origin, host);
             let Some(c) = self.client_mut(t) else { return };
             let response = match answer {
@@ -130,11 +135,6 @@ impl Server {
                 }
             };
             c.proto.respond(response, now);
-            return;
-        }
-        if get && self.inspector.is_none() && is_inspector_endpoint(bare) {
-            let Some(c) = self.client_mut(t) else { return };
-            c.proto.respond(inspector_off(), now);
             return;
         }
         // What a GET is answered with (the numbers are computed only when asked).

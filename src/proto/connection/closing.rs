@@ -204,10 +204,10 @@ impl Connection {
     /// one frame even when the peer does not read. Answers to messages that
     /// arrived complete before the failure keep their place ahead of it.
     pub(super) fn fail(&mut self, err: ProtocolError, now: Instant) {
+        // The frame and message in progress go (the inspector gets what
+        // arrived of the frame, then the error).
+        self.drop_incoming();
         if self.tapping() {
-            if let Some(f) = self.rx.as_mut().and_then(|r| r.tapped.take()) {
-                self.record(What::Frame(f));
-            }
             self.record(What::Error {
                 close_code: err.close_code().0,
                 rule: err.rule(),
@@ -225,7 +225,6 @@ impl Connection {
             }
             self.queue_close(Some(err.close_code()), err.reason());
         }
-        self.drop_incoming();
         self.enter_flushing(now);
     }
 

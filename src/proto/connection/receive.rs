@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::super::error::ProtocolError;
 use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
+use super::super::inspect::PREVIEW;
 use super::super::message::{MessageBuffer, MessageKind};
 use super::{bump, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
 
@@ -177,9 +178,8 @@ impl Connection {
         frame.offset = ((offset + chunk.len()) & 3) as u8;
         frame.remaining -= chunk.len() as u64;
         if let Some(t) = rx.tapped.as_mut() {
-            let limit = FrameInfo::limit(t.opcode);
-            if t.preview.len() < limit {
-                let added = t.preview.extend(chunk, limit);
+            if t.preview.len() < PREVIEW {
+                let added = t.preview.extend(chunk, PREVIEW);
                 super::super::mask::apply_mask(added, frame.key, offset);
             }
         }

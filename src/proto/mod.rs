@@ -6,6 +6,7 @@
 //! the whole protocol testable without sockets and fuzzable from the first byte of
 //! the handshake to the last byte of the close.
 
+pub mod body;
 pub mod close;
 pub mod connection;
 pub mod deflate;
@@ -18,6 +19,7 @@ pub mod mask;
 pub mod message;
 pub mod opcode;
 pub mod output;
+pub mod sse;
 pub mod units;
 
 pub use close::CloseCode;

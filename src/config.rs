@@ -2,6 +2,7 @@
 //! defaults (docs/limits.md).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::handler::Mode;
 use crate::proto::deflate::DeflateConfig;
@@ -75,6 +76,11 @@ pub struct Config {
     /// Show `Authorization`, `Proxy-Authorization` and `Cookie` values in
     /// `/connections/ID` instead of redacting them.
     pub inspect_secrets: bool,
+    /// Messages each room keeps for members that join or come back
+    /// (`?history=N`, `Last-Event-ID`); at most 1 MiB of them. 0: none.
+    pub room_history: usize,
+    /// How long a room without members is kept (its history and ids).
+    pub room_linger: Duration,
 }
 
 impl Default for Config {
@@ -96,6 +102,8 @@ impl Default for Config {
             inspect: InspectMode::Local,
             inspect_frames: crate::server::DEFAULT_INSPECT_FRAMES,
             inspect_secrets: false,
+            room_history: 100,
+            room_linger: Duration::from_secs(60),
         }
     }
 }

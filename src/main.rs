@@ -194,6 +194,21 @@ struct Args {
     /// /connections/ID instead of redacting them
     #[arg(long)]
     inspect_secrets: bool,
+
+    /// Messages each room keeps (at most 1 MiB of them) for clients that
+    /// join or come back: ?history=N, Last-Event-ID. 0: none
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    room_history: usize,
+
+    /// How long a room is kept after its last member left (its history and
+    /// message ids), so a client can resume
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    room_linger: Duration,
+
+    /// A comment line on an event stream (SSE) quiet for this long, so
+    /// proxies keep it open; 0 turns it off
+    #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
+    sse_keepalive: Duration,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -332,6 +347,7 @@ fn main() -> ExitCode {
             close_timeout: args.close_timeout,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,
+            sse_keepalive: Some(args.sse_keepalive),
             ..Limits::default()
         },
         mode: match args.mode {
@@ -363,6 +379,8 @@ fn main() -> ExitCode {
         },
         inspect_frames: args.inspect_frames.max(1),
         inspect_secrets: args.inspect_secrets,
+        room_history: args.room_history,
+        room_linger: args.room_linger,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

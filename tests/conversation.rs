@@ -46,7 +46,7 @@ impl Harness {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 Event::Upgrade(_) => self.conn.accept(self.now),
-                Event::HttpRequest { .. } => panic!("not an upgrade"),
+                Event::HttpRequest(_) | Event::Body(_) => panic!("not an upgrade"),
                 Event::Message { kind, data } => {
                     self.seen.push((kind, data.clone()));
                     handler::echo(&mut self.conn, kind, data);
@@ -348,7 +348,7 @@ fn accept_after_a_plain_request_is_harmless() {
     let now = Instant::now();
     let mut conn = Connection::new(Limits::default(), now);
     conn.receive(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", now);
-    assert!(matches!(conn.poll_event(), Some(Event::HttpRequest { .. })));
+    assert!(matches!(conn.poll_event(), Some(Event::HttpRequest(_))));
     conn.accept(now);
     assert!(!conn.is_open() && !conn.was_opened());
     assert_eq!(conn.output_len(), 0, "no 101");
@@ -391,7 +391,7 @@ fn refused_handshakes_answer_with_http() {
         let now = Instant::now();
         let mut conn = Connection::new(Limits::default(), now);
         conn.receive(req.as_bytes(), now);
-        if let Some(Event::HttpRequest { .. }) = conn.poll_event() {
+        if let Some(Event::HttpRequest(_)) = conn.poll_event() {
             conn.reject(echocast::proto::HandshakeError::NotWebSocket, now);
         }
         let out = String::from_utf8_lossy(conn.output_front()).into_owned();

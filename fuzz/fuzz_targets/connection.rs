@@ -268,8 +268,33 @@ fuzz_target!(|data: &[u8]| {
                         conn.accept_deflate(now, &deflate, &codec);
                     }
                 },
-                Event::HttpRequest { .. } => {
-                    conn.reject(echocast::proto::HandshakeError::NotWebSocket, now)
+                // Rooms over HTTP: a POST's body is read (the body parser),
+                // answered and the connection kept; an event stream gets
+                // a few events; anything else is refused.
+                Event::HttpRequest(req) => {
+                    if req.method == "POST" {
+                        if let Err(e) = conn.read_body(now) {
+                            let (status, reason) = e.status();
+                            conn.respond(http_response(status, reason, "text/plain", "", b""), now);
+                        }
+                    } else if req.method == "GET" && req.path.starts_with("/events") {
+                        let drop = knobs::parse(&req.path).ok().and_then(|k| k.drop).map(|d| d.0);
+                        conn.start_events(b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), drop, now);
+                        for i in 0..3u8 {
+                            conn.send_event(vec![b'e', i, b'\n', b'\n'].into(), true, now);
+                        }
+                    } else {
+                        conn.reject(echocast::proto::HandshakeError::NotWebSocket, now)
+                    }
+                }
+                Event::Body(Ok(body)) => {
+                    let answer = echocast::proto::handshake::keep_alive_response(
+                        200, "OK", "text/plain", "", &body[..body.len().min(64)]);
+                    conn.respond_keep_alive(answer, now);
+                }
+                Event::Body(Err(e)) => {
+                    let (status, reason) = e.status();
+                    conn.respond(http_response(status, reason, "text/plain", "", b""), now);
                 }
                 Event::Message { kind, data } => {
                     conn.echo(kind, data);

@@ -1,8 +1,8 @@
 //! HTTP/1.1 request bodies (RFC 9112 §6–§7), sans-IO: the framing a request
 //! head declares, `Expect: 100-continue`, and a push parser that takes bytes
 //! as they arrive and hands out the body, bounded by a cap, never reserving
-//! memory from a declared length. Work in progress for rooms over HTTP
-//! (issue 20): not wired into the connection yet.
+//! memory from a declared length. The connection reads bodies with it
+//! (`connection/plain.rs`).
 
 use httparse::Status;
 
@@ -156,6 +156,11 @@ impl BodyReader {
             total: 0,
             line: Vec::new(),
         }
+    }
+
+    /// Heap bytes held (a partial chunk-size or trailer line).
+    pub fn memory(&self) -> usize {
+        self.line.capacity()
     }
 
     pub fn is_done(&self) -> bool {

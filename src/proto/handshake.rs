@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
+use super::body::{self, BodyError, Framing};
 use super::error::HandshakeError;
 
 /// The request head (request line and headers) may be at most this long.
@@ -42,15 +43,41 @@ pub struct Request {
 pub enum Parsed {
     /// A valid upgrade request.
     Upgrade(Request),
-    /// A plain HTTP request (no `Upgrade: websocket`): method, path, and the
-    /// `Origin` and `Host` headers, so the server may answer it (a page, 426,
-    /// or 403 to a page that must not read it).
-    Plain {
-        method: String,
-        path: String,
-        origin: Option<String>,
-        host: Option<String>,
-    },
+    /// A plain HTTP request (no `Upgrade: websocket`).
+    Plain(PlainRequest),
+}
+
+/// A plain HTTP request head: what the server answers from (a page, a JSON
+/// endpoint, a room publish or subscription, 426, or 403 to a page that must
+/// not read it), and how its body is framed (RFC 9112 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRequest {
+    pub method: String,
+    pub path: String,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// The first `Host` header, if any.
+    pub host: Option<String>,
+    /// Every header field, in order (values as text, lossily).
+    pub headers: Vec<(String, String)>,
+    /// HTTP/1.1 without `Connection: close`: another request may follow
+    /// the answer on the same connection.
+    pub keep_alive: bool,
+    /// The body's framing, or why it cannot be read (checked against the
+    /// size limit only when the body is read).
+    pub framing: Result<Framing, BodyError>,
+    /// `Expect: 100-continue`: the client waits for `100 Continue`.
+    pub expect_continue: bool,
+}
+
+impl PlainRequest {
+    /// The first value of a header (ASCII case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `base64(sha1(key + GUID))` (RFC 6455 §4.2.2 item 5.4).
@@ -103,13 +130,22 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Parsed, usize)>, HandshakeErr
     let text = |v: &[u8]| String::from_utf8_lossy(v.trim_ascii()).into_owned();
     let origin = all("origin").first().map(|o| text(o));
     if !has_token(&all("upgrade"), "websocket") {
+        let fields: Vec<(&str, &[u8])> = req.headers.iter().map(|h| (h.name, h.value)).collect();
         return Ok(Some((
-            Parsed::Plain {
+            Parsed::Plain(PlainRequest {
                 method: method.to_owned(),
                 path: path.to_owned(),
                 origin,
                 host: all("host").first().map(|h| text(h)),
-            },
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), text(h.value)))
+                    .collect(),
+                keep_alive: req.version == Some(1) && !has_token(&all("connection"), "close"),
+                framing: body::framing(&fields, u64::MAX, false),
+                expect_continue: body::expects_continue(&fields),
+            }),
             n,
         )));
     }
@@ -206,11 +242,39 @@ pub fn http_response(
     extra_headers: &str,
     body: &[u8],
 ) -> Vec<u8> {
+    response(status, reason, content_type, extra_headers, body, false)
+}
+
+/// A complete HTTP/1.1 response after which the connection stays open for
+/// the next request ([`crate::proto::Connection::respond_keep_alive`]).
+pub fn keep_alive_response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    response(status, reason, content_type, extra_headers, body, true)
+}
+
+fn response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let connection = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\n\
          Content-Type: {content_type}\r\n\
          Content-Length: {}\r\n\
-         Connection: close\r\n\
+         {connection}\
          Server: echocast\r\n\
          {extra_headers}\r\n",
         body.len()
@@ -218,6 +282,15 @@ pub fn http_response(
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// `response` with more header lines (each ending in CRLF) added at the end
+/// of its head: CORS headers on the answers of the room endpoints.
+pub fn with_headers(mut response: Vec<u8>, extra: &str) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.splice(end + 2..end + 2, extra.bytes());
+    }
+    response
 }
 
 /// The answer to a refused handshake.
@@ -351,7 +424,7 @@ mod tests {
         let (p, _) = parse_request(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(matches!(p, Parsed::Plain { ref path, .. } if path == "/index.html"));
+        assert!(matches!(p, Parsed::Plain(ref r) if r.path == "/index.html"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Knobs {
     /// After the handshake, COUNT messages of SIZE bytes, as fast as the
     /// client reads them.
     pub push: Option<Push>,
+    /// On a room: the last N retained messages first (N at most the
+    /// server's `--room-history`, checked by the server).
+    pub history: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,39 @@ impl Knobs {
             });
         }
         Ok(())
+    }
+
+    /// On an echo path, `history` (a room's) has nothing to act on.
+    pub fn check_echo(&self) -> Result<(), KnobError> {
+        match self.history {
+            Some(_) => Err(KnobError {
+                knob: "history",
+                accepts: "only on broadcast rooms (this path echoes)",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// On an event stream (a room subscription over HTTP) only `drop`,
+    /// `greeting` and `history` mean something: the others are refused.
+    pub fn check_events(&self) -> Result<(), KnobError> {
+        let not_events = "not on an event stream (only drop, greeting and history are)";
+        let refused = [
+            ("fragment", self.fragment.is_some()),
+            ("delay", self.delay.is_some()),
+            ("repeat", self.repeat.is_some()),
+            ("ping", self.ping.is_some()),
+            ("close", self.close.is_some()),
+            ("reset", self.drop.is_some_and(|(_, reset)| reset)),
+            ("push", self.push.is_some()),
+        ];
+        match refused.iter().find(|(_, given)| *given) {
+            Some((knob, _)) => Err(KnobError {
+                knob,
+                accepts: not_events,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -117,7 +153,7 @@ fn sendable_code(code: u16) -> bool {
 /// (README's knobs table lists the same; `tests/docs.rs` compares them).
 pub const NAMES: &[&str] = &[
     "fragment", "delay", "repeat", "ping", "close", "reason", "after", "drop", "reset", "greeting",
-    "push", "size", "type",
+    "push", "size", "type", "history",
 ];
 
 /// Parses the knobs of a request target (`/path?fragment=10&delay=250ms`).
@@ -197,6 +233,12 @@ pub fn parse(target: &str) -> Result<Knobs, KnobError> {
                 })
             }
             "greeting" => k.greeting = Some(value.clone()),
+            "history" => {
+                k.history = Some(
+                    v.parse()
+                        .map_err(|_| bad("history", "a number of retained messages, 0 or more"))?,
+                )
+            }
             "push" => {
                 count = Some(
                     v.parse()

@@ -1,6 +1,5 @@
 //! Server-sent events (WHATWG HTML §9.2), sans-IO: how a room message becomes
-//! an event on a `text/event-stream`. Work in progress for rooms over HTTP
-//! (issue 20): not wired into the server yet.
+//! an event on a `text/event-stream` (rooms over HTTP, `server/sse.rs`).
 
 /// Appends one event: `id:`, `event:` (if any), then the data, one `data:`
 /// line per line of it. Every line break form (CRLF, LF, CR) ends a line, as

@@ -125,12 +125,8 @@ impl Server {
             };
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
-                Event::HttpRequest {
-                    method,
-                    path,
-                    origin,
-                    host,
-                } => self.answer_http(t, &method, &path, (origin.as_deref(), host.as_deref()), now),
+                Event::HttpRequest(req) => self.answer_http(t, &req, now),
+                Event::Body(body) => self.published(t, body, now),
                 // A live inspector's own messages mean nothing.
                 Event::Message { data, .. } if c.inspecting => c.proto.recycle(data),
                 Event::Message { kind, data } => match c.room() {
@@ -149,8 +145,7 @@ impl Server {
                         let from = c.id.0;
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
-                        self.broadcast(room, kind, &data, now);
-                        let members = self.rooms[room].len();
+                        let (_, members) = self.publish(room, kind, &data, now);
                         self.inspect_broadcast(from, room, kind, &data, members, now);
                         if let Some(c) = self.client_mut(t) {
                             c.proto.recycle(data);

@@ -33,7 +33,17 @@ impl Server {
         // The frame inspector's ring (bounded by --inspect-frames) takes its
         // share of the budget first.
         let ring = self.inspector.as_ref().map_or(0, |i| i.memory());
-        let max = self.config.max_memory.saturating_sub(ring);
+        // Rooms' history is counted, and is the first thing given up.
+        let over = (self.memory + READ_BUF + self.history_bytes)
+            .saturating_sub(self.config.max_memory.saturating_sub(ring));
+        if over > 0 && self.history_bytes > 0 {
+            let freed = self.shed_history(over);
+            info!("memory budget: dropped {freed} bytes of room history (oldest first)");
+        }
+        let max = self
+            .config
+            .max_memory
+            .saturating_sub(ring + self.history_bytes);
         if self.memory + READ_BUF <= max {
             if self.memory <= max / 4 * 3 {
                 if let Some(closed) = self.budget_episode.take() {

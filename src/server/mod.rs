@@ -27,6 +27,7 @@ mod inspecting;
 mod io;
 mod memory;
 mod rooms;
+mod sse;
 mod stats;
 mod timers;
 mod transport;
@@ -206,6 +207,12 @@ pub struct Server {
     inspector: Option<inspect::Inspector>,
     /// The other half of the tap's double buffer (inspecting.rs).
     tap_buf: Vec<crate::proto::inspect::Record>,
+    /// `POST`s to rooms whose body is being read (sse.rs).
+    pending_publish: std::collections::HashMap<Token, sse::PendingPublish>,
+    /// Messages retained by rooms so far (orders history across rooms).
+    publish_seq: u64,
+    /// Payload bytes all rooms' histories hold, against `--max-memory`.
+    history_bytes: usize,
 }
 
 impl Server {
@@ -236,6 +243,9 @@ impl Server {
         Ok(Server {
             inspector,
             tap_buf: Vec::new(),
+            pending_publish: std::collections::HashMap::new(),
+            publish_seq: 0,
+            history_bytes: 0,
             limits: Rc::new(limits),
             poll,
             listener,
@@ -315,7 +325,7 @@ impl Server {
                 Some(Duration::ZERO)
             } else {
                 let next = self.timers.peek().map(|Reverse((t, _))| *t);
-                let sweep = (self.open > 0).then_some(self.next_sweep);
+                let sweep = (self.open > 0 || self.has_rooms()).then_some(self.next_sweep);
                 let next = [next, stopping, self.accept_paused_until, sweep]
                     .into_iter()
                     .flatten()
@@ -420,7 +430,10 @@ impl Server {
         // No `deregister`: closing the socket (dropping `c`) removes it from
         // epoll/kqueue, and its token's generation is already retired.
         if let Some(id) = c.room() {
-            self.leave(id, t);
+            self.leave(id, t, Instant::now());
+        }
+        if !self.pending_publish.is_empty() {
+            self.pending_publish.remove(&t);
         }
         self.inspect_closed(&c);
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
@@ -432,6 +445,8 @@ impl Server {
                         stats::count(&mut self.stats.handshake_failures, e.label());
                     }
                 }
+                // Waiting for another request on a kept connection.
+                None if c.proto.served_keep_alive() => {}
                 // Timed out, or gone, before a complete request.
                 None => stats::count(&mut self.stats.handshake_failures, "incomplete"),
             }

@@ -31,6 +31,10 @@ pub(super) struct Stats {
     pub(super) closes_not_delivered: BTreeMap<u16, u64>,
     pub(super) http: BTreeMap<u16, u64>,
     pub(super) handshake_failures: BTreeMap<&'static str, u64>,
+    /// Messages published with a `POST`.
+    pub(super) http_publishes: u64,
+    /// Retained messages dropped to keep the memory budget.
+    pub(super) history_shed: u64,
 }
 
 impl Stats {
@@ -49,6 +53,8 @@ impl Stats {
             closes_not_delivered: BTreeMap::new(),
             http: BTreeMap::new(),
             handshake_failures: BTreeMap::new(),
+            http_publishes: 0,
+            history_shed: 0,
         }
     }
 }
@@ -69,6 +75,8 @@ struct StatsJson<'a> {
     http_answers: &'a BTreeMap<u16, u64>,
     slow_consumer_closes: u64,
     handshake_failures: &'a BTreeMap<&'static str, u64>,
+    /// Messages published with a `POST` to a room.
+    http_publishes: u64,
     /// `null` with `--inspect off`.
     inspector: Option<InspectorJson>,
 }
@@ -78,6 +86,8 @@ struct ConnectionsJson {
     echo: usize,
     broadcast: usize,
     handshaking: usize,
+    /// Event-stream (SSE) subscribers.
+    events: usize,
     accepted: u64,
     refused_max_connections: u64,
 }
@@ -86,6 +96,23 @@ struct ConnectionsJson {
 struct RoomsJson<'a> {
     count: usize,
     largest: Vec<RoomJson<'a>>,
+    history: HistoryJson<'a>,
+}
+
+#[derive(Serialize)]
+struct HistoryJson<'a> {
+    /// Payload bytes all rooms retain.
+    bytes: usize,
+    /// Retained messages dropped to keep `--max-memory`.
+    shed: u64,
+    /// The 100 rooms retaining the most, largest first.
+    largest: Vec<RoomHistoryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RoomHistoryJson<'a> {
+    name: &'a str,
+    bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -123,6 +150,7 @@ struct Snapshot<'a> {
     echo: usize,
     broadcast: usize,
     handshaking: usize,
+    events: usize,
     /// The 100 largest rooms, largest first, and how many there are.
     rooms: Vec<(&'a str, usize)>,
     room_count: usize,
@@ -130,9 +158,11 @@ struct Snapshot<'a> {
 
 impl Server {
     fn snapshot(&self) -> Snapshot<'_> {
-        let (mut echo, mut broadcast, mut handshaking) = (0, 0, 0);
+        let (mut echo, mut broadcast, mut handshaking, mut events) = (0, 0, 0, 0);
         for c in self.slots.iter().filter_map(|s| s.client.as_ref()) {
-            if c.proto.is_handshaking() {
+            if c.proto.is_event_stream() {
+                events += 1;
+            } else if c.proto.is_handshaking() {
                 handshaking += 1;
             } else if c.proto.is_open() {
                 if c.room.is_some() {
@@ -157,6 +187,7 @@ impl Server {
             echo,
             broadcast,
             handshaking,
+            events,
             rooms,
             room_count,
         }
@@ -172,6 +203,7 @@ impl Server {
                 echo: s.echo,
                 broadcast: s.broadcast,
                 handshaking: s.handshaking,
+                events: s.events,
                 accepted: st.accepted,
                 refused_max_connections: st.refused,
             },
@@ -182,6 +214,15 @@ impl Server {
                     .iter()
                     .map(|&(name, members)| RoomJson { name, members })
                     .collect(),
+                history: HistoryJson {
+                    bytes: self.history_bytes,
+                    shed: st.history_shed,
+                    largest: self
+                        .history_top()
+                        .into_iter()
+                        .map(|(name, bytes)| RoomHistoryJson { name, bytes })
+                        .collect(),
+                },
             },
             messages: InOut {
                 r#in: st.messages_in,
@@ -203,6 +244,7 @@ impl Server {
             http_answers: &st.http,
             slow_consumer_closes: st.slow_consumers,
             handshake_failures: &st.handshake_failures,
+            http_publishes: st.http_publishes,
             inspector: self.inspector.as_ref().map(|i| InspectorJson {
                 records: i.len(),
                 bytes: i.memory(),
@@ -242,6 +284,7 @@ impl Server {
                 ("{kind=\"echo\"}".into(), s.echo as f64),
                 ("{kind=\"broadcast\"}".into(), s.broadcast as f64),
                 ("{kind=\"handshaking\"}".into(), s.handshaking as f64),
+                ("{kind=\"events\"}".into(), s.events as f64),
             ],
         );
         metric(
@@ -259,7 +302,7 @@ impl Server {
         metric(
             "rooms",
             "gauge",
-            "Broadcast rooms with at least one member.",
+            "Broadcast rooms: with members, or lingering after the last left (--room-linger).",
             &one(s.room_count as u64),
         );
         metric(
@@ -270,6 +313,28 @@ impl Server {
                 .iter()
                 .map(|(name, n)| (format!("{{room={}}}", label_value(name)), *n as f64))
                 .collect::<Vec<_>>(),
+        );
+        metric(
+            "room_history_bytes",
+            "gauge",
+            "Payload bytes retained by the 100 rooms retaining the most (--room-history).",
+            &self
+                .history_top()
+                .iter()
+                .map(|(name, n)| (format!("{{room={}}}", label_value(name)), *n as f64))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "room_history_shed_total",
+            "counter",
+            "Retained room messages dropped to keep --max-memory.",
+            &one(st.history_shed),
+        );
+        metric(
+            "http_publishes_total",
+            "counter",
+            "Messages published to rooms with a POST.",
+            &one(st.http_publishes),
         );
         metric(
             "messages_received_total",

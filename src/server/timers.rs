@@ -94,6 +94,7 @@ impl Server {
             return;
         }
         self.next_sweep = now + QUIET_SWEEP;
+        self.expire_rooms(now);
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             let gen = slot.gen;

@@ -11,7 +11,9 @@ use mio::Token;
 
 use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
-use crate::proto::handshake::{self, http_response, line_response, Request};
+use crate::proto::handshake::{
+    self, http_response, line_response, with_headers, PlainRequest, Request,
+};
 use crate::proto::knobs;
 use crate::proto::HandshakeError;
 
@@ -47,8 +49,11 @@ impl Server {
         let route = handler::route(self.config.mode, &req.path);
         let knobs = knobs::parse(&req.path).and_then(|k| match &route {
             Route::Room(_) => k.check_broadcast().map(|()| k),
-            Route::Echo => Ok(k),
+            Route::Echo => k.check_echo().map(|()| k),
         });
+        let knobs = knobs
+            .map_err(|e| e.to_string())
+            .and_then(|k| self.check_history(k.history).map(|()| k));
         let mut knobs = match knobs {
             Ok(k) => k,
             Err(e) => {
@@ -63,8 +68,9 @@ impl Server {
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match route {
             Route::Echo => None,
-            Route::Room(name) => Some(self.join(name, t) as u32),
+            Route::Room(name) => Some(self.join(&name, t, now) as u32),
         };
+        let history = knobs.history;
         let protocol = handshake::select_protocol(&req.protocols, &self.config.subprotocols);
         if protocol.is_none() && !req.protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
             let id = self
@@ -90,6 +96,10 @@ impl Server {
         c.proto.set_streaming(stream);
         c.proto
             .accept_upgrade(now, Some((&deflate, &codec)), protocol);
+        if let (Some(room), Some(n)) = (room, history) {
+            self.replay_history(t, room as usize, n);
+        }
+        let Some(c) = self.client_mut(t) else { return };
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {
@@ -103,15 +113,30 @@ impl Server {
         self.inspect_open(t, &req, protocol, now);
     }
 
-    pub(super) fn answer_http(
-        &mut self,
-        t: Token,
-        method: &str,
-        path: &str,
-        (origin, host): (Option<&str>, Option<&str>),
-        now: Instant,
-    ) {
+    pub(super) fn answer_http(&mut self, t: Token, req: &PlainRequest, now: Instant) {
+        let (method, path) = (req.method.as_str(), req.path.as_str());
+        let (origin, host) = (req.origin.as_deref(), req.host.as_deref());
         let bare = path.split('?').next().unwrap_or("");
+        match handler::route(self.config.mode, path) {
+            Route::Room(room) => {
+                if self.answer_room(t, req, &room, now) {
+                    return;
+                }
+            }
+            Route::Echo if method == "POST" => {
+                let Some(c) = self.client_mut(t) else { return };
+                info!("{}: POST {path}: 405, not a room", c.id);
+                let answer = line_response(
+                    405,
+                    "Method Not Allowed",
+                    "this path echoes; publish with POST to a room: a path under /broadcast \
+                     (or any path with --mode broadcast)",
+                );
+                c.proto.respond(with_headers(answer, "Allow: GET\r\n"), now);
+                return;
+            }
+            Route::Echo => {}
+        }
         let get = method == "GET" || method == "HEAD";
         if get && is_inspector_endpoint(bare) {
             if self.inspector.is_none() {

@@ -74,6 +74,11 @@ impl Connection {
     /// follows at once. A connection that is not open is aborted instead (its
     /// socket is to be dropped now). Returns the code sent.
     pub fn shed(&mut self, now: Instant) -> Option<CloseCode> {
+        if self.is_event_stream() {
+            // An event stream's subscriber is told why, and may resume.
+            self.end_events(b"event: error\ndata: memory budget\n\n", true, now);
+            return None;
+        }
         if !self.state.is_open() {
             self.abort();
             return None;

@@ -50,6 +50,7 @@ impl Items {
                 .map(|item| match item {
                     Item::Event(Event::Message { data, .. } | Event::Fragment { data, .. })
                     | Item::Pong(data)
+                    | Item::Event(Event::Body(Ok(data)))
                     | Item::Close(data) => data.capacity(),
                     Item::Event(_) | Item::Answered => 0,
                 })

@@ -11,8 +11,9 @@ impl Connection {
     /// few hundred bytes, the same for every connection). O(1) while the
     /// event queue is drained, which it is between reads.
     pub fn memory(&self) -> usize {
-        self.hs.as_ref().map_or(0, |h| h.pending.capacity())
-            + self.message().map_or(0, |m| m.capacity())
+        self.hs.as_ref().map_or(0, |h| {
+            h.pending.capacity() + h.body.as_ref().map_or(0, |b| b.memory())
+        }) + self.message().map_or(0, |m| m.capacity())
             + self.ctl.as_ref().map_or(0, |c| {
                 c.payload.capacity()
                     + c.pending_pong.as_ref().map_or(0, |p| p.capacity())

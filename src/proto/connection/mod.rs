@@ -44,6 +44,7 @@ mod events;
 mod memory;
 pub mod misbehave;
 mod opening;
+mod plain;
 mod receive;
 mod send;
 mod timers;
@@ -75,6 +76,9 @@ pub struct Limits {
     /// [`Event::Fragment`] once at least this many bytes are buffered (at most
     /// [`STREAM_PIECE_MAX`]: a piece is handed out when it is that large anyway).
     pub stream_chunk: usize,
+    /// An event stream ([`Connection::start_events`]) quiet for this long
+    /// gets a comment line, so proxies keep it. `None` or zero: off.
+    pub sse_keepalive: Option<Duration>,
     /// Frames received and sent by every connection sharing these limits
     /// (a server shares one `Rc<Limits>` among all its connections): the core
     /// counts where the frames are, the server reads the sums for `/stats`.
@@ -106,6 +110,7 @@ impl Default for Limits {
             ping_interval: None,
             idle_timeout: None,
             stream_chunk: 16 * 1024,
+            sse_keepalive: Some(Duration::from_secs(15)),
             counters: Counters::default(),
             tap: Tap::default(),
         }
@@ -129,13 +134,14 @@ pub enum Event {
     /// [`Connection::reject`].
     Upgrade(super::handshake::Request),
     /// A plain HTTP request (no `Upgrade: websocket`): call
-    /// [`Connection::respond`] or [`Connection::reject`].
-    HttpRequest {
-        method: String,
-        path: String,
-        origin: Option<String>,
-        host: Option<String>,
-    },
+    /// [`Connection::respond`] (or [`Connection::respond_keep_alive`]),
+    /// [`Connection::reject`], [`Connection::read_body`] or
+    /// [`Connection::start_events`].
+    HttpRequest(super::handshake::PlainRequest),
+    /// The body of the plain request, complete, after
+    /// [`Connection::read_body`]; or why it could not be read (answer with
+    /// the error's status).
+    Body(Result<Vec<u8>, super::body::BodyError>),
     /// A complete data message.
     Message { kind: MessageKind, data: Vec<u8> },
     /// A piece of a binary message still arriving (streaming connections
@@ -181,6 +187,11 @@ pub enum BroadcastForm {
 enum State {
     /// Reading the request head, until `deadline` (the handshake timeout).
     Handshake { deadline: Instant },
+    /// Reading a plain request's body; `deadline` moves with each arrival.
+    Body { deadline: Instant },
+    /// An event stream (`text/event-stream`) is being answered; `last_out`:
+    /// when something was last queued on it (for the keepalive comment).
+    Stream { last_out: Instant },
     /// The request is complete; the application accepts, rejects or
     /// answers it (still under the handshake deadline).
     Decide { deadline: Instant },
@@ -213,17 +224,21 @@ impl State {
     }
 
     fn is_handshaking(self) -> bool {
-        matches!(self, State::Handshake { .. } | State::Decide { .. })
+        matches!(
+            self,
+            State::Handshake { .. } | State::Decide { .. } | State::Body { .. }
+        )
     }
 
     /// The instant this state ends by itself, if any.
     fn deadline(self) -> Option<Instant> {
         match self {
             State::Handshake { deadline }
+            | State::Body { deadline }
             | State::Decide { deadline }
             | State::Closing { deadline }
             | State::Flushing { deadline, .. } => Some(deadline),
-            State::Open { .. } | State::Dead { .. } => None,
+            State::Open { .. } | State::Stream { .. } | State::Dead { .. } => None,
         }
     }
 }
@@ -344,6 +359,7 @@ impl Connection {
                     hs.pending.extend_from_slice(data);
                 }
             }
+            State::Body { .. } => self.receive_body(data, now),
             State::Open { .. } | State::Closing { .. } if !self.eof => {
                 self.receive_frames(data, now);
                 self.hand_out_piece();
@@ -361,8 +377,12 @@ impl Connection {
     pub fn receive_eof(&mut self, now: Instant) {
         self.eof = true;
         match self.state {
-            State::Handshake { .. } => self.die(),
-            State::Open { .. } | State::Closing { .. } | State::Decide { .. }
+            State::Handshake { .. } | State::Body { .. } if !self.has_unsent() => self.die(),
+            State::Open { .. }
+            | State::Closing { .. }
+            | State::Decide { .. }
+            | State::Handshake { .. }
+            | State::Body { .. }
                 if self.has_unsent() =>
             {
                 self.enter_flushing(now)

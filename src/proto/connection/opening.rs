@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use super::super::deflate::{self, DeflateConfig, SharedCodec};
 use super::super::error::HandshakeError;
-use super::super::handshake::{self, Parsed, Request};
+use super::super::handshake::{self, Request};
 use super::super::output::Chunk;
-use super::{Connection, Deflate, Event, Item, State};
+use super::plain::{BodyState, PlainInfo};
+use super::{Connection, Deflate, State};
 
 /// What only the opening handshake needs; freed when the connection opens.
 #[derive(Debug, Default)]
@@ -17,17 +18,25 @@ pub(super) struct Handshake {
     /// head (while `Decide`).
     pub(super) pending: Vec<u8>,
     /// The upgrade request reported by [`Event::Upgrade`], until accepted.
-    accept: Option<Request>,
+    pub(super) accept: Option<Request>,
     /// The status of the HTTP answer queued instead of an upgrade, and why
     /// the request was refused if it was (kept until the connection ends,
     /// for the server's counters).
-    answer: Option<u16>,
-    refused: Option<HandshakeError>,
+    pub(super) answer: Option<u16>,
+    pub(super) refused: Option<HandshakeError>,
+    /// The plain request being decided on (body framing, keep-alive).
+    pub(super) plain: Option<PlainInfo>,
+    /// Its body, while it is read.
+    pub(super) body: Option<Box<BodyState>>,
+    /// A plain request was answered with the connection kept for another.
+    pub(super) kept_alive: bool,
+    /// Events left before an event stream ends (`drop=N`).
+    pub(super) events_left: Option<u64>,
 }
 
 impl Connection {
     pub(super) fn receive_request(&mut self, data: &[u8], now: Instant) {
-        let State::Handshake { deadline } = self.state else {
+        let State::Handshake { .. } = self.state else {
             return;
         };
         let Some(hs) = self.hs.as_mut() else { return };
@@ -36,33 +45,7 @@ impl Connection {
         if !data.contains(&b'\n') && hs.pending.len() <= handshake::MAX_REQUEST_HEAD {
             return;
         }
-        match handshake::parse_request(&hs.pending) {
-            Ok(None) => {}
-            Ok(Some((parsed, n))) => {
-                let head = self.limits.tap.is_on().then(|| hs.pending[..n].into());
-                hs.pending.drain(..n);
-                self.state = State::Decide { deadline };
-                match parsed {
-                    Parsed::Upgrade(mut req) => {
-                        req.head = head;
-                        hs.accept = Some(req.clone());
-                        self.items.push_back(Item::Event(Event::Upgrade(req)));
-                    }
-                    Parsed::Plain {
-                        method,
-                        path,
-                        origin,
-                        host,
-                    } => self.items.push_back(Item::Event(Event::HttpRequest {
-                        method,
-                        path,
-                        origin,
-                        host,
-                    })),
-                }
-            }
-            Err(e) => self.reject(e, now),
-        }
+        self.parse_request(now);
     }
 
     /// Accepts the Upgrade request reported by [`Event::Upgrade`], declining
@@ -159,6 +142,8 @@ impl Connection {
             let hs = self.hs.get_or_insert_with(Box::default);
             hs.pending = Vec::new();
             hs.accept = None;
+            hs.plain = None;
+            hs.body = None;
             hs.answer = status;
             self.enter_flushing(now);
         }
@@ -168,6 +153,9 @@ impl Connection {
     /// to choose a transport before any reach the core).
     pub fn is_untouched(&self) -> bool {
         matches!(self.state, State::Handshake { .. })
-            && self.hs.as_ref().is_some_and(|h| h.pending.is_empty())
+            && self
+                .hs
+                .as_ref()
+                .is_some_and(|h| h.pending.is_empty() && !h.kept_alive)
     }
 }

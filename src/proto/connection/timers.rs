@@ -22,7 +22,13 @@ impl Connection {
             }
             return;
         }
+        if let State::Stream { .. } = self.state {
+            return self.stream_keepalive(now);
+        }
         if self.state.deadline().is_some_and(|d| now >= d) {
+            if let State::Body { .. } = self.state {
+                return self.body_timed_out(now);
+            }
             self.state = State::Dead { timed_out: true };
         }
     }
@@ -35,6 +41,8 @@ impl Connection {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
+        } else if let State::Stream { last_out } = self.state {
+            self.stream_keepalive_due(last_out)
         } else {
             self.state.deadline()
         };

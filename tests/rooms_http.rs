@@ -196,6 +196,7 @@ fn one_order_for_websocket_members_sse_subscribers_and_posts() {
     }
 }
 
+// docs/limits.md: "Kept-alive connection"
 #[test]
 fn bodies_by_length_chunked_and_after_100_continue_on_one_kept_connection() {
     let s = server_with(|_| {});
@@ -240,6 +241,7 @@ fn bodies_by_length_chunked_and_after_100_continue_on_one_kept_connection() {
     assert!(v["handshake_failures"].get("incomplete").is_none(), "{v}");
 }
 
+// docs/limits.md: "Request body (`POST` to a room)"
 #[test]
 fn bad_bodies_get_their_status() {
     let s = server_with(|c| c.limits.max_message_size = 1000);
@@ -289,6 +291,7 @@ fn bad_bodies_get_their_status() {
     assert_serving(addr);
 }
 
+// docs/limits.md: "Request body time"
 #[test]
 fn a_body_that_stops_arriving_gets_408() {
     let s = server_with(|c| c.limits.handshake_timeout = Duration::from_millis(300));
@@ -298,6 +301,7 @@ fn a_body_that_stops_arriving_gets_408() {
     assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
 }
 
+// docs/limits.md: "Room history"
 #[test]
 fn resume_after_last_event_id_with_a_gap_for_what_was_evicted() {
     let s = server_with(|c| c.room_history = 3);
@@ -341,6 +345,7 @@ fn resume_after_last_event_id_with_a_gap_for_what_was_evicted() {
     assert!(body.contains("Last-Event-ID"), "{body}");
 }
 
+// docs/limits.md: "`history=N`"
 #[test]
 fn websocket_members_ask_for_history() {
     let s = server_with(|c| c.room_history = 3);
@@ -368,6 +373,7 @@ fn websocket_members_ask_for_history() {
     }
 }
 
+// docs/limits.md: "Room linger"
 #[test]
 fn rooms_linger_after_their_last_member_then_are_forgotten() {
     let s = server_with(|c| c.room_linger = Duration::from_millis(1500));
@@ -489,6 +495,7 @@ fn subscription_knobs_drop_and_greeting_and_refusals() {
     }
 }
 
+// docs/limits.md: "Event-stream keepalive"
 #[test]
 fn quiet_streams_get_keepalive_comments() {
     let s = server_with(|c| c.limits.sse_keepalive = Some(Duration::from_millis(200)));
@@ -547,7 +554,7 @@ fn a_slow_subscriber_gets_a_last_error_event() {
     assert!(json(&stats)["slow_consumer_closes"].as_u64() >= Some(1));
 }
 
-// docs/limits.md: "Room history"
+// docs/limits.md: "Memory held by all connections together"
 #[test]
 fn thousands_of_rooms_under_a_small_budget_shed_history_and_the_server_lives() {
     let s = server_with(|c| c.max_memory = 4 << 20);

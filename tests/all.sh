@@ -16,6 +16,7 @@ TLS=1 CASES='1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.* 12.1.* 13.1.*' tests/autobahn.
 tests/deflate_clients.sh
 tests/tls_clients.sh
 tests/endpoints_clients.sh
+tests/rooms_clients.sh
 tests/browser.sh
 tests/docs.sh
 tests/install.sh

@@ -818,3 +818,58 @@ fn a_streamed_message_completed_before_a_protocol_error_is_echoed_whole() {
     assert_eq!(messages, vec![(2, whole)]);
     assert_eq!(h.close_code_sent(), Some(1002));
 }
+
+/// Plain HTTP through the core (issue 20): two pipelined POSTs (one by
+/// `Content-Length`, one chunked) then an upgrade, split at every byte: the
+/// same bodies, one answer each in order on the kept connection, then the 101.
+#[test]
+fn pipelined_bodies_are_the_same_at_every_split() {
+    use echocast::proto::handshake::keep_alive_response;
+    let wire: &[u8] = b"POST /broadcast/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /broadcast/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nwor\r\n2\r\nld\r\n0\r\n\r\n\
+GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    for split in 1..wire.len() {
+        let now = Instant::now();
+        let mut conn = Connection::new(Limits::default(), now);
+        let mut bodies = Vec::new();
+        let mut upgraded = false;
+        for piece in wire.chunks(split) {
+            conn.receive(piece, now);
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    Event::HttpRequest(req) => {
+                        assert_eq!(req.method, "POST");
+                        conn.read_body(now).expect("a declared body");
+                    }
+                    Event::Body(Ok(body)) => {
+                        let n = bodies.len().to_string();
+                        bodies.push(body);
+                        let answer = keep_alive_response(200, "OK", "text/plain", "", n.as_bytes());
+                        assert!(conn.respond_keep_alive(answer, now), "split {split}: kept");
+                    }
+                    Event::Upgrade(_) => {
+                        conn.accept(now);
+                        upgraded = true;
+                    }
+                    other => panic!("split {split}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            bodies,
+            [b"hello".to_vec(), b"world".to_vec()],
+            "split {split}"
+        );
+        assert!(upgraded && conn.is_open(), "split {split}");
+        let mut out = Vec::new();
+        read_output(&mut conn, &mut out, usize::MAX);
+        let text = String::from_utf8_lossy(&out);
+        let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(answers.len(), 3, "split {split}: {text}");
+        assert!(answers[0].starts_with("200 ") && answers[0].ends_with("\r\n\r\n0"));
+        assert!(answers[1].starts_with("200 ") && answers[1].ends_with("\r\n\r\n1"));
+        assert!(answers[2].starts_with("101 "), "split {split}");
+        assert!(!text.contains("Connection: close"));
+    }
+}

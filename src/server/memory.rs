@@ -74,7 +74,12 @@ impl Server {
             }
             *self.budget_episode.get_or_insert(0) += 1;
             let Some(c) = self.client_mut(v) else { return };
+            let stream = c.proto.is_event_stream();
             match c.proto.shed(now) {
+                None if stream => info!(
+                    "{}: event stream holds {held} bytes, ended with event: error (memory budget)",
+                    c.id
+                ),
                 Some(code) => info!("{}: holds {held} bytes, closing with {}", c.id, code.0),
                 None => info!("{}: holds {held} bytes while closing, dropped", c.id),
             }

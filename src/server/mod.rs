@@ -502,8 +502,13 @@ impl Server {
             .collect();
         for t in tokens {
             if let Some(c) = self.client_mut(t) {
-                c.proto
-                    .close(CloseCode::GOING_AWAY, "server shutting down", now);
+                if c.proto.is_event_stream() {
+                    // Ends like `drop=N`: EventSource would come back.
+                    c.proto.end_events(b"", false, now);
+                } else {
+                    c.proto
+                        .close(CloseCode::GOING_AWAY, "server shutting down", now);
+                }
             }
             self.settle(t);
         }

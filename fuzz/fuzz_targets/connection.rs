@@ -279,7 +279,7 @@ fuzz_target!(|data: &[u8]| {
                         }
                     } else if req.method == "GET" && req.path.starts_with("/events") {
                         let drop = knobs::parse(&req.path).ok().and_then(|k| k.drop).map(|d| d.0);
-                        conn.start_events(b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), drop, now);
+                        conn.start_events(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec(), drop, now);
                         for i in 0..3u8 {
                             conn.send_event(vec![b'e', i, b'\n', b'\n'].into(), true, now);
                         }
@@ -368,14 +368,32 @@ fuzz_target!(|data: &[u8]| {
         "{records} records for {fed} bytes in and {out_bytes} out"
     );
     if checker.http_answer {
-        let text = String::from_utf8_lossy(&checker.buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
-        assert_eq!(body.len(), len, "exactly one response");
+        // Whole responses, one after another (a kept connection answers each
+        // request; `100 Continue` has no body), until an event stream or a
+        // 101 takes the rest of the connection.
+        let mut rest: &[u8] = &checker.buf;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a complete head");
+            let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest = &rest[end + 4..];
+            assert!(head.starts_with("HTTP/1.1 "), "{head}");
+            if head.starts_with("HTTP/1.1 101 ") || head.contains("text/event-stream") {
+                break;
+            }
+            if head.starts_with("HTTP/1.1 100 ") {
+                continue;
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .expect("Content-Length")
+                .parse()
+                .unwrap();
+            assert!(rest.len() >= len, "a whole body");
+            rest = &rest[len..];
+        }
     }
 });

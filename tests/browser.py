@@ -10,30 +10,16 @@ https:// (Chromium with --ignore-certificate-errors); the page then speaks
 wss:// by itself, and the echoes are checked over wss:// and plain ws:// on the
 same port.
 """
-import json, os, socket, subprocess, sys, tempfile, time, urllib.request
+import os, socket, subprocess, sys, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients"))
+from webdriver import Chromium  # noqa: E402
 
 ARGS = [a for a in sys.argv[1:] if a != "--tls"]
 TLS = "--tls" in sys.argv[1:]
 BIN = ARGS[0] if ARGS else "target/release/echocast"
 SCHEME = "https" if TLS else "http"
 DEADLINE = time.monotonic() + 90
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wd(method, path, body=None):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{DRIVER_PORT}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["value"]
 
 
 def wait_for(what, fn):
@@ -50,29 +36,12 @@ server = subprocess.Popen([BIN, "--listen", "127.0.0.1:0"] + (["--tls-self-signe
 line = server.stdout.readline().strip()
 addr = line.removeprefix("listening on wss://" if TLS else "listening on ws://")
 assert addr != line, line
-DRIVER_PORT = free_port()
-driver = subprocess.Popen(["chromedriver", f"--port={DRIVER_PORT}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-profile = tempfile.mkdtemp(prefix="echocast-chromium-")
-session = None
-
-
-def _ready():
-    try:
-        return wd("GET", "/status").get("ready")
-    except OSError:
-        return False
+browser = None
 
 
 try:
-    wait_for("chromedriver", _ready)
-    caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={profile}"] + (["--ignore-certificate-errors"] if TLS else []),
-    }}}}
-    session = wd("POST", "/session", caps)["sessionId"]
-    s = f"/session/{session}"
+    browser = Chromium(["--ignore-certificate-errors"] if TLS else [])
+    wd, s = browser.wd, browser.s
     page = f"{SCHEME}://{addr}/?room=e2e"
 
     def state():
@@ -190,12 +159,7 @@ e.onmessage = (m) => {
     raw.close()
     print(f"browser e2e ({SCHEME}): the Inspector view lists connections, shows frames, and a failed client's rule")
 finally:
-    if session:
-        try:
-            wd("DELETE", f"/session/{session}")
-        except OSError:
-            pass
-    driver.terminate()
+    if browser:
+        browser.close()
     server.terminate()
-    driver.wait(10)
     server.wait(10)

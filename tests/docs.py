@@ -25,7 +25,10 @@ An unmarked block fails the test. The examples bind 127.0.0.1:9001 as
 written, so tests/docs.sh runs this in a network namespace of its own.
 Also checked: the log lines the README quotes, against a real server's log.
 """
-import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import os, re, shutil, signal, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients"))
+from webdriver import Chromium  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".venv")
@@ -186,71 +189,36 @@ def run_shell(start, body):
           " | ".join(l.strip()[:60] for l in lines))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_browser(start, body):
     server = subprocess.Popen(["echocast", "--listen", f"127.0.0.1:{PORT}"], env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     server.stdout.readline()
-    dport = free_port()
-    driver = subprocess.Popen(["chromedriver", f"--port={dport}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    profile = tempfile.mkdtemp(prefix="echocast-docs-chromium-")
-
-    def wd(method, path, body=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{dport}{path}",
-                                     data=None if body is None else json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.load(r)["value"]
-
+    browser = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if wd("GET", "/status").get("ready"):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("chromedriver did not start")
+        browser = Chromium()
+        # A page from the server's machine, as the README says (Chromium
+        # refuses loopback sockets from public pages and about:blank).
+        browser.wd("POST", f"{browser.s}/url", {"url": f"http://127.0.0.1:{PORT}/healthz"})
+        # What a console shows: collect console.log's arguments.
+        hook = ("window.__logged = []; const _log = console.log; "
+                "console.log = (...a) => { window.__logged.push(a.map(String).join(' ')); _log(...a); };")
+        result = browser.js(hook + "\n" + body + "\nreturn 'ran';")
+        assert result == "ran", result
+        logged = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            logged = browser.js("return window.__logged")
+            if logged:
+                break
             time.sleep(0.1)
-        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                     f"--user-data-dir={profile}"]}}}}
-        session = wd("POST", "/session", caps)["sessionId"]
-        s = f"/session/{session}"
-        try:
-            # A page from the server's machine, as the README says (Chromium
-            # refuses loopback sockets from public pages and about:blank).
-            wd("POST", f"{s}/url", {"url": f"http://127.0.0.1:{PORT}/healthz"})
-            # What a console shows: collect console.log's arguments.
-            hook = ("window.__logged = []; const _log = console.log; "
-                    "console.log = (...a) => { window.__logged.push(a.map(String).join(' ')); _log(...a); };")
-            result = wd("POST", f"{s}/execute/sync", {"script": hook + "\n" + body + "\nreturn 'ran';", "args": []})
-            assert result == "ran", result
-            logged = []
-            while time.monotonic() < deadline + 30:
-                logged = wd("POST", f"{s}/execute/sync", {"script": "return window.__logged", "args": []})
-                if logged:
-                    break
-                time.sleep(0.1)
-            if logged != ["hi"]:
-                fail(f"README:{start}: the console snippet logged {logged!r}, expected the echo ['hi']")
-            else:
-                print(f"ran (README:{start}, browser console in headless Chromium): {body.strip()[:70]}… -> logged 'hi'")
-        finally:
-            wd("DELETE", f"/session/{session}")
+        if logged != ["hi"]:
+            fail(f"README:{start}: the console snippet logged {logged!r}, expected the echo ['hi']")
+        else:
+            print(f"ran (README:{start}, browser console in headless Chromium): {body.strip()[:70]}… -> logged 'hi'")
     finally:
-        stop(driver)
+        if browser:
+            browser.close()
         stop(server)
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def check_log_lines():

@@ -7,16 +7,13 @@ by POSTs from here; the server ends the stream after every two events, and
 EventSource must reconnect by itself with Last-Event-ID and receive every
 message once, in order. Standard library only (WebDriver is HTTP).
 Usage: rooms_browser.py BIN."""
-import json, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, subprocess, sys, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from webdriver import Chromium  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/echocast"
 DEADLINE = time.monotonic() + 120
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(*args):
@@ -26,14 +23,6 @@ def start(*args):
     addr = line.removeprefix("listening on ws://")
     assert addr != line, line
     return p, addr
-
-
-def wd(method, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{DRIVER_PORT}{path}",
-                                 data=None if body is None else json.dumps(body).encode(), method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["value"]
 
 
 def wait_for(what, fn):
@@ -59,35 +48,13 @@ def stats(addr):
 
 rooms, A = start()
 other, B = start()
-DRIVER_PORT = free_port()
-driver = subprocess.Popen(["chromedriver", f"--port={DRIVER_PORT}"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-profile = tempfile.mkdtemp(prefix="echocast-rooms-chromium-")
-session = None
-
-
-def _ready():
-    try:
-        return wd("GET", "/status").get("ready")
-    except OSError:
-        return False
-
-
+browser = None
 try:
-    wait_for("chromedriver", _ready)
-    caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={profile}"]}}}}
-    session = wd("POST", "/session", caps)["sessionId"]
-    s = f"/session/{session}"
-
-    def js(script, *args):
-        return wd("POST", f"{s}/execute/sync", {"script": script, "args": list(args)})
+    browser = Chromium()
+    js, s = browser.js, browser.s
 
     # A page of another origin (the second server's /healthz).
-    wd("POST", f"{s}/url", {"url": f"http://{B}/healthz"})
+    browser.wd("POST", f"{s}/url", {"url": f"http://{B}/healthz"})
     room = "/broadcast/browser"
     js("""
         const base = arguments[0];
@@ -101,22 +68,22 @@ try:
     wait_for("the EventSource to open", lambda: js("return window.opens") >= 1)
     wait_for("the subscriber in the room", lambda: stats(A)["connections"]["events"] >= 1)
     # 1: fetch with a JSON body (a preflight first), from the page's origin.
-    wd("POST", f"{s}/execute/async", {"script": """
+    browser.js_async("""
         const done = arguments[arguments.length - 1];
         fetch(arguments[0], {method: 'POST', headers: {'Content-Type': 'application/json'},
                              body: '{"from": "fetch"}'})
             .then(r => r.json()).then(j => { window.fetched = j; done(j.id); })
             .catch(e => { window.fetched = String(e); done(-1); });
-    """, "args": [f"http://{A}{room}"]})
+    """, f"http://{A}{room}")
     assert js("return window.fetched") == {"room": room, "id": 1, "members": 1}, js("return window.fetched")
     # 2, 3: a WebSocket member in the page.
-    wd("POST", f"{s}/execute/async", {"script": """
+    browser.js_async("""
         const done = arguments[arguments.length - 1];
         const ws = new WebSocket(arguments[0]);
         let n = 0;
         ws.onopen = () => { ws.send('ws one'); ws.send('ws two\\nwith a second line'); };
         ws.onmessage = () => { if (++n == 2) { ws.close(); done(true); } };
-    """, "args": [f"ws://{A}{room}"]})
+    """, f"ws://{A}{room}")
     # 4, 5, 6: POSTs from here, while EventSource comes and goes.
     for i in range(4, 7):
         assert post(A, room, f"post {i}")["id"] == i
@@ -134,12 +101,8 @@ try:
     print(f"Chromium EventSource (page on {B}, room on {A}): 6 messages from fetch, WebSocket and POST, "
           f"{opens} connections (drop=2), in order, none missing, none twice")
 finally:
-    if session:
-        try:
-            wd("DELETE", f"/session/{session}")
-        except OSError:
-            pass
-    for p in (driver, rooms, other):
+    if browser:
+        browser.close()
+    for p in (rooms, other):
         p.kill()
         p.wait()
-    shutil.rmtree(profile, ignore_errors=True)

@@ -174,11 +174,12 @@ impl Server {
 
     /// Keeps a message in its room's history, evicting the oldest past
     /// `--room-history` messages or [`HISTORY_BYTES`].
-    fn retain(&mut self, id: usize, msg_id: u64, kind: MessageKind, data: Rc<[u8]>) {
+    fn retain(&mut self, id: usize, msg_id: u64, kind: MessageKind, data: &[u8]) {
         let max = self.config.room_history;
         if max == 0 {
             return;
         }
+        let data: Rc<[u8]> = Rc::from(data);
         self.publish_seq += 1;
         let room = &mut self.rooms[id];
         let before = room.history_bytes;
@@ -235,9 +236,7 @@ impl Server {
         let room = &mut self.rooms[id];
         let msg_id = room.next_id;
         room.next_id += 1;
-        if self.config.room_history > 0 {
-            self.retain(id, msg_id, kind, Rc::from(data));
-        }
+        self.retain(id, msg_id, kind, data);
         let members = self.broadcast(id, msg_id, kind, data, now);
         (msg_id, members)
     }

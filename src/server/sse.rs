@@ -86,6 +86,13 @@ fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The data of an `event: gap`: the first and last id not delivered.
+#[derive(Serialize)]
+struct Gap {
+    from: u64,
+    to: u64,
+}
+
 #[derive(Serialize)]
 struct Published<'a> {
     room: &'a str,
@@ -372,7 +379,11 @@ impl Server {
         if let Some(after) = after {
             if after + 1 < first {
                 let mut gap = Vec::new();
-                let data = format!("{{\"from\": {}, \"to\": {}}}", after + 1, first - 1);
+                let data = serde_json::to_string(&Gap {
+                    from: after + 1,
+                    to: first - 1,
+                })
+                .unwrap_or_default();
                 sse::event(&mut gap, None, Some("gap"), &data);
                 out.push((Chunk::Owned(gap), false));
             }

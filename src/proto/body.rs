@@ -42,6 +42,21 @@ impl BodyError {
             BodyError::UnsupportedCoding => (501, "Not Implemented"),
         }
     }
+
+    /// The one line an answer's body says.
+    pub fn message(self) -> &'static str {
+        match self {
+            BodyError::Malformed => {
+                "malformed body framing (Content-Length, or a chunk; both Content-Length and \
+                 Transfer-Encoding are refused)"
+            }
+            BodyError::LengthRequired => {
+                "a body needs Content-Length or Transfer-Encoding: chunked"
+            }
+            BodyError::TooLarge => "the body is over --max-message-size",
+            BodyError::UnsupportedCoding => "only Transfer-Encoding: chunked is supported",
+        }
+    }
 }
 
 /// The framing of a request's body from its headers (name, value), checked

@@ -54,6 +54,17 @@ pub(super) struct Room {
 pub const HISTORY_BYTES: usize = 1024 * 1024;
 
 impl Room {
+    fn new(name: String) -> Room {
+        Room {
+            name,
+            members: Vec::new(),
+            next_id: 1,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            empty_since: None,
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.members.len()
     }
@@ -91,12 +102,8 @@ impl Server {
             return id;
         }
         let room = Room {
-            name: name.to_owned(),
-            members: Vec::new(),
-            next_id: 1,
-            history: VecDeque::new(),
-            history_bytes: 0,
             empty_since: Some(now),
+            ..Room::new(name.to_owned())
         };
         let id = match self.free_rooms.pop() {
             Some(id) => {
@@ -137,14 +144,7 @@ impl Server {
         let room = &mut self.rooms[id];
         self.room_ids.remove(&room.name);
         self.history_bytes -= room.history_bytes;
-        *room = Room {
-            name: String::new(),
-            members: Vec::new(),
-            next_id: 1,
-            history: VecDeque::new(),
-            history_bytes: 0,
-            empty_since: None,
-        };
+        *room = Room::new(String::new());
         self.free_rooms.push(id);
     }
 

@@ -142,20 +142,14 @@ impl Server {
         let cors = match self.cors(req.origin.as_deref()) {
             Ok(c) => c,
             Err(()) => {
-                let Some(c) = self.client_mut(t) else {
-                    return true;
-                };
-                info!(
-                    "{}: {} {}: 403, origin {:?} not allowed",
-                    c.id,
+                let what = format!(
+                    "{} {} from origin {:?}",
                     req.method,
                     req.path,
                     req.origin.as_deref().unwrap_or_default()
                 );
-                c.proto.respond(
-                    line_response(403, "Forbidden", "origin not allowed (--allow-origin)"),
-                    now,
-                );
+                let why = "origin not allowed (--allow-origin)";
+                self.refuse(t, &what, (403, "Forbidden"), why, "", now);
                 return true;
             }
         };
@@ -202,25 +196,15 @@ impl Server {
         };
         let Some(c) = self.client_mut(t) else { return };
         match c.proto.read_body(now) {
+            // The body may be complete already: `published` follows.
             Ok(()) => {
-                self.pending_publish.insert(
-                    t,
-                    PendingPublish {
-                        room: room.to_owned(),
-                        kind,
-                        cors,
-                    },
-                );
-                // The body may have been complete already.
+                let room = room.to_owned();
+                self.pending_publish
+                    .insert(t, PendingPublish { room, kind, cors });
             }
             Err(e) => {
-                let (status, why) = body_error(e);
-                info!("{}: POST {}: {status}, {why}", c.id, req.path);
-                let reason = e.status().1;
-                c.proto.respond(
-                    with_headers(line_response(status, reason, &why), &cors),
-                    now,
-                );
+                let what = format!("POST {}", req.path);
+                self.refuse(t, &what, e.status(), e.message(), &cors, now);
             }
         }
     }
@@ -234,19 +218,14 @@ impl Server {
             }
             return;
         };
-        let Some(c) = self.client_mut(t) else { return };
         let body = match body {
             Ok(b) => b,
             Err(e) => {
-                let (status, why) = body_error(e);
-                info!("{}: POST {}: {status}, {why}", c.id, p.room);
-                c.proto.respond(
-                    with_headers(line_response(status, e.status().1, &why), &p.cors),
-                    now,
-                );
-                return;
+                let what = format!("POST {}", p.room);
+                return self.refuse(t, &what, e.status(), e.message(), &p.cors, now);
             }
         };
+        let Some(c) = self.client_mut(t) else { return };
         if p.kind == MessageKind::Text && std::str::from_utf8(&body).is_err() {
             info!("{}: POST {}: 400, the text body is not UTF-8", c.id, p.room);
             let answer = line_response(
@@ -296,17 +275,12 @@ impl Server {
     /// head, the greeting, what the client missed (after `Last-Event-ID`),
     /// then live messages.
     fn subscribe(&mut self, t: Token, req: &PlainRequest, room: &str, cors: String, now: Instant) {
-        let bad = |why: String| line_response(400, "Bad Request", &why);
+        let what = format!("GET {} (events)", req.path);
+        let bad = (400, "Bad Request");
         let knobs = knobs::parse(&req.path).and_then(|k| k.check_events().map(|()| k));
         let mut knobs = match knobs {
             Ok(k) => k,
-            Err(e) => {
-                let Some(c) = self.client_mut(t) else { return };
-                info!("{}: GET {} (events): 400, {e}", c.id, req.path);
-                c.proto
-                    .respond(with_headers(bad(e.to_string()), &cors), now);
-                return;
-            }
+            Err(e) => return self.refuse(t, &what, bad, &e.to_string(), &cors, now),
         };
         let last = req
             .header("last-event-id")
@@ -316,21 +290,15 @@ impl Server {
             None => None,
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                let Some(c) = self.client_mut(t) else { return };
                 let why = format!(
                     "Last-Event-ID must be a message id of this room (a decimal number), not {:?}",
                     last.unwrap_or_default()
                 );
-                info!("{}: GET {} (events): 400, {why}", c.id, req.path);
-                c.proto.respond(with_headers(bad(why), &cors), now);
-                return;
+                return self.refuse(t, &what, bad, &why, &cors, now);
             }
         };
         if let Err(why) = self.check_history(knobs.history) {
-            let Some(c) = self.client_mut(t) else { return };
-            info!("{}: GET {} (events): 400, {why}", c.id, req.path);
-            c.proto.respond(with_headers(bad(why), &cors), now);
-            return;
+            return self.refuse(t, &what, bad, &why, &cors, now);
         }
         if knobs.greeting.is_none() {
             knobs.greeting.clone_from(&self.config.greeting);
@@ -400,6 +368,23 @@ impl Server {
         self.mark_dirty(t);
     }
 
+    /// Refuses a room request with `status` and a one-line body saying why
+    /// (with the CORS headers, so a page can read it), logged; then closes.
+    fn refuse(
+        &mut self,
+        t: Token,
+        what: &str,
+        (status, reason): (u16, &str),
+        why: &str,
+        cors: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.client_mut(t) else { return };
+        info!("{}: {what}: {status}, {why}", c.id);
+        let answer = with_headers(line_response(status, reason, why), cors);
+        c.proto.respond(answer, now);
+    }
+
     /// `history=N` asks for at most what a room keeps.
     pub(super) fn check_history(&self, n: Option<usize>) -> Result<(), String> {
         match n {
@@ -425,20 +410,6 @@ impl Server {
             c.proto.send(kind, data);
         }
     }
-}
-
-/// The status and the one line of a body that cannot be read.
-fn body_error(e: BodyError) -> (u16, String) {
-    let why = match e {
-        BodyError::Malformed => {
-            "malformed body framing (Content-Length, or a chunk; both Content-Length and \
-             Transfer-Encoding are refused)"
-        }
-        BodyError::LengthRequired => "a body needs Content-Length or Transfer-Encoding: chunked",
-        BodyError::TooLarge => "the body is over --max-message-size",
-        BodyError::UnsupportedCoding => "only Transfer-Encoding: chunked is supported",
-    };
-    (e.status().0, why.to_owned())
 }
 
 #[cfg(test)]

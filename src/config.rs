@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_BACKPRESSURE: usize = 1024 * 1024;
 /// (docs/limits.md).
 pub const DEFAULT_MAX_MEMORY: usize = 1024 * 1024 * 1024;
 
+/// Records the inspector's ring keeps by default (`--inspect-frames`).
+pub const DEFAULT_INSPECT_FRAMES: usize = 10_000;
+
 /// Whether the frame inspector runs (`--inspect`, docs/inspector.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InspectMode {
@@ -100,7 +103,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             greeting: None,
             inspect: InspectMode::Local,
-            inspect_frames: crate::server::DEFAULT_INSPECT_FRAMES,
+            inspect_frames: DEFAULT_INSPECT_FRAMES,
             inspect_secrets: false,
             room_history: 100,
             room_linger: Duration::from_secs(60),

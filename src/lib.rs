@@ -22,7 +22,9 @@
 pub mod config;
 pub mod handler;
 pub mod health;
+mod inspector;
 pub mod proto;
+pub mod rooms;
 pub mod server;
 pub mod tls;
 

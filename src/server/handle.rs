@@ -1,4 +1,6 @@
-//! Embedding: [`spawn`] binds in the caller's thread (so the address is
+//! Stopping the loop: [`Control`] (the stop flag, the waker that interrupts
+//! `poll`, and SIGINT/SIGTERM through signal-hook-mio in the same `Poll`),
+//! and embedding: [`spawn`] binds in the caller's thread (so the address is
 //! known and bind errors are returned), runs the loop on a new thread, and
 //! returns a [`ServerHandle`] whose `stop` (or drop) closes every connection
 //! with 1001 and joins the thread. Touches the loop only through its stop flag
@@ -10,10 +12,54 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use mio::Waker;
+use mio::{Interest, Registry, Token, Waker};
 
 use super::Server;
 use crate::config::Config;
+
+/// What stops the loop: a flag set from any thread (or by a signal), and the
+/// waker that makes `poll` return to see it.
+pub(super) struct Control {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl Control {
+    pub(super) fn new(registry: &Registry, waker: Token) -> io::Result<Control> {
+        Ok(Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(Waker::new(registry, waker)?),
+            signals: None,
+        })
+    }
+
+    pub(super) fn stopper(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
+        (self.stop.clone(), self.waker.clone())
+    }
+
+    pub(super) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(super) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// SIGINT and SIGTERM raise `token` in the loop's `Poll`.
+    pub(super) fn handle_signals(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        registry.register(&mut signals, token, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Signals received since the last call.
+    pub(super) fn pending_signals(&mut self) -> usize {
+        self.signals.as_mut().map_or(0, |s| s.pending().count())
+    }
+}
 
 /// A server running on a background thread.
 pub struct ServerHandle {

@@ -1,38 +1,89 @@
-//! Per-connection I/O, the heart of the driver's contract: `read` until
-//! `WouldBlock` or the per-turn budget (feeding each read to the core, handing
-//! its events to `handle_events`), `flush` with vectored writes, and `settle`
-//! after any input (write, obey the transport action, re-arm the timer,
-//! account memory). Echo backpressure lives here: a connection over its budget
-//! is not read until `flush` brings it back under. Calls the handler (echo),
-//! rooms.rs (broadcast), upgrade.rs (opening requests), memory.rs and timers.rs.
+//! Per-connection I/O, the heart of the driver's contract: `accept` until
+//! `WouldBlock` (admission decides who gets 503, and pauses accepting when
+//! out of descriptors), `read` until `WouldBlock` or the per-turn budget
+//! (feeding each read to the core, handing its events to `handle_events`),
+//! `flush` with vectored writes, and `settle` after any input (write, obey
+//! the transport action, re-arm the timer, account memory). Echo
+//! backpressure lives here: a connection over its budget is not read until
+//! `flush` brings it back under. Events go to the handler (echo), rooms.rs
+//! (a member's message, a `POST` body) and http.rs (requests).
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
-use mio::Token;
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
 
-use super::{split, transport, Client, Server};
+use super::conns::Client;
+use super::{admission, transport, Server};
 use crate::handler;
-use crate::proto::{Event, TransportAction};
+use crate::proto::{Connection, Event, HandshakeError, TransportAction};
 
 /// Reads per connection per loop turn before others get their turn.
 const READS_PER_TURN: usize = 16;
 /// Slices per vectored write.
 const MAX_IOV: usize = 64;
 
-impl Client {
-    /// The socket reached EOF or failed.
-    fn receive_eof(&mut self, now: Instant) {
-        match self.tls.as_mut() {
-            Some(tls) => tls.receive_eof(&mut self.proto, now),
-            None => self.proto.receive_eof(now),
+impl Server {
+    pub(super) fn accept(&mut self, now: Instant) {
+        if self.control.stop_requested() || self.admission.is_paused() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.admission.accepted();
+                    self.add(stream, peer, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if admission::is_transient(&e) => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    // Out of file descriptors (EMFILE/ENFILE) or memory: the
+                    // pending connection stays in the backlog and the listener
+                    // would report it again at once. Pause instead of spinning.
+                    if self.admission.failed(now) {
+                        warn!(
+                            "accept failed: {e}; pausing accept, retrying every {} ms \
+                             ({} connections open)",
+                            admission::PAUSE.as_millis(),
+                            self.conns.len()
+                        );
+                    }
+                    return;
+                }
+            }
         }
     }
-}
 
-impl Server {
+    fn add(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let t = self.conns.vacant();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, t, interest) {
+            warn!("{peer}: register failed: {e}");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.conns.next_id();
+        let mut proto = Connection::with_limits(self.limits.clone(), now);
+        proto.set_id(id.0);
+        self.stats.accepted += 1;
+        let admitted = self.admission.admit();
+        if !admitted {
+            self.stats.refused += 1;
+            info!("{id} {peer}: 503, at --max-connections");
+            proto.reject(HandshakeError::Overloaded, now);
+        }
+        self.conns
+            .insert(t, Client::new(stream, id, proto, admitted));
+        debug!("{id} {peer}: accepted");
+        self.settle(t);
+    }
+
     /// Reads until `WouldBlock` or the per-turn budget, handling events as they come.
     ///
     /// A read that fills less than the buffer has emptied the socket's receive
@@ -41,17 +92,11 @@ impl Server {
     /// new edge. That saves the `EAGAIN` read per wakeup (tokio does the same with
     /// mio). `drain`: read until `WouldBlock` or EOF regardless.
     pub(super) fn read(&mut self, t: Token, now: Instant, drain: bool) {
-        let (index, gen) = split(t);
         for _ in 0..READS_PER_TURN {
             self.account(t);
             self.keep_memory_budget(now);
-            // `read_buf` is a field beside `slots`: both can be borrowed at once.
-            let Some(client) = self
-                .slots
-                .get_mut(index)
-                .filter(|s| s.gen == gen)
-                .and_then(|s| s.client.as_mut())
-            else {
+            // The buffers are a field beside the table: both can be borrowed at once.
+            let Some(client) = self.conns.get_mut(t) else {
                 return;
             };
             if !client.proto.wants_read() {
@@ -68,10 +113,10 @@ impl Server {
                 client.read_paused = true;
                 return;
             }
-            match client.stream.read(&mut self.read_buf) {
+            match client.stream.read(&mut self.bufs.read) {
                 Ok(0) => return client.receive_eof(now),
                 Ok(n) => {
-                    let bytes = &self.read_buf[..n];
+                    let bytes = &self.bufs.read[..n];
                     // With TLS on, the first bytes choose the transport.
                     let undecided = client.tls.is_none() && client.proto.is_untouched();
                     if let Some(config) = self.config.tls.as_ref().filter(|_| undecided) {
@@ -89,7 +134,7 @@ impl Server {
                         None => client.proto.receive(bytes, now),
                         Some(tls) => {
                             if let Err(e) =
-                                tls.receive(bytes, &mut self.plain_buf, &mut client.proto, now)
+                                tls.receive(bytes, &mut self.bufs.plain, &mut client.proto, now)
                             {
                                 // rustls queued its alert; settle writes it, then drops us.
                                 info!("{}: TLS: {e}", client.id);
@@ -98,7 +143,7 @@ impl Server {
                             }
                         }
                     }
-                    if n < self.read_buf.len() && !drain {
+                    if n < self.bufs.read.len() && !drain {
                         return self.handle_events(t, now);
                     }
                 }
@@ -111,22 +156,21 @@ impl Server {
             }
             self.handle_events(t, now);
         }
-        if let Some(c) = self.client_mut(t) {
-            c.read_pending = true;
-            self.ready.push(t);
-        }
+        self.conns.mark_ready(t);
     }
 
     pub(super) fn handle_events(&mut self, t: Token, now: Instant) {
         loop {
-            let Some(c) = self.client_mut(t) else { return };
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
             let Some(event) = c.proto.poll_event() else {
                 return;
             };
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest(req) => self.answer_http(t, &req, now),
-                Event::Body(body) => self.published(t, body, now),
+                Event::Body(body) => self.body_read(t, body, now),
                 // A live inspector's own messages mean nothing.
                 Event::Message { data, .. } if c.inspecting => c.proto.recycle(data),
                 Event::Message { kind, data } => match c.room() {
@@ -145,9 +189,8 @@ impl Server {
                         let from = c.id.0;
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
-                        let (_, members) = self.publish(room, kind, &data, now);
-                        self.inspect_broadcast(from, room, kind, &data, members, now);
-                        if let Some(c) = self.client_mut(t) {
+                        self.publish(from, room, kind, &data, now);
+                        if let Some(c) = self.conns.get_mut(t) {
                             c.proto.recycle(data);
                         }
                     }
@@ -172,7 +215,9 @@ impl Server {
     /// connection paused by backpressure once its queue is back under budget.
     pub(super) fn flush(&mut self, t: Token) {
         let budget = self.config.max_backpressure;
-        let Some(c) = self.client_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if let Some(tls) = c.tls.as_mut() {
             if let Err(e) = tls.flush(&mut c.stream, &mut c.proto) {
                 debug!("{}: write: {e}", c.id);
@@ -207,10 +252,7 @@ impl Server {
         }
         if c.read_paused && c.proto.backlog() <= budget {
             c.read_paused = false;
-            if !c.read_pending {
-                c.read_pending = true;
-                self.ready.push(t);
-            }
+            self.conns.mark_ready(t);
         }
     }
 
@@ -219,7 +261,9 @@ impl Server {
     pub(super) fn settle(&mut self, t: Token) {
         self.flush(t);
         self.account(t);
-        let Some(c) = self.client_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         match c.proto.poll_transport() {
             TransportAction::None => {}
             TransportAction::ShutdownWrite => match c.tls.as_mut() {

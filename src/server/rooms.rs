@@ -1,379 +1,344 @@
-//! Broadcast rooms: a name → room table. A room has members (WebSocket
-//! connections and event-stream subscribers, by token), one order of
-//! messages with ids, a history of the last ones, and lingers
-//! `--room-linger` after its last member left so a client can come back
-//! for what it missed. A message's fan-out is encoded once per form (a
-//! WebSocket frame, plain or compressed per window; an event) into an
-//! `Rc<[u8]>`, queued on every member, written once per loop turn (members
-//! are marked dirty). A member still over `--max-backpressure` after a write
-//! attempt is closed with 1008 `slow consumer` (a subscriber: a last
-//! `event: error`). Calls `flush` (io.rs) and `account` (memory.rs); the
-//! HTTP side (publish, subscribe) is sse.rs.
+//! Rooms in the loop: the adapters between connections and the sans-IO
+//! rooms (`crate::rooms`). A member's message or a `POST` body is published
+//! (the rooms give it its id and say who gets it), encoded once per form
+//! (`Forms`) and queued on every member, which is written once at the end
+//! of the turn (marked dirty); a member still over `--max-backpressure`
+//! after a write attempt is closed with 1008 `slow consumer` (a subscriber:
+//! a last `event: error`). The HTTP side: a `POST` to a room path publishes
+//! its body, a `GET` with `Accept: text/event-stream` subscribes (resuming
+//! after `Last-Event-ID` with an `event: gap` for what was already
+//! evicted), an `OPTIONS` preflight is answered; the rules of it are
+//! room_http.rs (docs/rooms.md).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-use std::rc::Rc;
 use std::time::Instant;
 
-use log::info;
+use log::{debug, info};
 use mio::Token;
 
-use super::Server;
-use crate::handler;
+use super::room_http::{self, PendingPublish};
+use super::{stats, Server};
+use crate::proto::body::BodyError;
+use crate::proto::handshake::{keep_alive_response, line_response, with_headers, PlainRequest};
 use crate::proto::output::Chunk;
-
-use crate::proto::connection::BroadcastForm;
-use crate::proto::{CloseCode, MessageKind};
-
-/// A message a room keeps for members that join or come back later.
-pub(super) struct Retained {
-    pub(super) id: u64,
-    pub(super) kind: MessageKind,
-    pub(super) data: Rc<[u8]>,
-    /// The server-wide publish order: history is shed oldest first across
-    /// rooms.
-    seq: u64,
-}
-
-pub(super) struct Room {
-    name: String,
-    /// WebSocket members and event-stream subscribers.
-    members: Vec<Token>,
-    /// The id the next message gets: ids start at 1 and go up by one in the
-    /// room's single order.
-    next_id: u64,
-    /// The last messages, oldest first (`--room-history`, at most
-    /// [`HISTORY_BYTES`] of payload).
-    pub(super) history: VecDeque<Retained>,
-    pub(super) history_bytes: usize,
-    /// When the last member left: the room stays until `--room-linger` later.
-    empty_since: Option<Instant>,
-}
-
-/// A room's history holds at most this many payload bytes.
-pub const HISTORY_BYTES: usize = 1024 * 1024;
-
-impl Room {
-    fn new(name: String) -> Room {
-        Room {
-            name,
-            members: Vec::new(),
-            next_id: 1,
-            history: VecDeque::new(),
-            history_bytes: 0,
-            empty_since: None,
-        }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    pub(super) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The id of the last message sent (0: none yet).
-    pub(super) fn last_id(&self) -> u64 {
-        self.next_id - 1
-    }
-
-    /// The id of the oldest message still retained (`next_id` when none is).
-    pub(super) fn first_retained(&self) -> u64 {
-        self.history.front().map_or(self.next_id, |r| r.id)
-    }
-
-    fn pop_oldest(&mut self) -> Option<Retained> {
-        let r = self.history.pop_front()?;
-        self.history_bytes -= r.data.len();
-        Some(r)
-    }
-}
+use crate::proto::{knobs, CloseCode, MessageKind};
+use crate::rooms::forms::{self, Forms};
+use crate::rooms::RoomId;
 
 impl Server {
-    /// The room named `name`, created if it does not exist; it counts as
-    /// used now (a lingering room is kept).
-    pub(super) fn room_id(&mut self, name: &str, now: Instant) -> usize {
-        if let Some(&id) = self.room_ids.get(name) {
-            let room = &mut self.rooms[id];
-            if room.members.is_empty() {
-                room.empty_since = Some(now);
-            }
-            return id;
-        }
-        let room = Room {
-            empty_since: Some(now),
-            ..Room::new(name.to_owned())
-        };
-        let id = match self.free_rooms.pop() {
-            Some(id) => {
-                self.rooms[id] = room;
-                id
-            }
-            None => {
-                self.rooms.push(room);
-                self.rooms.len() - 1
-            }
-        };
-        self.room_ids.insert(name.to_owned(), id);
-        id
-    }
-
-    pub(super) fn join(&mut self, name: &str, t: Token, now: Instant) -> usize {
-        let id = self.room_id(name, now);
-        let room = &mut self.rooms[id];
-        room.members.push(t);
-        room.empty_since = None;
-        id
-    }
-
-    pub(super) fn leave(&mut self, id: usize, t: Token, now: Instant) {
-        let room = &mut self.rooms[id];
-        if let Some(pos) = room.members.iter().position(|&m| m == t) {
-            room.members.swap_remove(pos);
-        }
-        if room.members.is_empty() {
-            room.empty_since = Some(now);
-            if self.config.room_linger.is_zero() {
-                self.forget_room(id);
-            }
-        }
-    }
-
-    fn forget_room(&mut self, id: usize) {
-        let room = &mut self.rooms[id];
-        self.room_ids.remove(&room.name);
-        self.history_bytes -= room.history_bytes;
-        *room = Room::new(String::new());
-        self.free_rooms.push(id);
-    }
-
-    /// Rooms without members for `--room-linger` are forgotten (their
-    /// history and their ids with them). Called once a second.
-    pub(super) fn expire_rooms(&mut self, now: Instant) {
-        let linger = self.config.room_linger;
-        let due: Vec<usize> = self
-            .room_ids
-            .values()
-            .copied()
-            .filter(|&id| {
-                self.rooms[id]
-                    .empty_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= linger)
-            })
-            .collect();
-        for id in due {
-            self.forget_room(id);
-        }
-    }
-
-    /// Rooms kept without members (for the sweep timer).
-    pub(super) fn has_rooms(&self) -> bool {
-        !self.room_ids.is_empty()
-    }
-
-    /// Keeps a message in its room's history, evicting the oldest past
-    /// `--room-history` messages or [`HISTORY_BYTES`].
-    fn retain(&mut self, id: usize, msg_id: u64, kind: MessageKind, data: &[u8]) {
-        let max = self.config.room_history;
-        if max == 0 {
-            return;
-        }
-        let data: Rc<[u8]> = Rc::from(data);
-        self.publish_seq += 1;
-        let room = &mut self.rooms[id];
-        let before = room.history_bytes;
-        room.history_bytes += data.len();
-        room.history.push_back(Retained {
-            id: msg_id,
-            kind,
-            data,
-            seq: self.publish_seq,
-        });
-        while room.history.len() > max || room.history_bytes > HISTORY_BYTES {
-            room.pop_oldest();
-        }
-        self.history_bytes = self.history_bytes - before + room.history_bytes;
-    }
-
-    /// Over the memory budget, history goes first: the oldest retained
-    /// messages, across rooms, until `need` bytes are freed or none is left.
-    /// Returns the bytes freed.
-    pub(super) fn shed_history(&mut self, need: usize) -> usize {
-        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = self
-            .room_ids
-            .values()
-            .filter_map(|&id| Some(Reverse((self.rooms[id].history.front()?.seq, id))))
-            .collect();
-        let mut freed = 0;
-        while freed < need {
-            let Some(Reverse((_, id))) = heap.pop() else {
-                break;
-            };
-            let room = &mut self.rooms[id];
-            if let Some(r) = room.pop_oldest() {
-                freed += r.data.len();
-                self.history_bytes -= r.data.len();
-                self.stats.history_shed += 1;
-            }
-            if let Some(next) = room.history.front() {
-                heap.push(Reverse((next.seq, id)));
-            }
-        }
-        freed
-    }
-
-    /// Publishes a message to a room: it takes the room's next id, is kept
-    /// in its history, and goes to every member. Returns the id and the
-    /// number of members it went to.
+    /// Publishes a message from connection `from` to a room, delivers it,
+    /// and records it once in the inspector. Returns its id and how many
+    /// members it went to.
     pub(super) fn publish(
         &mut self,
-        id: usize,
+        from: u32,
+        room: RoomId,
         kind: MessageKind,
         data: &[u8],
         now: Instant,
     ) -> (u64, usize) {
-        let room = &mut self.rooms[id];
-        let msg_id = room.next_id;
-        room.next_id += 1;
-        self.retain(id, msg_id, kind, data);
-        let members = self.broadcast(id, msg_id, kind, data, now);
-        (msg_id, members)
+        let mut members = std::mem::take(&mut self.bufs.members);
+        let id = self.rooms.publish(room, kind, data, &mut members);
+        let sent = self.deliver(&members, id, kind, data, now);
+        members.clear();
+        self.bufs.members = members;
+        self.inspect_broadcast(from, room, kind, data, sent, now);
+        (id, sent)
     }
 
-    /// Sends one message to every open member of a room, the sender included. The
-    /// frame is encoded once and shared: once plain, and once compressed per
-    /// window size among the members that agreed permessage-deflate without
-    /// server context (a member with its own context gets its own
-    /// compression). A recipient still holding more than the budget of unsent
-    /// bytes after a write attempt is closed with 1008.
-    fn broadcast(
+    /// Queues one message on every member: the frame (or event) encoded
+    /// once per form and shared. A member with its own compression context
+    /// gets its own compression. A member over the backpressure budget is
+    /// written to at once; still over, it is closed (or its stream ended).
+    fn deliver(
         &mut self,
-        id: usize,
-        msg_id: u64,
+        members: &[Token],
+        id: u64,
         kind: MessageKind,
         data: &[u8],
         now: Instant,
     ) -> usize {
-        let mut plain: Option<Rc<[u8]>> = None;
-        let mut event: Option<Rc<[u8]>> = None;
-        let mut compressed: [Option<Rc<[u8]>>; 7] = Default::default();
-        let members = std::mem::take(&mut self.rooms[id].members);
+        let mut forms = Forms::new(id, kind, data);
         let budget = self.config.max_backpressure;
         let mut sent = 0;
-        for &m in &members {
-            let Some(c) = self.client_mut(m) else {
+        for &m in members {
+            let Some(c) = self.conns.get_mut(m) else {
                 continue;
             };
-            let form = c.proto.broadcast_form(data.len());
-            let stream = c.proto.is_event_stream();
             if c.proto.output_len() > budget {
                 self.flush(m);
-                let Some(c) = self.client_mut(m) else {
-                    continue;
-                };
-                if c.proto.output_len() > budget && stream {
-                    info!(
-                        "{}: slow subscriber ({} bytes unsent), ending its stream",
-                        c.id,
-                        c.proto.output_len()
-                    );
-                    c.proto.end_events(SLOW_EVENT, true, now);
-                    self.stats.slow_consumers += 1;
-                    self.account(m);
-                    self.mark_dirty(m);
-                    continue;
-                }
-                if c.proto.output_len() > budget {
-                    info!(
-                        "{}: slow consumer ({} bytes unsent), closing",
-                        c.id,
-                        c.proto.output_len()
-                    );
-                    c.proto
-                        .close_discarding(CloseCode::POLICY_VIOLATION, "slow consumer", now);
-                    self.stats.slow_consumers += 1;
-                    self.account(m);
-                    self.mark_dirty(m);
+                if !self.keeps_up(m, budget, now) {
                     continue;
                 }
             }
-            if stream {
-                let e = event
-                    .get_or_insert_with(|| super::sse::encode(msg_id, kind, data))
-                    .clone();
-                let Some(c) = self.client_mut(m) else {
-                    continue;
-                };
-                if c.proto.send_event(Chunk::Shared(e), true, now) {
-                    sent += 1;
-                    self.stats.messages_out += 1;
-                    self.stats.bytes_out += data.len() as u64;
-                    self.account(m);
-                    self.mark_dirty(m);
+            let Some(c) = self.conns.get_mut(m) else {
+                continue;
+            };
+            let ok = if c.proto.is_event_stream() {
+                c.proto.send_event(Chunk::Shared(forms.event()), true, now)
+            } else {
+                let form = c.proto.broadcast_form(data.len());
+                match forms.frame(form, &mut self.bufs.scratch, &self.deflate_codec) {
+                    Some(f) => c.proto.send_encoded(f),
+                    None => c.proto.send(kind, data.to_vec()),
                 }
-                continue;
-            }
-            let frame = match form {
-                BroadcastForm::Plain => Some(
-                    plain
-                        .get_or_insert_with(|| {
-                            handler::encode_shared_with(kind, data, &mut self.scratch)
-                        })
-                        .clone(),
-                ),
-                BroadcastForm::Compressed(bits) => Some(
-                    compressed[usize::from(bits.clamp(9, 15) - 9)]
-                        .get_or_insert_with(|| {
-                            let z = self.deflate_codec.compress(bits, data);
-                            handler::encode_compressed_with(kind, &z, &mut self.scratch)
-                        })
-                        .clone(),
-                ),
-                BroadcastForm::Own => None,
-            };
-            let Some(c) = self.client_mut(m) else {
-                continue;
-            };
-            let ok = match frame {
-                Some(f) => c.proto.send_encoded(f),
-                None => c.proto.send(kind, data.to_vec()),
             };
             if ok {
                 sent += 1;
                 self.stats.messages_out += 1;
                 self.stats.bytes_out += data.len() as u64;
                 self.account(m);
-                self.mark_dirty(m);
+                self.conns.mark_dirty(m);
             }
         }
-        self.rooms[id].members = members;
         sent
     }
 
-    /// The rooms' history bytes, for `/stats`: the 100 rooms holding the
-    /// most, largest first.
-    pub(super) fn history_top(&self) -> Vec<(&str, usize)> {
-        let mut v: Vec<(&str, usize)> = self
-            .room_ids
-            .iter()
-            .map(|(name, &id)| (name.as_str(), self.rooms[id].history_bytes))
-            .filter(|&(_, b)| b > 0)
-            .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        v.truncate(100);
-        v
+    /// Whether a member that was over the budget caught up once written to;
+    /// if not, it is closed with 1008 `slow consumer` (a subscriber's
+    /// stream ends with `event: error`).
+    fn keeps_up(&mut self, m: Token, budget: usize, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(m) else {
+            return false;
+        };
+        let unsent = c.proto.output_len();
+        if unsent <= budget {
+            return true;
+        }
+        if c.proto.is_event_stream() {
+            info!(
+                "{}: slow subscriber ({unsent} bytes unsent), ending its stream",
+                c.id
+            );
+            c.proto.end_events(room_http::SLOW_EVENT, true, now);
+        } else {
+            info!("{}: slow consumer ({unsent} bytes unsent), closing", c.id);
+            c.proto
+                .close_discarding(CloseCode::POLICY_VIOLATION, "slow consumer", now);
+        }
+        self.stats.slow_consumers += 1;
+        self.account(m);
+        self.conns.mark_dirty(m);
+        false
     }
 
-    pub(super) fn mark_dirty(&mut self, t: Token) {
-        if let Some(c) = self.client_mut(t) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(t);
+    /// The last `n` retained messages of a room to a new WebSocket member
+    /// (`?history=N`), before live ones.
+    pub(super) fn replay_history(&mut self, t: Token, room: RoomId, n: usize) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        for m in self.rooms.last_messages(room, n) {
+            c.proto.send(m.kind, m.data.to_vec());
+        }
+    }
+
+    /// A plain request on a room path: `POST` publishes, `OPTIONS` is a
+    /// preflight, `GET` with `Accept: text/event-stream` subscribes.
+    /// Returns false if it is none of these (the caller answers it).
+    pub(super) fn answer_room(
+        &mut self,
+        t: Token,
+        req: &PlainRequest,
+        room: &str,
+        now: Instant,
+    ) -> bool {
+        let preflight = room_http::is_preflight(req);
+        let subscribe = req.method == "GET" && room_http::wants_events(req);
+        if req.method != "POST" && !preflight && !subscribe {
+            return false;
+        }
+        let cors = match room_http::cors(req.origin.as_deref(), &self.config.allow_origins) {
+            Ok(c) => c,
+            Err(()) => {
+                let what = format!(
+                    "{} {} from origin {:?}",
+                    req.method,
+                    req.path,
+                    req.origin.as_deref().unwrap_or_default()
+                );
+                let why = "origin not allowed (--allow-origin)";
+                self.refuse(t, &what, (403, "Forbidden"), why, "", now);
+                return true;
+            }
+        };
+        if preflight {
+            let Some(c) = self.conns.get_mut(t) else {
+                return true;
+            };
+            debug!("{}: OPTIONS {}: 204 (preflight)", c.id, req.path);
+            if c.proto.respond_keep_alive(room_http::preflight(&cors), now) {
+                stats::count(&mut self.stats.http, 204);
+            }
+        } else if subscribe {
+            self.subscribe(t, req, room, cors, now);
+        } else {
+            self.start_publish(t, req, room, cors, now);
+        }
+        true
+    }
+
+    /// A `POST` to a room: its body is read by the core; `body_read` (on
+    /// `Event::Body`) publishes it.
+    fn start_publish(
+        &mut self,
+        t: Token,
+        req: &PlainRequest,
+        room: &str,
+        cors: String,
+        now: Instant,
+    ) {
+        let kind = room_http::body_kind(req.header("content-type"));
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        match c.proto.read_body(now) {
+            // The body may be complete already: `body_read` follows.
+            Ok(()) => {
+                let room = room.to_owned();
+                self.publishes
+                    .insert(t, PendingPublish { room, kind, cors });
+            }
+            Err(e) => {
+                let what = format!("POST {}", req.path);
+                self.refuse(t, &what, e.status(), e.message(), &cors, now);
             }
         }
     }
-}
 
-/// The last event of a subscriber too slow to keep up.
-const SLOW_EVENT: &[u8] = b"event: error\ndata: slow consumer\n\n";
+    /// The body of a `POST` to a room arrived (or could not be read).
+    pub(super) fn body_read(&mut self, t: Token, body: Result<Vec<u8>, BodyError>, now: Instant) {
+        let Some(p) = self.publishes.remove(&t) else {
+            // Not ours to read: nothing asked for it.
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.abort();
+            }
+            return;
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                let what = format!("POST {}", p.room);
+                return self.refuse(t, &what, e.status(), e.message(), &p.cors, now);
+            }
+        };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        if p.kind == MessageKind::Text && std::str::from_utf8(&body).is_err() {
+            info!("{}: POST {}: 400, the text body is not UTF-8", c.id, p.room);
+            let answer = line_response(
+                400,
+                "Bad Request",
+                "the body is not valid UTF-8, and its Content-Type says text \
+                 (send binary as application/octet-stream)",
+            );
+            let answer = with_headers(answer, &p.cors);
+            if c.proto.respond_keep_alive(answer, now) {
+                stats::count(&mut self.stats.http, 400);
+            }
+            return;
+        }
+        let from = c.id.0;
+        let room = self.rooms.open(&p.room, now);
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += body.len() as u64;
+        self.stats.http_publishes += 1;
+        let (id, members) = self.publish(from, room, p.kind, &body, now);
+        let json = room_http::published_json(&p.room, id, members);
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        debug!(
+            "{}: POST {}: 200, id {id} to {members} members",
+            c.id, p.room
+        );
+        let answer = keep_alive_response(
+            200,
+            "OK",
+            "application/json",
+            &format!("Cache-Control: no-store\r\n{}", p.cors),
+            json.as_bytes(),
+        );
+        if c.proto.respond_keep_alive(answer, now) {
+            stats::count(&mut self.stats.http, 200);
+        }
+    }
+
+    /// A `GET` with `Accept: text/event-stream` on a room: the stream's
+    /// head, the greeting, what the client missed (after `Last-Event-ID`),
+    /// then live messages.
+    fn subscribe(&mut self, t: Token, req: &PlainRequest, room: &str, cors: String, now: Instant) {
+        let what = format!("GET {} (events)", req.path);
+        let bad = (400, "Bad Request");
+        let knobs = knobs::parse(&req.path)
+            .and_then(|k| k.check_events().map(|()| k))
+            .map_err(|e| e.to_string())
+            .and_then(|k| self.rooms.check_history(k.history).map(|()| k));
+        let mut knobs = match knobs {
+            Ok(k) => k,
+            Err(e) => return self.refuse(t, &what, bad, &e, &cors, now),
+        };
+        let last = match room_http::last_event_id(req) {
+            Ok(last) => last,
+            Err(why) => return self.refuse(t, &what, bad, &why, &cors, now),
+        };
+        if knobs.greeting.is_none() {
+            knobs.greeting.clone_from(&self.config.greeting);
+        }
+        let drop_after = knobs.drop.map(|(n, _)| n);
+        let id = self.rooms.join(room, t, now);
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let greeting = knobs
+            .greeting
+            .map(|g| g.replace("{id}", &c.id.0.to_string()));
+        c.set_room(id);
+        let head = room_http::stream_head(&cors, greeting.as_deref());
+        c.proto.start_events(head, drop_after, now);
+        info!("{}: subscribed to {} ({})", c.id, room, c.http_scheme());
+        // What the client missed, or asked for.
+        let replay = self.rooms.resume(id, last, knobs.history);
+        if let (Some(l), Some(last_id)) = (last, replay.ahead_of) {
+            // Not an id of this room as it is now: it was forgotten
+            // (`--room-linger`) or the server restarted.
+            info!(
+                "{}: Last-Event-ID {l} is ahead of {room} (last id {last_id}): \
+                 resuming from its start",
+                c.id
+            );
+        }
+        let gap = replay
+            .gap
+            .map(|g| (Chunk::Owned(room_http::gap_event(g)), false));
+        let messages = replay
+            .messages
+            .iter()
+            .map(|m| (Chunk::Shared(forms::event(m.id, m.kind, &m.data)), true));
+        for (chunk, counted) in gap.into_iter().chain(messages) {
+            if !c.proto.send_event(chunk, counted, now) {
+                break;
+            }
+        }
+        self.conns.mark_dirty(t);
+    }
+
+    /// Refuses a room request with `status` and a one-line body saying why
+    /// (with the CORS headers, so a page can read it), logged; then closes.
+    fn refuse(
+        &mut self,
+        t: Token,
+        what: &str,
+        (status, reason): (u16, &str),
+        why: &str,
+        cors: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        info!("{}: {what}: {status}, {why}", c.id);
+        let answer = with_headers(line_response(status, reason, why), cors);
+        c.proto.respond(answer, now);
+    }
+}

@@ -1,10 +1,12 @@
 //! The server's counters and their two renderings: `GET /stats` (JSON) and
 //! `GET /metrics` (the Prometheus text exposition format, names
 //! `echocast_*`). Counted where each event happens: the core counts frames
-//! (`Limits::counters`), the driver the rest (accept.rs, io.rs, rooms.rs,
-//! upgrade.rs, and `remove` for closes and HTTP answers, counted when the
+//! (`Limits::counters`), the loop the rest (io.rs, rooms.rs, http.rs, and
+//! [`Stats::count_ended`] for closes and HTTP answers, counted when the
 //! connection ends). Plain integers: one thread, nothing is locked. Read,
-//! not pushed: a request walks the connections and rooms for the gauges.
+//! not pushed: a request gets a [`View`] of the gauges (the loop walks the
+//! connections and asks the rooms and the inspector) rendered with the
+//! counters.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::Server;
+use crate::proto::Connection;
 
 /// Counters kept by the driver.
 pub(super) struct Stats {
@@ -33,8 +35,6 @@ pub(super) struct Stats {
     pub(super) handshake_failures: BTreeMap<&'static str, u64>,
     /// Messages published with a `POST`.
     pub(super) http_publishes: u64,
-    /// Retained messages dropped to keep the memory budget.
-    pub(super) history_shed: u64,
 }
 
 impl Stats {
@@ -54,7 +54,34 @@ impl Stats {
             http: BTreeMap::new(),
             handshake_failures: BTreeMap::new(),
             http_publishes: 0,
-            history_shed: 0,
+        }
+    }
+
+    /// A connection ended: its HTTP answer or refusal, or its closes.
+    pub(super) fn count_ended(&mut self, c: &Connection) {
+        if !c.was_opened() {
+            match c.http_answer() {
+                Some((status, refused)) => {
+                    count(&mut self.http, status);
+                    if let Some(e) = refused {
+                        count(&mut self.handshake_failures, e.label());
+                    }
+                }
+                // Waiting for another request on a kept connection.
+                None if c.served_keep_alive() => {}
+                // Timed out, or gone, before a complete request.
+                None => count(&mut self.handshake_failures, "incomplete"),
+            }
+            return;
+        }
+        if let Some(sent) = c.close_sent() {
+            count(&mut self.closes_sent, sent.0);
+        }
+        if let Some(received) = c.close_received() {
+            count(&mut self.closes_received, received.0);
+        }
+        if let Some(unsent) = c.close_unsent() {
+            count(&mut self.closes_not_delivered, unsent.0);
         }
     }
 }
@@ -135,68 +162,38 @@ struct ClosesJson<'a> {
 }
 
 #[derive(Serialize)]
-struct InspectorJson {
-    records: usize,
-    bytes: usize,
-    evicted: u64,
-    subscribers: usize,
+pub(super) struct InspectorJson {
+    pub(super) records: usize,
+    pub(super) bytes: usize,
+    pub(super) evicted: u64,
+    pub(super) subscribers: usize,
 }
 
-/// What a request sees: the counters and the gauges read at that moment.
-struct Snapshot<'a> {
-    stats: &'a Stats,
-    frames_in: u64,
-    frames_out: u64,
-    echo: usize,
-    broadcast: usize,
-    handshaking: usize,
-    events: usize,
+/// The gauges at the moment of a request.
+#[derive(Default)]
+pub(super) struct View<'a> {
+    pub(super) frames_in: u64,
+    pub(super) frames_out: u64,
+    pub(super) echo: usize,
+    pub(super) broadcast: usize,
+    pub(super) handshaking: usize,
+    pub(super) events: usize,
     /// The 100 largest rooms, largest first, and how many there are.
-    rooms: Vec<(&'a str, usize)>,
-    room_count: usize,
+    pub(super) rooms: Vec<(&'a str, usize)>,
+    pub(super) room_count: usize,
+    /// Bytes all histories hold, retained messages shed, and the 100 rooms
+    /// retaining the most.
+    pub(super) history_bytes: usize,
+    pub(super) history_shed: u64,
+    pub(super) history_top: Vec<(&'a str, usize)>,
+    /// `None` with `--inspect off`.
+    pub(super) inspector: Option<InspectorJson>,
 }
 
-impl Server {
-    fn snapshot(&self) -> Snapshot<'_> {
-        let (mut echo, mut broadcast, mut handshaking, mut events) = (0, 0, 0, 0);
-        for c in self.slots.iter().filter_map(|s| s.client.as_ref()) {
-            if c.proto.is_event_stream() {
-                events += 1;
-            } else if c.proto.is_handshaking() {
-                handshaking += 1;
-            } else if c.proto.is_open() {
-                if c.room.is_some() {
-                    broadcast += 1;
-                } else {
-                    echo += 1;
-                }
-            }
-        }
-        let mut rooms: Vec<(&str, usize)> = self
-            .room_ids
-            .iter()
-            .map(|(name, &id)| (name.as_str(), self.rooms[id].len()))
-            .collect();
-        let room_count = rooms.len();
-        rooms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        rooms.truncate(100);
-        Snapshot {
-            stats: &self.stats,
-            frames_in: self.limits.counters.frames_in.get(),
-            frames_out: self.limits.counters.frames_out.get(),
-            echo,
-            broadcast,
-            handshaking,
-            events,
-            rooms,
-            room_count,
-        }
-    }
-
+impl Stats {
     /// The body of `GET /stats` (JSON, through serde).
-    pub(super) fn stats_json(&self) -> String {
-        let s = self.snapshot();
-        let st = s.stats;
+    pub(super) fn json(&self, s: View) -> String {
+        let st = self;
         let json = StatsJson {
             uptime_seconds: st.started.elapsed().as_secs_f64(),
             connections: ConnectionsJson {
@@ -215,11 +212,12 @@ impl Server {
                     .map(|&(name, members)| RoomJson { name, members })
                     .collect(),
                 history: HistoryJson {
-                    bytes: self.history_bytes,
-                    shed: st.history_shed,
-                    largest: self
-                        .history_top()
-                        .into_iter()
+                    bytes: s.history_bytes,
+                    shed: s.history_shed,
+                    largest: s
+                        .history_top
+                        .iter()
+                        .copied()
                         .map(|(name, bytes)| RoomHistoryJson { name, bytes })
                         .collect(),
                 },
@@ -245,12 +243,7 @@ impl Server {
             slow_consumer_closes: st.slow_consumers,
             handshake_failures: &st.handshake_failures,
             http_publishes: st.http_publishes,
-            inspector: self.inspector.as_ref().map(|i| InspectorJson {
-                records: i.len(),
-                bytes: i.memory(),
-                evicted: i.evicted,
-                subscribers: i.subscribers.len(),
-            }),
+            inspector: s.inspector,
         };
         let mut text = serde_json::to_string(&json).unwrap_or_default();
         text.push('\n');
@@ -258,9 +251,8 @@ impl Server {
     }
 
     /// The body of `GET /metrics` (Prometheus text format 0.0.4).
-    pub(super) fn metrics_text(&self) -> String {
-        let s = self.snapshot();
-        let st = s.stats;
+    pub(super) fn metrics(&self, s: View) -> String {
+        let st = self;
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
             let _ = writeln!(out, "# HELP echocast_{name} {help}");
@@ -318,8 +310,7 @@ impl Server {
             "room_history_bytes",
             "gauge",
             "Payload bytes retained by the 100 rooms retaining the most (--room-history).",
-            &self
-                .history_top()
+            &s.history_top
                 .iter()
                 .map(|(name, n)| (format!("{{room={}}}", label_value(name)), *n as f64))
                 .collect::<Vec<_>>(),
@@ -328,7 +319,7 @@ impl Server {
             "room_history_shed_total",
             "counter",
             "Retained room messages dropped to keep --max-memory.",
-            &one(st.history_shed),
+            &one(s.history_shed),
         );
         metric(
             "http_publishes_total",

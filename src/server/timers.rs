@@ -1,108 +1,174 @@
 //! Timers: one min-heap of (deadline, token) for every connection's next
-//! deadline (`Connection::poll_timeout`). A deadline that moved later keeps
-//! its entry (the core finds nothing due and it is re-armed); only an earlier
-//! one adds an entry, and stale entries are dropped once they are most of the
-//! heap. Calls the core's `handle_timeout` and `settle` (io.rs). Also the
-//! periodic sweep that makes quiet connections give back the buffers they
-//! keep for reuse (`Connection::release_if_quiet`), accounted in memory.rs.
+//! deadline (`Connection::poll_timeout`), and the once-a-second sweep. A
+//! deadline that moved later keeps its entry (when it fires the core finds
+//! nothing due and the loop re-arms it); only an earlier one adds an entry,
+//! and stale entries are dropped once they are most of the heap, so idle
+//! connections do not keep 24 bytes each there. Knows tokens and instants,
+//! nothing of connections: the loop says which entries are still live.
 
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::{split, token, Server};
+/// How often quiet connections give back their reusable buffers and
+/// lingering rooms are expired: one quiet for a whole period (between one
+/// and two of them) loses them.
+pub(super) const SWEEP: Duration = Duration::from_secs(1);
 
-/// How often quiet connections give back their reusable buffers: one quiet
-/// for a whole period (between one and two of them) loses them.
-pub(super) const QUIET_SWEEP: Duration = Duration::from_secs(1);
+/// Stale entries tolerated before a compaction is considered.
+const STALE_MIN: usize = 1024;
 
-impl Server {
-    /// Puts the connection's next deadline on the heap if it is earlier than
-    /// the one already there (see the module header).
-    pub(super) fn arm_timer(&mut self, t: Token) {
-        let Some(c) = self.client_mut(t) else { return };
-        // A deadline that moved later (traffic pushing an idle timer back) keeps
-        // its heap entry: when that fires, the core says nothing is due and the
-        // entry is re-armed. Only an earlier deadline adds an entry, so the heap
-        // does not grow with every message.
-        let mut stale = 0;
-        match (c.proto.poll_timeout(), c.scheduled) {
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Entries (about) that no longer match their connection's deadline.
+    stale: usize,
+    next_sweep: Instant,
+}
+
+impl Timers {
+    pub(super) fn new(now: Instant) -> Timers {
+        Timers {
+            heap: BinaryHeap::new(),
+            stale: 0,
+            next_sweep: now + SWEEP,
+        }
+    }
+
+    /// Puts `deadline` on the heap for `t` if it is earlier than the one
+    /// there (`scheduled`, the connection's record of it, is updated).
+    /// Returns whether the heap should be compacted.
+    pub(super) fn arm(
+        &mut self,
+        t: Token,
+        scheduled: &mut Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        match (deadline, *scheduled) {
             (Some(d), s) if s.is_none_or(|s| d < s) => {
                 if s.is_some() {
-                    stale += 1; // superseded by the earlier one
+                    self.stale += 1; // superseded by the earlier one
                 }
-                c.scheduled = Some(d);
-                self.timers.push(Reverse((d, t)));
+                *scheduled = Some(d);
+                self.heap.push(Reverse((d, t)));
             }
             (None, Some(_)) => {
-                // No deadline any more (e.g. the handshake finished): the
-                // entry is stale.
-                c.scheduled = None;
-                stale += 1;
+                // No deadline any more (e.g. the handshake finished).
+                *scheduled = None;
+                self.stale += 1;
             }
             _ => {}
         }
-        self.stale_timers += stale;
-        self.compact_timers();
+        self.stale >= STALE_MIN && self.stale * 2 >= self.heap.len()
     }
 
-    /// Drops stale heap entries once they are most of the heap, and gives the
-    /// memory back: every connection pushes a handshake deadline, and 10,000
-    /// connections that opened and went idle would otherwise keep 24 bytes
-    /// each in the heap until their handshake timeout passes.
-    pub(super) fn compact_timers(&mut self) {
-        if self.stale_timers < 1024 || self.stale_timers * 2 < self.timers.len() {
-            return;
-        }
-        let slots = &self.slots;
-        self.timers.retain(|Reverse((when, t))| {
-            let (index, gen) = split(*t);
-            slots
-                .get(index)
-                .filter(|s| s.gen == gen)
-                .and_then(|s| s.client.as_ref())
-                .is_some_and(|c| c.scheduled == Some(*when))
-        });
-        self.timers.shrink_to_fit();
-        self.stale_timers = 0;
-    }
-
-    pub(super) fn run_timers(&mut self, now: Instant) {
-        while let Some(Reverse((when, t))) = self.timers.peek().copied() {
-            if when > now {
-                return;
-            }
-            self.timers.pop();
-            let Some(c) = self.client_mut(t).filter(|c| c.scheduled == Some(when)) else {
-                // Superseded, or the connection is gone.
-                self.stale_timers = self.stale_timers.saturating_sub(1);
-                continue;
-            };
-            c.scheduled = None;
-            c.proto.handle_timeout(now);
-            self.settle(t);
+    /// A connection with an entry on the heap is gone: its entry is stale.
+    pub(super) fn forget(&mut self, scheduled: Option<Instant>) {
+        if scheduled.is_some() {
+            self.stale += 1;
         }
     }
 
-    /// Once per [`QUIET_SWEEP`]: every connection that neither received nor
-    /// queued anything since the previous sweep frees the buffers it keeps
-    /// for reuse. A walk over the slots (10,000 connections: some tens of
-    /// microseconds a second), nothing per message.
-    pub(super) fn sweep_quiet(&mut self, now: Instant) {
+    /// Keeps the entries `live` says still match their connection, and gives
+    /// the memory back.
+    pub(super) fn compact(&mut self, live: impl Fn(Token, Instant) -> bool) {
+        self.heap.retain(|Reverse((when, t))| live(*t, *when));
+        self.heap.shrink_to_fit();
+        self.stale = 0;
+    }
+
+    /// The next entry due at `now`, taken off the heap. The caller checks it
+    /// still matches its connection, and calls [`Timers::stale_popped`] if not.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Token)> {
+        let &Reverse((when, t)) = self.heap.peek()?;
+        if when > now {
+            return None;
+        }
+        self.heap.pop();
+        Some((when, t))
+    }
+
+    pub(super) fn stale_popped(&mut self) {
+        self.stale = self.stale.saturating_sub(1);
+    }
+
+    /// The earliest deadline on the heap.
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub(super) fn next_sweep(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Whether the sweep is due; if so the next one is [`SWEEP`] from now.
+    pub(super) fn sweep_due(&mut self, now: Instant) -> bool {
         if now < self.next_sweep {
-            return;
+            return false;
         }
-        self.next_sweep = now + QUIET_SWEEP;
-        self.expire_rooms(now);
-        for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
-            let gen = slot.gen;
-            if let Some(c) = slot.client.as_mut() {
-                if c.proto.release_if_quiet() {
-                    self.account(token(i, gen));
-                }
-            }
+        self.next_sweep = now + SWEEP;
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_earlier_deadline_adds_an_entry() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0);
+        let (t, mut scheduled) = (Token(1), None);
+        let s = Duration::from_secs(1);
+        timers.arm(t, &mut scheduled, Some(t0 + 10 * s));
+        timers.arm(t, &mut scheduled, Some(t0 + 20 * s));
+        assert_eq!(
+            (timers.len(), scheduled),
+            (1, Some(t0 + 10 * s)),
+            "later: kept"
+        );
+        timers.arm(t, &mut scheduled, Some(t0 + 5 * s));
+        assert_eq!((timers.len(), scheduled), (2, Some(t0 + 5 * s)));
+        assert_eq!(timers.next(), Some(t0 + 5 * s));
+        assert_eq!(timers.pop_due(t0 + 4 * s), None);
+        assert_eq!(timers.pop_due(t0 + 5 * s), Some((t0 + 5 * s, t)));
+        // The superseded entry comes out later, and the caller finds it stale.
+        assert_eq!(timers.pop_due(t0 + 60 * s), Some((t0 + 10 * s, t)));
+        assert_eq!(timers.pop_due(t0 + 60 * s), None);
+    }
+
+    #[test]
+    fn stale_entries_are_compacted_once_they_are_most_of_the_heap() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0);
+        let mut scheduled: Vec<Option<Instant>> = vec![None; 3000];
+        for (i, s) in scheduled.iter_mut().enumerate() {
+            timers.arm(Token(i), s, Some(t0 + Duration::from_secs(5)));
         }
+        let mut compact = false;
+        // The handshakes finish: 2,000 deadlines go away.
+        for s in scheduled.iter_mut().take(2000) {
+            compact = timers.arm(Token(0), s, None);
+        }
+        assert!(compact);
+        timers.compact(|t, when| scheduled[t.0] == Some(when));
+        assert_eq!(timers.len(), 1000);
+    }
+
+    #[test]
+    fn the_sweep_comes_once_a_period() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0);
+        assert!(!timers.sweep_due(t0));
+        assert!(timers.sweep_due(t0 + SWEEP));
+        assert!(!timers.sweep_due(t0 + SWEEP));
+        assert_eq!(timers.next_sweep(), t0 + 2 * SWEEP);
     }
 }

@@ -1,7 +1,9 @@
-//! What an opening request becomes: a refusal (403 for a foreign `Origin`),
-//! a WebSocket routed to echo or to a room (`handler::route`), the built-in
-//! page on a plain `GET /`, or 426 for any other plain request. Decides
-//! through the core (`accept`, `reject`, `respond`); calls rooms.rs to join.
+//! What a request becomes: a refusal (403 for a foreign `Origin`), a
+//! WebSocket routed to echo or to a room (`handler::route`), the inspector's
+//! socket and endpoints, a room's `POST`, preflight or event stream
+//! (rooms.rs), `/stats`, `/metrics`, `/healthz`, the built-in page on a
+//! plain `GET /`, or 426 for any other plain request. Decides through the
+//! core (`accept`, `reject`, `respond`).
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -11,6 +13,7 @@ use mio::Token;
 
 use super::{stats, Server, PAGE};
 use crate::handler::{self, Route};
+use crate::inspector::endpoints as inspector_endpoints;
 use crate::proto::handshake::{
     self, http_response, line_response, with_headers, PlainRequest, Request,
 };
@@ -23,9 +26,11 @@ impl Server {
             if self.inspector.is_some() {
                 return self.open_inspector(t, req, now);
             }
-            let Some(c) = self.client_mut(t) else { return };
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
             info!("{}: /.inspect: 404, the inspector is off", c.id);
-            c.proto.respond(inspector_off(), now);
+            c.proto.respond(inspector_endpoints::off(), now);
             return;
         }
         if !self.config.allow_origins.is_empty() {
@@ -36,7 +41,9 @@ impl Server {
                     .any(|a| a.eq_ignore_ascii_case(o))
             });
             if !allowed {
-                let Some(c) = self.client_mut(t) else { return };
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
                 info!(
                     "{}: 403, origin {:?} not allowed",
                     c.id,
@@ -53,11 +60,13 @@ impl Server {
         });
         let knobs = knobs
             .map_err(|e| e.to_string())
-            .and_then(|k| self.check_history(k.history).map(|()| k));
+            .and_then(|k| self.rooms.check_history(k.history).map(|()| k));
         let mut knobs = match knobs {
             Ok(k) => k,
             Err(e) => {
-                let Some(c) = self.client_mut(t) else { return };
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
                 info!("{}: 400, {e}", c.id);
                 c.proto
                     .respond(line_response(400, "Bad Request", &e.to_string()), now);
@@ -68,13 +77,14 @@ impl Server {
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match route {
             Route::Echo => None,
-            Route::Room(name) => Some(self.join(&name, t, now) as u32),
+            Route::Room(name) => Some(self.rooms.join(&name, t, now)),
         };
         let history = knobs.history;
         let protocol = handshake::select_protocol(&req.protocols, &self.config.subprotocols);
         if protocol.is_none() && !req.protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
             let id = self
-                .client_mut(t)
+                .conns
+                .get_mut(t)
                 .map(|c| c.id.to_string())
                 .unwrap_or_default();
             debug!(
@@ -85,11 +95,15 @@ impl Server {
         if knobs.greeting.is_none() {
             knobs.greeting.clone_from(&self.config.greeting);
         }
-        let Some(c) = self.client_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if let Some(g) = knobs.greeting.as_mut().filter(|g| g.contains("{id}")) {
             *g = g.replace("{id}", &c.id.0.to_string());
         }
-        c.room = room.and_then(|r| std::num::NonZeroU32::new(r + 1));
+        if let Some(room) = room {
+            c.set_room(room);
+        }
         c.proto.set_knobs(knobs);
         // Set before `accept`, which reads the frames that came with the request.
         let stream = c.may_stream(streaming, budget);
@@ -97,9 +111,11 @@ impl Server {
         c.proto
             .accept_upgrade(now, Some((&deflate, &codec)), protocol);
         if let (Some(room), Some(n)) = (room, history) {
-            self.replay_history(t, room as usize, n);
+            self.replay_history(t, room, n);
         }
-        let Some(c) = self.client_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {
@@ -124,7 +140,9 @@ impl Server {
                 }
             }
             Route::Echo if method == "POST" => {
-                let Some(c) = self.client_mut(t) else { return };
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
                 info!("{}: POST {path}: 405, not a room", c.id);
                 let answer = line_response(
                     405,
@@ -138,14 +156,18 @@ impl Server {
             Route::Echo => {}
         }
         let get = method == "GET" || method == "HEAD";
-        if get && is_inspector_endpoint(bare) {
+        if get && inspector_endpoints::is_endpoint(bare) {
             if self.inspector.is_none() {
-                let Some(c) = self.client_mut(t) else { return };
-                c.proto.respond(inspector_off(), now);
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
+                c.proto.respond(inspector_endpoints::off(), now);
                 return;
             }
             let answer = self.inspector_answer(path, origin, host);
-            let Some(c) = self.client_mut(t) else { return };
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
             let response = match answer {
                 Ok(json) => http_response(
                     200,
@@ -165,10 +187,13 @@ impl Server {
         // What a GET is answered with (the numbers are computed only when asked).
         let ok: Option<(&str, Cow<'static, [u8]>)> = match bare {
             _ if !get => None,
-            "/stats" => Some(("application/json", self.stats_json().into_bytes().into())),
+            "/stats" => Some((
+                "application/json",
+                self.stats.json(self.stats_view()).into_bytes().into(),
+            )),
             "/metrics" => Some((
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics_text().into_bytes().into(),
+                self.stats.metrics(self.stats_view()).into_bytes().into(),
             )),
             // Readiness probes: answered whatever --no-page says.
             "/healthz" => Some(("text/plain", Cow::Borrowed(b"ok\n"))),
@@ -176,7 +201,9 @@ impl Server {
             _ => None,
         };
         let mode = self.config.mode;
-        let Some(c) = self.client_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         let Some((content_type, body)) = ok else {
             info!(
                 "{}: {method} {path} over {}: 426 (not a WebSocket upgrade)",
@@ -208,20 +235,38 @@ impl Server {
         }
         c.proto.respond(response, now);
     }
-}
 
-/// `/connections`, `/connections/ID`, `/frames`: the inspector's plain
-/// endpoints (`/.inspect` is an upgrade).
-fn is_inspector_endpoint(bare: &str) -> bool {
-    bare == "/connections" || bare.starts_with("/connections/") || bare == "/frames"
-}
-
-/// What the inspector's endpoints answer with `--inspect off` (or `local`
-/// off loopback): 404, as for a path that does not exist.
-fn inspector_off() -> Vec<u8> {
-    line_response(
-        404,
-        "Not Found",
-        "not found (the frame inspector is off: --inspect)",
-    )
+    /// The gauges of `/stats` and `/metrics`, read now.
+    fn stats_view(&self) -> stats::View<'_> {
+        let mut v = stats::View {
+            frames_in: self.limits.counters.frames_in.get(),
+            frames_out: self.limits.counters.frames_out.get(),
+            rooms: self.rooms.largest(100),
+            room_count: self.rooms.count(),
+            history_bytes: self.rooms.history_bytes(),
+            history_shed: self.rooms.shed_count(),
+            history_top: self.rooms.largest_history(100),
+            inspector: self.inspector.as_ref().map(|i| stats::InspectorJson {
+                records: i.len(),
+                bytes: i.memory(),
+                evicted: i.evicted,
+                subscribers: i.subscribers.len(),
+            }),
+            ..stats::View::default()
+        };
+        for (_, c) in self.conns.iter() {
+            if c.proto.is_event_stream() {
+                v.events += 1;
+            } else if c.proto.is_handshaking() {
+                v.handshaking += 1;
+            } else if c.proto.is_open() {
+                if c.room().is_some() {
+                    v.broadcast += 1;
+                } else {
+                    v.echo += 1;
+                }
+            }
+        }
+        v
+    }
 }

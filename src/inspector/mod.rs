@@ -1,0 +1,332 @@
+//! The frame inspector (docs/inspector.md), one component fed by the loop:
+//! the bounded ring of records — the core's (drained from `Limits::tap` once
+//! per loop turn and stamped with the turn's time) and the driver's own
+//! (open, http, closed, broadcast) —, what is kept per connection while the
+//! inspector is on, the live subscribers of `/.inspect` (which record goes
+//! to whom, and what a slow one missed), the `echocast::frames` log, the
+//! JSON of `/connections`, `/connections/ID` and `/frames`, and the access
+//! rules of its endpoints (endpoints.rs). The loop delivers what it says to
+//! the connections (server/inspecting.rs); nothing here touches a socket.
+
+pub mod endpoints;
+mod json;
+
+pub(crate) use json::{request_json, rfc3339_micros};
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::proto::inspect::{Dir, FrameInfo, Record, What};
+
+/// A live inspector with more than this unsent loses records (and is told
+/// how many once it catches up) instead of slowing anyone down.
+pub(crate) const SUBSCRIBER_BACKLOG: usize = 256 * 1024;
+
+/// What is kept per connection while the inspector is on.
+pub(crate) struct ConnInfo {
+    pub(crate) path: Box<str>,
+    pub(crate) subprotocol: Option<Box<str>>,
+    /// The upgrade request head as received.
+    pub(crate) head: Option<Box<[u8]>>,
+    pub(crate) opened_us: u64,
+    pub(crate) messages_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) messages_out: u64,
+    pub(crate) bytes_out: u64,
+}
+
+/// Connection ids are small distinct integers: a multiply spreads them,
+/// with none of SipHash's cost on a lookup per record.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHash;
+
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A ring entry's content.
+pub(crate) enum Body {
+    Frame(FrameInfo),
+    /// A broadcast, recorded once per message: its frame and the room.
+    Broadcast {
+        frame: FrameInfo,
+        room: Box<str>,
+        members: usize,
+    },
+    Open {
+        peer: Option<SocketAddr>,
+        path: Box<str>,
+    },
+    Http {
+        status: u16,
+        why: Box<str>,
+    },
+    Error {
+        close_code: u16,
+        rule: &'static str,
+    },
+    Closed {
+        sent: Option<u16>,
+        received: Option<u16>,
+        not_delivered: Option<u16>,
+    },
+    Knob(Box<str>),
+}
+
+pub(crate) struct Entry {
+    seq: u64,
+    at_us: u64,
+    pub(crate) conn: u32,
+    pub(crate) body: Body,
+}
+
+/// A live subscriber's filter (`/.inspect?conn=ID` or `?path=PREFIX`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Filter {
+    All,
+    Conn(u32),
+    Path(String),
+}
+
+/// One live subscriber (a WebSocket connection on `/.inspect`).
+pub(crate) struct Subscriber {
+    /// The loop's key for its connection.
+    pub(crate) key: usize,
+    pub(crate) conn: u32,
+    pub(crate) filter: Filter,
+    /// Records not sent because it read too slowly, to report.
+    pub(crate) dropped: u64,
+}
+
+pub(crate) struct Inspector {
+    ring: VecDeque<Entry>,
+    cap: usize,
+    next_seq: u64,
+    /// Heap bytes of the ring (counted against `--max-memory`).
+    bytes: usize,
+    /// Records that left the ring (the oldest, once it was full).
+    pub(crate) evicted: u64,
+    /// Per open connection (by id).
+    pub(crate) infos: HashMap<u32, Box<ConnInfo>, IdHash>,
+    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) secrets: bool,
+    /// `--inspect local`: only requests whose `Host` is a loopback address.
+    pub(crate) local_only: bool,
+    /// The other half of the tap's double buffer.
+    tap_buf: Vec<Record>,
+    clock: (Instant, SystemTime),
+    /// The last `micros` answer: every record of a loop turn has the same.
+    last_micros: std::cell::Cell<Option<(Instant, u64)>>,
+}
+
+impl Inspector {
+    pub(crate) fn new(cap: usize, secrets: bool, local_only: bool) -> Inspector {
+        Inspector {
+            ring: VecDeque::new(),
+            cap: cap.max(1),
+            next_seq: 1,
+            bytes: 0,
+            evicted: 0,
+            infos: HashMap::default(),
+            subscribers: Vec::new(),
+            secrets,
+            local_only,
+            tap_buf: Vec::new(),
+            clock: (Instant::now(), SystemTime::now()),
+            last_micros: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Microseconds since the Unix epoch at `now` (the loop's clock).
+    pub(crate) fn micros(&self, now: Instant) -> u64 {
+        if let Some((_, us)) = self.last_micros.get().filter(|(at, _)| *at == now) {
+            return us;
+        }
+        let t = self.clock.1 + now.saturating_duration_since(self.clock.0);
+        let us = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.last_micros.set(Some((now, us)));
+        us
+    }
+
+    pub(crate) fn memory(&self) -> usize {
+        self.bytes + self.ring.capacity() * std::mem::size_of::<Entry>()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The core's records of this turn (the tap's double buffer swapped):
+    /// hand the vector back with [`Inspector::return_records`].
+    pub(crate) fn take_records(&mut self, tap: &crate::proto::inspect::Tap) -> Vec<Record> {
+        let mut records = std::mem::take(&mut self.tap_buf);
+        tap.swap_into(&mut records);
+        records
+    }
+
+    pub(crate) fn return_records(&mut self, mut records: Vec<Record>) {
+        records.clear();
+        self.tap_buf = records;
+    }
+
+    /// The newest record as JSON and the keys of the live subscribers that
+    /// want it (`None`: nobody does).
+    pub(crate) fn live(&self) -> Option<(String, Vec<usize>)> {
+        let entry = self.last().filter(|_| !self.subscribers.is_empty())?;
+        let keys: Vec<usize> = self
+            .subscribers
+            .iter()
+            .filter(|s| self.matches(&s.filter, entry))
+            .map(|s| s.key)
+            .collect();
+        (!keys.is_empty()).then(|| (self.json(entry), keys))
+    }
+
+    /// Whether a record goes to the live subscriber on connection `conn`:
+    /// not while it is `behind` (the record is counted as dropped); once it
+    /// caught up, `Some(n)`: it first learns it missed `n`.
+    pub(crate) fn deliver_to(&mut self, conn: u32, behind: bool) -> Option<u64> {
+        let sub = self.subscribers.iter_mut().find(|s| s.conn == conn)?;
+        if behind {
+            sub.dropped += 1;
+            return None;
+        }
+        Some(std::mem::take(&mut sub.dropped))
+    }
+
+    /// Connection `conn` ended: what was kept of it goes. Returns whether
+    /// it was a live subscriber (whose end is not recorded).
+    pub(crate) fn ended(&mut self, conn: u32) -> bool {
+        self.infos.remove(&conn);
+        match self.subscribers.iter().position(|s| s.conn == conn) {
+            Some(pos) => {
+                self.subscribers.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds a record: counts it into its connection, keeps it in the ring
+    /// (dropping the oldest past the bound), logs it.
+    pub(crate) fn push(&mut self, conn: u32, body: Body, now: Instant) {
+        if let Body::Frame(f) = &body {
+            if let Some(info) = self.infos.get_mut(&conn) {
+                let data = f.opcode < 3;
+                let (messages, bytes) = match f.dir {
+                    Dir::In => (&mut info.messages_in, &mut info.bytes_in),
+                    Dir::Out => (&mut info.messages_out, &mut info.bytes_out),
+                };
+                if data {
+                    *bytes += f.len;
+                    *messages += u64::from(f.fin);
+                }
+            }
+        }
+        let entry = Entry {
+            seq: self.next_seq,
+            at_us: self.micros(now),
+            conn,
+            body,
+        };
+        self.next_seq += 1;
+        if log::log_enabled!(target: "echocast::frames", log::Level::Debug) {
+            log::debug!(target: "echocast::frames", "{}", self.json(&entry));
+        }
+        self.bytes += entry_bytes(&entry);
+        if self.ring.len() == self.cap {
+            if let Some(old) = self.ring.pop_front() {
+                self.bytes -= entry_bytes(&old);
+                self.evicted += 1;
+            }
+        }
+        self.ring.push_back(entry);
+    }
+
+    /// The newest entry.
+    pub(crate) fn last(&self) -> Option<&Entry> {
+        self.ring.back()
+    }
+
+    /// Turns the core's records into entries (see [`Inspector::push`]).
+    pub(crate) fn body_of(record: Record) -> Body {
+        match record.what {
+            What::Frame(f) => Body::Frame(f),
+            What::Error { close_code, rule } => Body::Error { close_code, rule },
+            What::Knob(k) => Body::Knob(k.into()),
+        }
+    }
+
+    /// `/frames?conn=ID&limit=N`: the newest `limit` records (of `conn`),
+    /// oldest first, as a JSON array.
+    pub(crate) fn frames_json(&self, conn: Option<u32>, limit: usize) -> String {
+        let mut picked: Vec<&Entry> = self
+            .ring
+            .iter()
+            .rev()
+            .filter(|e| conn.is_none_or(|c| e.conn == c))
+            .take(limit)
+            .collect();
+        picked.reverse();
+        let items: Vec<serde_json::Value> = picked.into_iter().map(|e| self.value(e)).collect();
+        serde_json::to_string(&items).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// One entry as JSON text (the log line and a live message).
+    pub(crate) fn json(&self, e: &Entry) -> String {
+        serde_json::to_string(&self.value(e)).unwrap_or_default()
+    }
+
+    fn value(&self, e: &Entry) -> serde_json::Value {
+        json::value(e)
+    }
+
+    /// Whether a live subscriber wants this entry.
+    pub(crate) fn matches(&self, filter: &Filter, e: &Entry) -> bool {
+        match filter {
+            Filter::All => true,
+            Filter::Conn(c) => e.conn == *c,
+            Filter::Path(prefix) => match &e.body {
+                Body::Broadcast { room, .. } => room.starts_with(prefix.as_str()),
+                Body::Open { path, .. } => path.starts_with(prefix.as_str()),
+                _ => self
+                    .infos
+                    .get(&e.conn)
+                    .is_some_and(|i| i.path.starts_with(prefix.as_str())),
+            },
+        }
+    }
+}
+
+fn entry_bytes(e: &Entry) -> usize {
+    match &e.body {
+        Body::Frame(_) => 0,
+        Body::Broadcast { room, .. } => room.len(),
+        Body::Open { path, .. } => path.len(),
+        Body::Http { why, .. } => why.len(),
+        Body::Knob(k) => k.len(),
+        Body::Error { .. } | Body::Closed { .. } => 0,
+    }
+}

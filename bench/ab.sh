@@ -25,7 +25,7 @@ if [ "$BASE" = --flags ]; then
 fi
 REPS=5
 DURATION=3
-SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k connect-50 idle-10k"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k sse-1000 sse-1k publish-100 connect-50 idle-10k"
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;

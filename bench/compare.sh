@@ -25,7 +25,7 @@ APPEND=0
 # cases (*-tls-*) run echocast, tokio-tungstenite (tokio-rustls, ring) and
 # Node ws on an https server, all presenting the same ECDSA P-256 certificate.
 SERVERS="echocast echocast-dedicated floor fastwebsockets tokio-tungstenite node-ws python-websockets"
-SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k broadcast-100 sse-1000 sse-1k publish-100 connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k"
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -97,6 +97,10 @@ for rep in $(seq 1 "$REPS"); do
                 echocast-dedicated/*deflate*) ;;
                 echocast-dedicated/* | fastwebsockets/*deflate* | tokio-tungstenite/*deflate*) continue ;;
                 fastwebsockets/*tls* | python-websockets/*tls*) continue ;;
+                # Rooms over HTTP are echocast's own; broadcast-100 is their
+                # WebSocket baseline (echocast and the floor).
+                echocast/sse-* | echocast/publish-* | echocast/broadcast-100 | floor/broadcast-100) ;;
+                */sse-* | */publish-* | */broadcast-100) continue ;;
                 # floor does no deflate, TLS or close handshake (connect-*).
                 floor/*deflate* | floor/*tls* | floor/connect-*) continue ;;
             esac

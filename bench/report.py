@@ -38,6 +38,10 @@ CASES = {
     "idle-10k": ("10,000 idle connections", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
     "echo-deflate-1k": ("Echo 1 KiB JSON, deflate, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "server_ratio", "compressed/raw", 1),
     "broadcast-1k": ("Broadcast 1000 subs, 1 KiB", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
+    "broadcast-100": ("Broadcast 100 subs, 20 B", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
+    "sse-1000": ("SSE: 1000 event streams, 20 B", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
+    "sse-1k": ("SSE: 1000 event streams, 1 KiB", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "deliveries_per_sec", "deliveries/s", 1),
+    "publish-100": ("POST publish to 100 members, 20 B, 4 kept conns", "server_cpu_ns_per_publish", "µs CPU/publish", 1e-3, "lower", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1),
     "broadcast-deflate-1k": ("Broadcast 1000 subs, 1 KiB JSON, deflate", "server_cpu_ns_per_delivery", "ns CPU/delivery", 1, "lower", "server_ratio", "compressed/raw", 1),
     "echo-tls-1k": ("Echo 1 KiB over TLS, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
     "echo-tls-16m": ("Echo 16 MiB over TLS, 1 conn", "mb_per_sec", "MB/s", 1, "higher", "server_cpu_ns_per_message", "ms CPU/msg", 1e-6),
@@ -195,6 +199,31 @@ def main():
             md.append(f"| {CASES[c][0]} | {CASES[c][2]} | {fmt(e)} | {fmt(f)} | {e / f:.2f} |")
         md.append("")
 
+    # Rooms over HTTP beside the WebSocket fan-out of the same size.
+    pairs = [("sse-1000", "broadcast-1000", "server_cpu_ns_per_delivery"),
+             ("sse-1k", "broadcast-1k", "server_cpu_ns_per_delivery"),
+             ("publish-100", "broadcast-100", "server_cpu_ns_per_delivery")]
+    pairs = [p for p in pairs if p[0] in cases]
+    if pairs:
+        md.append("## Rooms over HTTP beside the WebSocket fan-out\n")
+        md.append("echocast only (the peers have no Server-Sent Events or HTTP publish). `sse-*`: "
+                  "event-stream subscribers of one room, messages published by a WebSocket member; "
+                  "`publish-100`: `POST`s on 4 kept HTTP connections (one request in flight each) "
+                  "to a room of 100 WebSocket members. Each beside the WebSocket broadcast of the "
+                  "same room and message size (a WebSocket member publishing, 16 messages in "
+                  "flight), and the floor's figure for that broadcast. Server CPU per delivery, "
+                  "medians.\n")
+        md.append("| Case | ns CPU/delivery | WebSocket fan-out | its ns CPU/delivery | floor | case / fan-out |")
+        md.append("|---|---|---|---|---|---|")
+        for c, base, m in pairs:
+            v = summary(values(data, c, "echocast", m, 1))
+            b = summary(values(data, base, "echocast", m, 1))
+            f = summary(values(data, base, "floor", m, 1))
+            ratio = f"{v[0] / b[0]:.2f}" if v and b else "–"
+            md.append(f"| {CASES[c][0]} | {fmt(v[0]) if v else '–'} | {CASES[base][0]} | "
+                      f"{fmt(b[0]) if b else '–'} | {fmt(f[0]) if f else '–'} | {ratio} |")
+        md.append("")
+
     md.append("## Compression ratios (permessage-deflate)\n")
     md.append("Compressed bytes over raw bytes, server to client, on the JSON-like stream "
               "(lower is better). echocast's default `shared` mode compresses every message on "
@@ -260,7 +289,8 @@ def main():
     with open(out_md, "w") as f:
         f.write("\n".join(md))
 
-    write_svg(out_svg, cases, peers, med)
+    # The picture compares peers: cases only echocast ran stay out of it.
+    write_svg(out_svg, [c for c in cases if any((c, p) in med for p in peers)], peers, med)
 
 
 def label(v):

@@ -12,6 +12,14 @@ scenario_args() {
         latency) echo "echo -c 1 -s 20 --text --duration $d" ;;
         broadcast-1000) echo "broadcast -c 1000 -s 20 --duration $d" ;;
         broadcast-16k) echo "broadcast -c 100 -s 16384 --duration $d" ;;
+        # The fan-out beside publish-100 (same room size and message size).
+        broadcast-100) echo "broadcast -c 100 -s 20 --duration $d" ;;
+        # Rooms over HTTP (echocast only): event-stream subscribers fed by a
+        # WebSocket member (beside broadcast-1000 and broadcast-1k), and POSTs
+        # on 4 kept connections to 100 WebSocket members (beside broadcast-100).
+        sse-1000) echo "sse -c 1000 -s 20 --duration $d" ;;
+        sse-1k) echo "sse -c 1000 -s 1024 --duration $d" ;;
+        publish-100) echo "publish -c 100 -p 4 -s 20 --duration $d" ;;
         connect-50) echo "connect -c 50 --duration $d" ;;
         idle-10k) echo "idle -c 10000" ;;
         # permessage-deflate (peers get PEER_DEFLATE=1): 1 KiB JSON-like text.

@@ -307,3 +307,85 @@ fn tls_scenarios_check_every_echo_over_wss() {
     assert!(err.contains("certificate"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sse_and_publish_scenarios_check_every_delivery() {
+    let (mut child, addr) = spawn_binary(&[]);
+    let pid = child.id().to_string();
+    let a = addr.to_string();
+    // Event streams of one room, fed by a WebSocket member: every event's id
+    // follows the last and carries the message sent in its place.
+    let json = bench(&[
+        "sse",
+        "--addr",
+        &a,
+        "-c",
+        "20",
+        "-s",
+        "100",
+        "--duration",
+        "0.5",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(field(&json, "deliveries") >= 20.0, "{json}");
+    assert!(field(&json, "server_cpu_ns_per_delivery") > 0.0, "{json}");
+    // POSTs on kept connections to WebSocket members, each publisher's
+    // messages in its order at every member.
+    let json = bench(&[
+        "publish",
+        "--addr",
+        &a,
+        "--path",
+        "/broadcast/other",
+        "-c",
+        "10",
+        "-p",
+        "3",
+        "--duration",
+        "0.5",
+        "--server-pid",
+        &pid,
+    ]);
+    let (publishes, deliveries) = (field(&json, "publishes"), field(&json, "deliveries"));
+    assert!(publishes > 0.0, "{json}");
+    assert!(deliveries >= publishes * 10.0 - 3.0 * 10.0, "{json}");
+    assert!(field(&json, "server_cpu_ns_per_publish") > 0.0, "{json}");
+    // A message nobody of the scenario sent, published into its room, is
+    // caught by both.
+    for scenario in ["sse", "publish"] {
+        let path = format!("/broadcast/{scenario}-intruded");
+        let mut intruder = Client::connect(addr, &path);
+        let a = a.clone();
+        let args = [
+            scenario,
+            "--addr",
+            &a,
+            "--path",
+            &path,
+            "-c",
+            "5",
+            "--duration",
+            "2",
+        ];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let gen = std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_echocast-bench"))
+                .args(&args)
+                .output()
+                .unwrap()
+        });
+        while !gen.is_finished() {
+            let _ =
+                std::io::Write::write_all(&mut intruder.stream, &text("999 not from a publisher"));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = gen.join().unwrap();
+        assert!(
+            !out.status.success(),
+            "{scenario}: a foreign message must be detected"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -38,6 +38,7 @@ impl Budget {
         self.total -= held;
     }
 
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(super) fn total(&self) -> usize {
         self.total
     }

@@ -22,6 +22,7 @@ mod deflate;
 mod echo;
 mod idle;
 mod report;
+mod rooms_http;
 mod tls;
 
 use std::net::SocketAddr;
@@ -90,6 +91,44 @@ enum Scenario {
     },
     /// C connections each keeping P messages in flight (P = 1: ping-pong);
     /// every echo is compared with what was sent.
+    /// Event-stream subscribers of one room, a WebSocket member publishing.
+    Sse {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/broadcast/bench")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// HTTP POSTs on kept connections to a room of WebSocket members.
+    Publish {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/broadcast/bench")]
+        path: String,
+        /// WebSocket members of the room.
+        #[arg(long, short = 'c', default_value_t = 100)]
+        members: usize,
+        /// Kept HTTP connections publishing, one request in flight each.
+        #[arg(long, short = 'p', default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
     Echo {
         #[arg(long, default_value = "127.0.0.1:9001")]
         addr: SocketAddr,
@@ -210,6 +249,27 @@ fn main() -> std::process::ExitCode {
             server_pid,
             ..
         } => broadcast(addr, &path, subscribers, size, window, duration, server_pid),
+        Scenario::Sse {
+            addr,
+            path,
+            subscribers,
+            size,
+            window,
+            duration,
+            server_pid,
+        } => rooms_http::sse(addr, &path, subscribers, size, window, duration, server_pid),
+        Scenario::Publish {
+            addr,
+            path,
+            members,
+            publishers,
+            size,
+            window,
+            duration,
+            server_pid,
+        } => rooms_http::publish(
+            addr, &path, members, publishers, size, window, duration, server_pid,
+        ),
         Scenario::Connect {
             addr,
             path,

@@ -1,7 +1,9 @@
 //! The manual against the program (issue 21): README's flags table against
 //! `--help` (every flag in one is in the other, with the same default), its
-//! knobs table against the knob parser, and every limit docs/limits.md states
-//! against a test that names it. (`tests/docs.sh` runs the README's examples.)
+//! knobs table against the knob parser, every limit docs/limits.md states
+//! against a test that names it, and docs/architecture.md against the tree (every
+//! file named; `impl Server` only in the loop's files; no file over 600 lines).
+//! (`tests/docs.sh` runs the README's examples.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -192,4 +194,52 @@ fn every_limit_in_docs_limits_md_is_named_by_a_test() {
         stale.is_empty(),
         "tests name limits that are not rows: {stale:?}"
     );
+}
+
+/// docs/architecture.md names every file of the driver and its components,
+/// and the layout it describes holds: `impl Server` only in the loop's own
+/// files, no source file over 600 lines (a file that grows past it holds
+/// two concerns).
+#[test]
+fn the_architecture_page_names_every_file_and_its_rules_hold() {
+    let doc = std::fs::read_to_string("docs/architecture.md").unwrap();
+    let loop_files = ["mod.rs", "io.rs", "http.rs", "rooms.rs", "inspecting.rs"];
+    for dir in ["src/server", "src/rooms", "src/inspector"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name == "tests.rs" {
+                continue;
+            }
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/architecture.md does not name {dir}/{name}"
+            );
+        }
+    }
+    let mut stack = vec![std::path::PathBuf::from("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines = text.lines().count();
+            assert!(lines <= 600, "{} has {lines} lines", path.display());
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let in_server = path.parent().is_some_and(|p| p.ends_with("src/server"));
+            if text.lines().any(|l| l.starts_with("impl Server {")) {
+                assert!(
+                    in_server && loop_files.contains(&name),
+                    "{}: an impl Server block outside the loop's files {loop_files:?}",
+                    path.display()
+                );
+            }
+        }
+    }
 }

@@ -53,13 +53,14 @@ impl Budget {
     }
 
     /// Whether one more read fits beside `fixed` bytes held elsewhere (the
-    /// ring, room history). Back under three quarters of it ends an episode.
-    pub(super) fn fits(&mut self, fixed: usize) -> bool {
-        let max = self.max.saturating_sub(fixed);
-        if self.total + self.reserve > max {
-            return false;
-        }
-        if self.total <= max / 4 * 3 {
+    /// ring, room history).
+    pub(super) fn fits(&self, fixed: usize) -> bool {
+        self.total + self.reserve <= self.max.saturating_sub(fixed)
+    }
+
+    /// Back under three quarters of the budget ends an episode (logged).
+    pub(super) fn calm(&mut self, fixed: usize) {
+        if self.total <= self.max.saturating_sub(fixed) / 4 * 3 {
             if let Some(closed) = self.episode.take() {
                 info!(
                     "memory budget: back to {} bytes held; {closed} connections were closed",
@@ -67,7 +68,6 @@ impl Budget {
                 );
             }
         }
-        true
     }
 
     /// Of `(held, key)` pairs, the one to close: the largest holder (none
@@ -112,6 +112,7 @@ mod tests {
         assert_eq!(b.history_over(150, 50), 950 - 850);
         let holders = [(x, 'x'), (y, 'y'), (0, 'z')];
         assert_eq!(b.victim(200, holders.into_iter()), Some((500, 'x')));
+        assert!(b.episode.is_some());
         b.release(x);
         assert_eq!(b.total(), 300);
         assert!(b.fits(200));

@@ -336,6 +336,10 @@ impl Server {
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
         let fixed = ring + self.rooms.history_bytes();
+        if self.budget.fits(fixed) {
+            self.budget.calm(fixed);
+            return;
+        }
         while !self.budget.fits(fixed) {
             let holders = self.conns.iter().map(|(t, c)| (c.held, t));
             let Some((held, v)) = self.budget.victim(fixed, holders) else {

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use echocast::proto::FrameHeader;
-
-use crate::conn::{masked_frame_op, open_registered, read_available};
-use crate::report::cpu_ns;
+use crate::conn::{masked_frame_op, open_registered, read_available, take_frames};
+use crate::report::{cpu_ns, Fanout};
 
 pub(crate) struct Sub {
     stream: TcpStream,
@@ -106,34 +104,25 @@ pub(crate) fn broadcast(
             };
             read_available(&mut s.stream, &mut s.buf, &mut read_buf)
                 .map_err(|e| format!("connection {i}: {e}"))?;
-            let mut pos = 0;
-            while let Ok(Some((h, n))) = FrameHeader::decode(&s.buf[pos..]) {
-                let end = pos + n + h.payload_len as usize;
-                if s.buf.len() < end {
-                    break;
-                }
-                if h.opcode == 8 {
-                    return Err(format!("connection {i} got a close frame"));
-                }
-                let p = &s.buf[pos + n..end];
+            let next = &mut s.next;
+            take_frames(&mut s.buf, |h, p| {
                 if h.payload_len as usize != size {
-                    return Err(format!("connection {i}: wrong size {}", h.payload_len));
+                    return Err(format!("wrong size {}", h.payload_len));
                 }
                 let seq = u64::from_be_bytes(p[..8].try_into().unwrap());
-                if seq != s.next {
+                if seq != *next {
                     return Err(format!(
-                        "connection {i}: got message {seq}, expected {} (missed or reordered)",
-                        s.next
+                        "got message {seq}, expected {next} (missed or reordered)"
                     ));
                 }
-                s.next += 1;
+                *next += 1;
                 received[(seq - base) as usize] += 1;
                 if i != subscribers {
                     deliveries += 1;
                 }
-                pos = end;
-            }
-            s.buf.drain(..pos);
+                Ok(())
+            })
+            .map_err(|e| format!("connection {i}: {e}"))?;
         }
         while received.front() == Some(&total) {
             received.pop_front();
@@ -145,22 +134,17 @@ pub(crate) fn broadcast(
         (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64),
         _ => None,
     };
-    let rate = deliveries as f64 / elapsed;
-    let cpu_per = cpu.map(|c| c / deliveries as f64);
-    println!("scenario     broadcast");
-    println!("subscribers  {subscribers}");
-    println!("size         {size} B");
-    println!("window       {window}");
-    println!("messages     {base} fully delivered");
-    println!("deliveries   {deliveries} in {elapsed:.2} s = {rate:.0}/s");
-    if let Some(c) = cpu_per {
-        println!("server CPU   {c:.0} ns per delivery");
+    Fanout {
+        scenario: "broadcast",
+        kind: "",
+        subscribers,
+        size,
+        window,
+        messages: base,
+        deliveries,
+        elapsed,
+        cpu_per_delivery: cpu.map(|c| c / deliveries as f64),
     }
-    println!(
-        "{{\"scenario\":\"broadcast\",\"subscribers\":{subscribers},\"size\":{size},\"window\":{window},\
-         \"seconds\":{elapsed:.3},\"messages\":{base},\"deliveries\":{deliveries},\
-         \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}}}",
-        cpu_per.map_or("null".into(), |c| format!("{c:.1}"))
-    );
+    .print();
     Ok(())
 }

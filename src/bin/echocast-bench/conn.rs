@@ -118,3 +118,30 @@ pub(crate) fn masked_frame_op(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u
     f.extend(payload.iter().enumerate().map(|(i, x)| x ^ key[i % 4]));
     f
 }
+
+/// Takes the complete frames off the front of `buf`, handing `f` each one's
+/// header and payload; a close frame, or `f`'s error, stops it with an error.
+pub(crate) fn take_frames(
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&FrameHeader, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut pos = 0;
+    let mut result = Ok(());
+    while let Ok(Some((h, n))) = FrameHeader::decode(&buf[pos..]) {
+        let end = pos + n + h.payload_len as usize;
+        if buf.len() < end {
+            break;
+        }
+        if h.opcode == 8 {
+            result = Err("got a close frame".to_string());
+            break;
+        }
+        if let Err(e) = f(&h, &buf[pos + n..end]) {
+            result = Err(e);
+            break;
+        }
+        pos = end;
+    }
+    buf.drain(..pos);
+    result
+}

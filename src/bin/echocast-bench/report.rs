@@ -34,3 +34,51 @@ pub(crate) fn p50_p99_us(latencies: &mut [std::time::Duration]) -> (u128, u128) 
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_micros();
     (pct(0.5), pct(0.99))
 }
+
+/// What a fan-out scenario (`broadcast`, `sse`) measured.
+pub(crate) struct Fanout<'a> {
+    pub(crate) scenario: &'a str,
+    /// How the subscribers connect, for the human line (`""`: WebSocket).
+    pub(crate) kind: &'a str,
+    pub(crate) subscribers: usize,
+    pub(crate) size: usize,
+    pub(crate) window: usize,
+    /// Messages every subscriber received.
+    pub(crate) messages: u64,
+    pub(crate) deliveries: u64,
+    pub(crate) elapsed: f64,
+    pub(crate) cpu_per_delivery: Option<f64>,
+}
+
+impl Fanout<'_> {
+    /// The human lines, then the JSON line (the last line is the result).
+    pub(crate) fn print(&self) {
+        let Fanout {
+            scenario,
+            kind,
+            subscribers,
+            size,
+            window,
+            messages,
+            deliveries,
+            elapsed,
+            cpu_per_delivery,
+        } = *self;
+        let rate = deliveries as f64 / elapsed;
+        println!("scenario     {scenario}");
+        println!("subscribers  {subscribers}{kind}");
+        println!("size         {size} B");
+        println!("window       {window}");
+        println!("messages     {messages} fully delivered");
+        println!("deliveries   {deliveries} in {elapsed:.2} s = {rate:.0}/s");
+        if let Some(c) = cpu_per_delivery {
+            println!("server CPU   {c:.0} ns per delivery");
+        }
+        println!(
+            "{{\"scenario\":\"{scenario}\",\"subscribers\":{subscribers},\"size\":{size},\"window\":{window},\
+             \"seconds\":{elapsed:.3},\"messages\":{messages},\"deliveries\":{deliveries},\
+             \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}}}",
+            cpu_per_delivery.map_or("null".into(), |c| format!("{c:.1}"))
+        );
+    }
+}

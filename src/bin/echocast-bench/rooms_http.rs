@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use echocast::proto::FrameHeader;
-
-use crate::conn::{masked_frame_op, open_registered, read_available};
-use crate::report::{cpu_ns, cpu_per_op};
+use crate::conn::{masked_frame_op, open_registered, read_available, take_frames};
+use crate::report::{cpu_ns, cpu_per_op, Fanout};
 
 /// A text message of `size` bytes whose first 20 are `n` in decimal.
 fn payload(n: u64, size: usize) -> Vec<u8> {
@@ -183,18 +181,7 @@ pub(crate) fn sse(
             if ev.token() == pub_token {
                 read_available(&mut publisher, &mut pub_buf, &mut read_buf)
                     .map_err(|e| format!("publisher: {e}"))?;
-                let mut pos = 0;
-                while let Ok(Some((h, n))) = FrameHeader::decode(&pub_buf[pos..]) {
-                    let end = pos + n + h.payload_len as usize;
-                    if pub_buf.len() < end {
-                        break;
-                    }
-                    if h.opcode == 8 {
-                        return Err("the publisher got a close frame".into());
-                    }
-                    pos = end;
-                }
-                pub_buf.drain(..pos);
+                take_frames(&mut pub_buf, |_, _| Ok(())).map_err(|e| format!("publisher: {e}"))?;
                 continue;
             }
             let i = ev.token().0;
@@ -206,23 +193,18 @@ pub(crate) fn sse(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let messages = subs.iter().map(|s| s.next).min().unwrap_or(0);
-    let rate = deliveries as f64 / elapsed;
-    let cpu_per = cpu_per_op(pid, cpu0, deliveries);
-    println!("scenario     sse");
-    println!("subscribers  {subscribers} (event streams)");
-    println!("size         {size} B");
-    println!("window       {window}");
-    println!("messages     {messages} fully delivered");
-    println!("deliveries   {deliveries} in {elapsed:.2} s = {rate:.0}/s");
-    if let Some(c) = cpu_per {
-        println!("server CPU   {c:.0} ns per delivery");
+    Fanout {
+        scenario: "sse",
+        kind: " (event streams)",
+        subscribers,
+        size,
+        window,
+        messages,
+        deliveries,
+        elapsed,
+        cpu_per_delivery: cpu_per_op(pid, cpu0, deliveries),
     }
-    println!(
-        "{{\"scenario\":\"sse\",\"subscribers\":{subscribers},\"size\":{size},\"window\":{window},\
-         \"seconds\":{elapsed:.3},\"messages\":{messages},\"deliveries\":{deliveries},\
-         \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}}}",
-        cpu_per.map_or("null".into(), |c| format!("{c:.1}"))
-    );
+    .print();
     Ok(())
 }
 
@@ -370,32 +352,25 @@ pub(crate) fn publish(
             let m = &mut room[i];
             read_available(&mut m.stream, &mut m.buf, &mut read_buf)
                 .map_err(|e| format!("member {i}: {e}"))?;
-            let mut pos = 0;
-            while let Ok(Some((h, n))) = FrameHeader::decode(&m.buf[pos..]) {
-                let end = pos + n + h.payload_len as usize;
-                if m.buf.len() < end {
-                    break;
-                }
-                if h.opcode == 8 {
-                    return Err(format!("member {i} got a close frame"));
-                }
-                let p = &m.buf[pos + n..end];
-                let j: usize = std::str::from_utf8(&p[..3])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
+            let next = &mut m.next;
+            take_frames(&mut m.buf, |_, p| {
+                let j: usize = p
+                    .get(..3)
+                    .and_then(|j| std::str::from_utf8(j).ok())
+                    .and_then(|j| j.parse().ok())
                     .filter(|&j| j < publishers)
-                    .ok_or(format!("member {i}: a message from nowhere"))?;
-                if p != body(j, m.next[j]).as_slice() {
+                    .ok_or("a message from nowhere")?;
+                if p != body(j, next[j]).as_slice() {
                     return Err(format!(
-                        "member {i}: expected message {} of publisher {j} (missed or reordered)",
-                        m.next[j]
+                        "expected message {} of publisher {j} (missed or reordered)",
+                        next[j]
                     ));
                 }
-                m.next[j] += 1;
+                next[j] += 1;
                 deliveries += 1;
-                pos = end;
-            }
-            m.buf.drain(..pos);
+                Ok(())
+            })
+            .map_err(|e| format!("member {i}: {e}"))?;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();

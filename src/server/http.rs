@@ -11,7 +11,7 @@ use std::time::Instant;
 use log::{debug, info};
 use mio::Token;
 
-use super::{stats, Server, PAGE};
+use super::{room_http, stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::inspector::endpoints as inspector_endpoints;
 use crate::proto::handshake::{
@@ -33,25 +33,21 @@ impl Server {
             c.proto.respond(inspector_endpoints::off(), now);
             return;
         }
-        if !self.config.allow_origins.is_empty() {
-            let allowed = req.origin.as_deref().is_none_or(|o| {
-                self.config
-                    .allow_origins
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(o))
-            });
-            if !allowed {
-                let Some(c) = self.conns.get_mut(t) else {
-                    return;
-                };
-                info!(
-                    "{}: 403, origin {:?} not allowed",
-                    c.id,
-                    req.origin.unwrap_or_default()
-                );
-                c.proto.reject(HandshakeError::ForbiddenOrigin, now);
+        let allowed = req
+            .origin
+            .as_deref()
+            .is_none_or(|o| room_http::origin_allowed(o, &self.config.allow_origins));
+        if !allowed {
+            let Some(c) = self.conns.get_mut(t) else {
                 return;
-            }
+            };
+            info!(
+                "{}: 403, origin {:?} not allowed",
+                c.id,
+                req.origin.unwrap_or_default()
+            );
+            c.proto.reject(HandshakeError::ForbiddenOrigin, now);
+            return;
         }
         let route = handler::route(self.config.mode, &req.path);
         let knobs = knobs::parse(&req.path).and_then(|k| match &route {

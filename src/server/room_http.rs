@@ -89,6 +89,12 @@ pub(super) fn last_event_id(req: &PlainRequest) -> Result<Option<u64>, String> {
     }
 }
 
+/// Whether `--allow-origin` (`allowed`; empty: any) lets `origin` in: exact,
+/// ASCII case-insensitive. The one rule for upgrades and room endpoints.
+pub(super) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+}
+
 /// The CORS headers of a room endpoint's answer to `origin`, or `Err` for
 /// an origin `allowed` does not list (as for a WebSocket upgrade; empty:
 /// any). No `Origin`: none needed.
@@ -96,7 +102,7 @@ pub(super) fn cors(origin: Option<&str>, allowed: &[String]) -> Result<String, (
     let Some(o) = origin else {
         return Ok(String::new());
     };
-    if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(o)) {
+    if !origin_allowed(o, allowed) {
         return Err(());
     }
     // The origin is a header value httparse accepted: no CR or LF.

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{masked_frame_op, open_registered, read_available, take_frames};
-use crate::report::{cpu_ns, Fanout};
+use crate::report::{cpu_ns, cpu_per_op, Fanout};
 
 pub(crate) struct Sub {
     stream: TcpStream,
@@ -130,10 +130,6 @@ pub(crate) fn broadcast(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = match (pid, cpu0) {
-        (Some(pid), Some(c0)) => cpu_ns(pid).map(|c1| (c1 - c0) as f64),
-        _ => None,
-    };
     Fanout {
         scenario: "broadcast",
         kind: "",
@@ -143,7 +139,7 @@ pub(crate) fn broadcast(
         messages: base,
         deliveries,
         elapsed,
-        cpu_per_delivery: cpu.map(|c| c / deliveries as f64),
+        cpu_per_delivery: cpu_per_op(pid, cpu0, deliveries),
     }
     .print();
     Ok(())

@@ -23,6 +23,18 @@ pub(crate) fn handshake_with(
     addr: SocketAddr,
     request: &[u8],
 ) -> io::Result<(StdStream, String, Vec<u8>)> {
+    let (s, head, rest) = exchange(addr, request)?;
+    check_upgrade(&head)?;
+    Ok((s, String::from_utf8_lossy(&head).into_owned(), rest))
+}
+
+/// Connects, sends `request` and reads the response head (blocking);
+/// returns the socket, the head (without its blank line), and any bytes
+/// that followed it.
+pub(crate) fn exchange(
+    addr: SocketAddr,
+    request: &[u8],
+) -> io::Result<(StdStream, Vec<u8>, Vec<u8>)> {
     let mut s = StdStream::connect(addr)?;
     s.set_nodelay(true)?;
     s.write_all(request)?;
@@ -35,11 +47,24 @@ pub(crate) fn handshake_with(
         }
         buf.extend_from_slice(&tmp[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            check_upgrade(&buf[..p])?;
-            let head = String::from_utf8_lossy(&buf[..p]).into_owned();
-            return Ok((s, head, buf[p + 4..].to_vec()));
+            let rest = buf.split_off(p + 4);
+            buf.truncate(p);
+            return Ok((s, buf, rest));
         }
     }
+}
+
+/// Makes a connected socket non-blocking and registers it with `poll`.
+pub(crate) fn register(
+    poll: &Poll,
+    s: StdStream,
+    token: Token,
+    interest: Interest,
+) -> io::Result<TcpStream> {
+    s.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(s);
+    poll.registry().register(&mut stream, token, interest)?;
+    Ok(stream)
 }
 
 /// The accept value for the key every request of ours sends (RFC 6455 §1.3).
@@ -82,10 +107,7 @@ pub(crate) fn open_registered(
     interest: Interest,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
     let (s, rest) = handshake(addr, path)?;
-    s.set_nonblocking(true)?;
-    let mut stream = TcpStream::from_std(s);
-    poll.registry().register(&mut stream, token, interest)?;
-    Ok((stream, rest))
+    Ok((register(poll, s, token, interest)?, rest))
 }
 
 /// Reads until `WouldBlock`, appending to `into`; EOF is an error (servers under

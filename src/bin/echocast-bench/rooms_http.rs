@@ -8,14 +8,16 @@
 //! missed, reordered or wrong delivery, and print the server's CPU per
 //! delivery (and per publish).
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::conn::{masked_frame_op, open_registered, read_available, take_frames};
+use crate::conn::{
+    exchange, masked_frame_op, open_registered, read_available, register, take_frames,
+};
 use crate::report::{cpu_ns, cpu_per_op, Fanout};
 
 /// A text message of `size` bytes whose first 20 are `n` in decimal.
@@ -35,30 +37,12 @@ fn http_open(
     token: Token,
     interest: Interest,
 ) -> io::Result<(TcpStream, Vec<u8>)> {
-    let mut s = StdStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    s.write_all(request)?;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let end = loop {
-        let n = s.read(&mut tmp)?;
-        if n == 0 {
-            return Err(io::Error::other("EOF before the response head"));
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    if !buf.starts_with(expect.as_bytes()) {
-        let head = String::from_utf8_lossy(&buf[..end]);
+    let (s, head, rest) = exchange(addr, request)?;
+    if !head.starts_with(expect.as_bytes()) {
+        let head = String::from_utf8_lossy(&head);
         return Err(io::Error::other(format!("unexpected answer: {head}")));
     }
-    let rest = buf.split_off(end);
-    s.set_nonblocking(true)?;
-    let mut stream = TcpStream::from_std(s);
-    poll.registry().register(&mut stream, token, interest)?;
-    Ok((stream, rest))
+    Ok((register(poll, s, token, interest)?, rest))
 }
 
 struct Subscriber {

@@ -278,6 +278,27 @@ fn close_waits_for_a_delayed_answer() {
 }
 
 #[test]
+/// A message that began before `close` fired and completes after its turn
+/// came (held behind a delayed echo) is not answered: nothing follows our
+/// close frame (found by the `connection` fuzz target in CI: a frame whose
+/// header came before the close and whose payload after it).
+fn a_message_completing_behind_a_held_close_is_not_answered() {
+    let mut p = Peer::open("/?close=3000&after=1&delay=500ms");
+    let mut bytes = text("m");
+    bytes.extend(client_frame(false, 2, b"ab", [1, 2, 3, 4]));
+    let last = client_frame(true, 0, b"cd", [5, 6, 7, 8]);
+    bytes.extend_from_slice(&last[..7]);
+    p.feed(&bytes);
+    // The binary message completes while our close waits behind "m".
+    p.feed(&last[7..]);
+    p.advance(ms(500));
+    let f = p.frames();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[0], (true, 1, b"m".to_vec()));
+    assert_eq!(close_code(&f[1].2), Some(3000));
+}
+
+#[test]
 // docs/limits.md: "`drop=N`"
 fn drop_ends_the_connection_without_a_close_frame_after_the_answer() {
     let mut p = Peer::open("/?drop=1");

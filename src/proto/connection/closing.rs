@@ -19,6 +19,9 @@ pub(super) enum OurClose {
     /// (`Item::Close`) or echoes held by `delay`: answers may still be
     /// queued ahead of it.
     Pending(CloseCode),
+    /// Its turn came, behind echoes held by `delay`: those go out first,
+    /// nothing new is queued (a message that completes now is not answered).
+    Held(CloseCode),
     /// In the output queue, last: it is written once the queue is empty
     /// (nothing is queued after our close frame).
     Queued(CloseCode),
@@ -120,7 +123,7 @@ impl Connection {
     /// at the end of a connection, a close that never reached the peer.
     pub fn close_unsent(&self) -> Option<CloseCode> {
         match self.close {
-            OurClose::Pending(code) | OurClose::Queued(code) => Some(code),
+            OurClose::Pending(code) | OurClose::Held(code) | OurClose::Queued(code) => Some(code),
             OurClose::None | OurClose::Written(_) => None,
         }
     }
@@ -189,14 +192,19 @@ impl Connection {
     /// echoes held by `delay` (then the connection can send until it goes out).
     pub(super) fn emit_close(&mut self, body: Vec<u8>) {
         match self.mis_mut().filter(|m| m.has_held()) {
-            Some(m) => m.hold_close(body),
+            Some(m) => {
+                m.hold_close(body);
+                if let OurClose::Pending(code) = self.close {
+                    self.close = OurClose::Held(code);
+                }
+            }
             None => self.queue_close_frame(body),
         }
     }
 
     /// Our close frame goes into the output queue, last.
     pub(super) fn queue_close_frame(&mut self, body: Vec<u8>) {
-        let OurClose::Pending(code) = self.close else {
+        let (OurClose::Pending(code) | OurClose::Held(code)) = self.close else {
             return;
         };
         self.queue_frame(OpCode::Close, Chunk::Owned(body));

@@ -79,6 +79,9 @@ pub struct Config {
     /// Show `Authorization`, `Proxy-Authorization` and `Cookie` values in
     /// `/connections/ID` instead of redacting them.
     pub inspect_secrets: bool,
+    /// Content the inspector keeps of each message (`--inspect-preview`; 0:
+    /// none).
+    pub inspect_preview: usize,
     /// Messages each room keeps for members that join or come back
     /// (`?history=N`, `Last-Event-ID`); at most 1 MiB of them. 0: none.
     pub room_history: usize,
@@ -105,6 +108,7 @@ impl Default for Config {
             inspect: InspectMode::Local,
             inspect_frames: DEFAULT_INSPECT_FRAMES,
             inspect_secrets: false,
+            inspect_preview: crate::proto::inspect::MESSAGE_PREVIEW,
             room_history: 100,
             room_linger: Duration::from_secs(60),
         }

@@ -190,6 +190,11 @@ struct Args {
           value_parser = clap::value_parser!(usize))]
     inspect_frames: usize,
 
+    /// Content the inspector keeps of each message (4KiB, 1MiB or bytes);
+    /// 0: none
+    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
+    inspect_preview: usize,
+
     /// Show Authorization, Proxy-Authorization and Cookie values in
     /// /connections/ID instead of redacting them
     #[arg(long)]
@@ -378,6 +383,7 @@ fn main() -> ExitCode {
             InspectArg::Local => InspectMode::Local,
         },
         inspect_frames: args.inspect_frames.max(1),
+        inspect_preview: args.inspect_preview,
         inspect_secrets: args.inspect_secrets,
         room_history: args.room_history,
         room_linger: args.room_linger,

@@ -328,3 +328,49 @@ fn an_idle_connection_keeps_no_zlib_state_in_shared_mode() {
         assert_eq!(out, format!("{{\"hello\": {i}}}").as_bytes());
     }
 }
+
+/// The inspector's message records (issue 26): a compressed text message in
+/// three frames is recorded once, inflated, with its wire size; its echo is
+/// recorded before compression, with the compressed size beside it.
+#[test]
+fn a_compressed_message_is_recorded_as_the_client_meant_it() {
+    use echocast::proto::inspect::{Dir, What};
+    let limits = Limits::default();
+    limits.tap.set_on(true);
+    limits.tap.set_preview(100);
+    let mut p = open(Some("permessage-deflate"), shared(), limits);
+    let mut c = Compress::new(Compression::default(), false);
+    let text = "κόσμε ".repeat(500);
+    let z = client_compress(&mut c, text.as_bytes());
+    let (a, rest) = z.split_at(z.len() / 3);
+    let (b, d) = rest.split_at(rest.len() / 2);
+    p.feed(&frame_rsv(false, 4, 1, a));
+    p.feed(&frame_rsv(false, 0, 0, b));
+    p.feed(&frame_rsv(true, 0, 0, d));
+    let out_wire = p.frames()[0].2.len() as u64;
+    let messages: Vec<_> = p
+        .conn
+        .tap()
+        .drain()
+        .into_iter()
+        .filter_map(|r| match r.what {
+            What::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let (i, o) = (&messages[0], &messages[1]);
+    assert_eq!((i.dir, i.text, i.compressed), (Dir::In, true, true));
+    assert_eq!(
+        (i.len, i.wire_len, i.frames),
+        (text.len() as u64, z.len() as u64, 3)
+    );
+    assert_eq!(&i.content[..], &text.as_bytes()[..100]);
+    assert!(i.truncated());
+    assert_eq!(
+        (o.dir, o.text, o.compressed, o.frames),
+        (Dir::Out, true, true, 1)
+    );
+    assert_eq!((o.len, o.wire_len), (text.len() as u64, out_wire));
+    assert_eq!(o.content, i.content);
+}

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use echocast::proto::inspect::{Dir, FrameInfo, Record, What};
+use echocast::proto::inspect::{Dir, FrameInfo, MessageInfo, Record, What};
 use echocast::proto::{Connection, Event, Limits};
 
 fn frame(dir: Dir, opcode: u8, fin: bool, masked: bool, len: u64, preview: &[u8]) -> What {
@@ -24,6 +24,19 @@ fn frame(dir: Dir, opcode: u8, fin: bool, masked: bool, len: u64, preview: &[u8]
         masked,
         len,
         preview: preview.into(),
+    })
+}
+
+/// An uncompressed message's record (its content whole: under the preview).
+fn message(dir: Dir, text: bool, content: &[u8], frames: u32) -> What {
+    What::Message(MessageInfo {
+        dir,
+        text,
+        len: content.len() as u64,
+        wire_len: content.len() as u64,
+        frames,
+        compressed: false,
+        content: content.into(),
     })
 }
 
@@ -73,19 +86,25 @@ fn the_core_records_every_frame_both_ways_and_the_rule_a_client_broke() {
     let close_body = [&1000u16.to_be_bytes()[..], b"bye"].concat();
     // Everything arrived in one read: the frames in are parsed first, then
     // the answers go out in the same order.
+    // A message's record follows its last frame in, and comes before its
+    // frames out.
     let expected = vec![
         frame(Dir::In, 1, true, true, 5, b"hello"),
+        message(Dir::In, true, b"hello", 1),
         frame(Dir::In, 2, false, true, 3, &[1, 2, 3]),
         frame(Dir::In, 9, true, true, 1, b"p"),
         frame(Dir::In, 0, true, true, 2, &[4, 5]),
+        message(Dir::In, false, &[1, 2, 3, 4, 5], 2),
         frame(Dir::In, 8, true, true, 5, &close_body),
+        message(Dir::Out, true, b"hello", 1),
         frame(Dir::Out, 1, true, false, 5, b"hello"),
         frame(Dir::Out, 10, true, false, 1, b"p"),
+        message(Dir::Out, false, &[1, 2, 3, 4, 5], 1),
         frame(Dir::Out, 2, true, false, 5, &[1, 2, 3, 4, 5]),
         frame(Dir::Out, 8, true, false, 2, &1000u16.to_be_bytes()),
     ];
     assert_eq!(got, expected);
-    let FrameInfo { .. } = match &got[4] {
+    let FrameInfo { .. } = match &got[6] {
         What::Frame(f) => {
             assert_eq!(f.close(), Some((1000, "bye".to_string())));
             f.clone()
@@ -294,9 +313,25 @@ fn live_inspection_filters_and_a_slow_inspector_loses_records_not_clients() {
         ),
         (Some(a_id), Some("in"), Some("watched"))
     );
+    // The message as it was meant, after its last frame; the echo's message
+    // before its frame.
     let r2 = next_record(&mut inspector);
     assert_eq!(
-        (r2["dir"].as_str(), r2["opcode"].as_str()),
+        (
+            r2["event"].as_str(),
+            r2["dir"].as_str(),
+            r2["text"].as_str()
+        ),
+        (Some("message"), Some("in"), Some("watched"))
+    );
+    let r3 = next_record(&mut inspector);
+    assert_eq!(
+        (r3["event"].as_str(), r3["dir"].as_str(), r3["len"].as_u64()),
+        (Some("message"), Some("out"), Some(7))
+    );
+    let r4 = next_record(&mut inspector);
+    assert_eq!(
+        (r4["dir"].as_str(), r4["opcode"].as_str()),
         (Some("out"), Some("text"))
     );
 
@@ -405,4 +440,48 @@ fn the_inspector_refuses_foreign_pages_rebinding_and_is_off_when_asked() {
         let (_, stats) = http_get(a, "/stats");
         assert!(String::from_utf8_lossy(&stats).contains("\"inspector\":null"));
     }
+}
+
+/// `/messages` (issue 26): message records only, by connection and
+/// direction; the inspector's own requests and its live socket are neither
+/// listed in `/connections` nor recorded.
+#[test]
+fn messages_are_listed_apart_and_the_inspector_does_not_see_itself() {
+    let (_s, addr) = spawn_binary(&[]);
+    let _live = Client::connect(addr, "/.inspect?only=messages");
+    let mut a = Client::connect(addr, "/m");
+    a.send_text("{\"hello\": \"inspector\"}");
+    assert_eq!(a.expect_text(), "{\"hello\": \"inspector\"}");
+    a.send_binary(&[0, 1, 2, 255]);
+    let _ = a.read_message();
+    let list = json(addr, "/connections");
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "only the client: {list:?}");
+    let id = list[0]["id"].as_u64().unwrap();
+    let ins = json(addr, &format!("/messages?conn={id}&dir=in"));
+    let ins = ins.as_array().unwrap();
+    assert_eq!(ins.len(), 2, "{ins:?}");
+    assert_eq!(ins[0]["event"], "message");
+    assert_eq!(ins[0]["kind"], "text");
+    assert_eq!(ins[0]["text"], "{\"hello\": \"inspector\"}");
+    assert_eq!(
+        (ins[0]["frames"].as_u64(), ins[0]["compressed"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(ins[1]["kind"], "binary");
+    assert_eq!(ins[1]["base64"], "AAEC/w==");
+    let outs = json(addr, &format!("/messages?conn={id}&dir=out&limit=1"));
+    assert_eq!(outs.as_array().unwrap().len(), 1);
+    assert_eq!(outs[0]["dir"], "out");
+    // /frames still has every record; nothing of the inspector's own.
+    let all = json(addr, "/frames");
+    let all = all.as_array().unwrap();
+    assert!(all.iter().any(|r| r["opcode"] == "text"));
+    assert!(
+        all.iter().all(|r| r["conn"].as_u64() == Some(id)),
+        "{all:?}"
+    );
+    let (head, body) = http_get(addr, "/messages?dir=sideways");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("bad dir"));
 }

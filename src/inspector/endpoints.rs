@@ -7,15 +7,19 @@ use serde::Serialize;
 
 use super::{Filter, Inspector};
 use crate::proto::handshake::line_response;
+use crate::proto::inspect::Dir;
 use crate::proto::knobs;
 
 /// An endpoint's answer when it is not 200: status, reason and one line.
 pub type Refusal = (u16, &'static str, String);
 
-/// `/connections`, `/connections/ID`, `/frames`: the inspector's plain
+/// `/connections`, `/connections/ID`, `/frames`, `/messages`: the inspector's plain
 /// endpoints (`/.inspect` is an upgrade).
 pub fn is_endpoint(bare: &str) -> bool {
-    bare == "/connections" || bare.starts_with("/connections/") || bare == "/frames"
+    bare == "/connections"
+        || bare.starts_with("/connections/")
+        || bare == "/frames"
+        || bare == "/messages"
 }
 
 /// What the inspector's endpoints answer with `--inspect off` (or `local`
@@ -55,9 +59,11 @@ impl Inspector {
         Ok(())
     }
 
-    /// `/frames?conn=ID&limit=N`: the JSON array, or why not.
-    pub(crate) fn frames_answer(&self, query: &str) -> Result<String, Refusal> {
-        let (mut conn, mut limit) = (None, 100usize);
+    /// `/frames?conn=ID&limit=N` and `/messages?conn=ID&dir=in|out&limit=N`:
+    /// the JSON array, or why not.
+    pub(crate) fn records_answer(&self, bare: &str, query: &str) -> Result<String, Refusal> {
+        let messages = bare == "/messages";
+        let (mut conn, mut dir, mut limit) = (None, None, 100usize);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("conn", v)) => {
@@ -71,6 +77,18 @@ impl Inspector {
                         bad(format!("bad limit: {v:?} is not a count of at least 1"))
                     })?
                 }
+                Some(("dir", v)) if messages => {
+                    dir = Some(match v {
+                        "in" => Dir::In,
+                        "out" => Dir::Out,
+                        _ => return Err(bad(format!("bad dir: {v:?} is not in or out"))),
+                    })
+                }
+                _ if messages => {
+                    return Err(bad(format!(
+                        "unknown parameter {pair:?} (use conn=ID, dir=in|out and limit=N)"
+                    )))
+                }
                 _ => {
                     return Err(bad(format!(
                         "unknown parameter {pair:?} (use conn=ID and limit=N)"
@@ -78,7 +96,11 @@ impl Inspector {
                 }
             }
         }
-        Ok(self.frames_json(conn, limit))
+        Ok(if messages {
+            self.messages_json(conn, dir, limit)
+        } else {
+            self.frames_json(conn, limit)
+        })
     }
 }
 
@@ -90,10 +112,15 @@ pub fn connection_id(bare: &str) -> Result<u32, Refusal> {
         .map_err(|_| bad(format!("bad connection id {id_text:?}")))
 }
 
-/// The filter of a live subscriber from `/.inspect`'s query.
-pub fn live_filter(query: &str) -> Result<Filter, String> {
-    let mut filter = Filter::All;
+/// The filter of a live subscriber from `/.inspect`'s query, and whether
+/// it wants message records only (`only=messages`).
+pub fn live_filter(query: &str) -> Result<(Filter, bool), String> {
+    let (mut filter, mut only_messages) = (Filter::All, false);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if pair == "only=messages" {
+            only_messages = true;
+            continue;
+        }
         filter = match pair.split_once('=') {
             Some(("conn", v)) => v
                 .parse()
@@ -103,12 +130,12 @@ pub fn live_filter(query: &str) -> Result<Filter, String> {
             Some(("path", v)) => return Err(format!("bad path: {v:?} does not start with /")),
             _ => {
                 return Err(format!(
-                    "unknown parameter {pair:?} (use conn=ID or path=PREFIX)"
+                    "unknown parameter {pair:?} (use conn=ID or path=PREFIX, and only=messages)"
                 ))
             }
         };
     }
-    Ok(filter)
+    Ok((filter, only_messages))
 }
 
 /// A connection in `/connections` (and `/connections/ID`, with `request`).
@@ -239,7 +266,7 @@ mod tests {
 
     #[test]
     fn access_rules_and_queries() {
-        let local = Inspector::new(10, false, true);
+        let local = Inspector::new(10, 1 << 20, false, true);
         let host = Some("127.0.0.1:9001");
         assert!(local.allowed(None, host).is_ok());
         assert!(local.allowed(Some("http://127.0.0.1:9001"), host).is_ok());
@@ -251,17 +278,26 @@ mod tests {
             403
         );
         assert_eq!(local.allowed(None, Some("example.com")).unwrap_err().0, 403);
-        let on = Inspector::new(10, false, false);
+        let on = Inspector::new(10, 1 << 20, false, false);
         assert!(on.allowed(None, Some("example.com")).is_ok());
-        assert_eq!(on.frames_answer("").unwrap(), "[]");
-        assert_eq!(on.frames_answer("limit=0").unwrap_err().0, 400);
-        assert_eq!(on.frames_answer("conn=x").unwrap_err().0, 400);
-        assert_eq!(on.frames_answer("bogus=1").unwrap_err().0, 400);
+        assert_eq!(on.records_answer("/frames", "").unwrap(), "[]");
+        assert_eq!(on.records_answer("/frames", "limit=0").unwrap_err().0, 400);
+        assert_eq!(on.records_answer("/frames", "conn=x").unwrap_err().0, 400);
+        assert_eq!(on.records_answer("/frames", "bogus=1").unwrap_err().0, 400);
+        assert_eq!(on.records_answer("/frames", "dir=in").unwrap_err().0, 400);
+        assert_eq!(
+            on.records_answer("/messages", "dir=in&conn=3").unwrap(),
+            "[]"
+        );
+        assert_eq!(on.records_answer("/messages", "dir=up").unwrap_err().0, 400);
         assert_eq!(connection_id("/connections/17"), Ok(17));
         assert_eq!(connection_id("/connections/x").unwrap_err().0, 400);
-        assert_eq!(live_filter(""), Ok(Filter::All));
-        assert_eq!(live_filter("conn=3"), Ok(Filter::Conn(3)));
-        assert_eq!(live_filter("path=/b"), Ok(Filter::Path("/b".into())));
+        assert_eq!(live_filter(""), Ok((Filter::All, false)));
+        assert_eq!(live_filter("conn=3"), Ok((Filter::Conn(3), false)));
+        assert_eq!(
+            live_filter("path=/b&only=messages"),
+            Ok((Filter::Path("/b".into()), true))
+        );
         assert!(live_filter("path=b").is_err());
         assert!(live_filter("x=1").is_err());
         assert_eq!(

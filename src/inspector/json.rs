@@ -5,8 +5,11 @@
 
 use serde::Serialize;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 use super::{Body, Entry};
-use crate::proto::inspect::{Dir, FrameInfo};
+use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
 
 /// One record as a JSON value.
 pub(super) fn value(e: &Entry) -> serde_json::Value {
@@ -18,6 +21,10 @@ pub(super) fn value(e: &Entry) -> serde_json::Value {
             room,
             members,
         } => serde_json::to_value(FrameJson::new(e, at, frame, Some((room, *members)))),
+        Body::Message { info, room } => {
+            let room = room.as_ref().map(|(r, n)| (&**r, *n));
+            serde_json::to_value(MessageJson::new(e, at, info, room))
+        }
         other => serde_json::to_value(EventJson::new(e, at, other)),
     };
     v.unwrap_or(serde_json::Value::Null)
@@ -90,10 +97,7 @@ impl<'a> FrameJson<'a> {
             conn: e.conn,
             seq: e.seq,
             at,
-            dir: match f.dir {
-                Dir::In => "in",
-                Dir::Out => "out",
-            },
+            dir: dir(f.dir),
             opcode: opcode(f.opcode),
             fin: f.fin,
             rsv1: f.rsv & 4 != 0,
@@ -105,6 +109,80 @@ impl<'a> FrameJson<'a> {
             preview_hex,
             close_code: close.as_ref().map(|c| c.0),
             close_reason: close.map(|c| c.1),
+            room: room.map(|r| r.0),
+            members: room.map(|r| r.1),
+        }
+    }
+}
+
+fn dir(d: Dir) -> &'static str {
+    match d {
+        Dir::In => "in",
+        Dir::Out => "out",
+    }
+}
+
+/// A complete message: its size, how it went on the wire, and its first
+/// bytes (text as a string, binary as base64).
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    conn: u32,
+    seq: u64,
+    at: String,
+    event: &'static str,
+    dir: &'static str,
+    kind: &'static str,
+    len: u64,
+    wire_len: u64,
+    frames: u32,
+    compressed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<usize>,
+}
+
+impl<'a> MessageJson<'a> {
+    fn new(
+        e: &Entry,
+        at: String,
+        m: &MessageInfo,
+        room: Option<(&'a str, usize)>,
+    ) -> MessageJson<'a> {
+        let c = &m.content;
+        let (text, base64) = if m.text {
+            // Cut inside a character: the whole characters before it.
+            let valid = match std::str::from_utf8(c) {
+                Ok(_) => c.len(),
+                Err(err) => err.valid_up_to(),
+            };
+            (
+                Some(String::from_utf8_lossy(&c[..valid]).into_owned()),
+                None,
+            )
+        } else {
+            (None, Some(STANDARD.encode(c)))
+        };
+        MessageJson {
+            conn: e.conn,
+            seq: e.seq,
+            at,
+            event: "message",
+            dir: dir(m.dir),
+            kind: if m.text { "text" } else { "binary" },
+            len: m.len,
+            wire_len: m.wire_len,
+            frames: m.frames,
+            compressed: m.compressed,
+            text,
+            base64,
+            truncated: m.truncated(),
             room: room.map(|r| r.0),
             members: room.map(|r| r.1),
         }
@@ -187,7 +265,7 @@ impl<'a> EventJson<'a> {
                 j.event = "knob";
                 j.knob = Some(k);
             }
-            Body::Frame(_) | Body::Broadcast { .. } => {}
+            Body::Frame(_) | Body::Broadcast { .. } | Body::Message { .. } => {}
         }
         j
     }

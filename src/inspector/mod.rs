@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::proto::inspect::{Dir, FrameInfo, Record, What};
+use crate::proto::inspect::{Dir, FrameInfo, MessageInfo, Record, What};
 
 /// A live inspector with more than this unsent loses records (and is told
 /// how many once it catches up) instead of slowing anyone down.
@@ -67,6 +67,12 @@ impl std::hash::Hasher for IdHasher {
 /// A ring entry's content.
 pub(crate) enum Body {
     Frame(FrameInfo),
+    /// A complete message; a broadcast's once, with its room and how many
+    /// members it went to.
+    Message {
+        info: MessageInfo,
+        room: Option<(Box<str>, usize)>,
+    },
     /// A broadcast, recorded once per message: its frame and the room.
     Broadcast {
         frame: FrameInfo,
@@ -114,6 +120,8 @@ pub(crate) struct Subscriber {
     pub(crate) key: usize,
     pub(crate) conn: u32,
     pub(crate) filter: Filter,
+    /// `?only=messages`: message records only.
+    pub(crate) only_messages: bool,
     /// Records not sent because it read too slowly, to report.
     pub(crate) dropped: u64,
 }
@@ -121,6 +129,8 @@ pub(crate) struct Subscriber {
 pub(crate) struct Inspector {
     ring: VecDeque<Entry>,
     cap: usize,
+    /// Content bytes the ring may hold (a share of `--max-memory`).
+    max_bytes: usize,
     next_seq: u64,
     /// Heap bytes of the ring (counted against `--max-memory`).
     bytes: usize,
@@ -140,10 +150,12 @@ pub(crate) struct Inspector {
 }
 
 impl Inspector {
-    pub(crate) fn new(cap: usize, secrets: bool, local_only: bool) -> Inspector {
+    /// A ring of at most `cap` records and `max_bytes` of their content.
+    pub(crate) fn new(cap: usize, max_bytes: usize, secrets: bool, local_only: bool) -> Inspector {
         Inspector {
             ring: VecDeque::new(),
             cap: cap.max(1),
+            max_bytes,
             next_seq: 1,
             bytes: 0,
             evicted: 0,
@@ -195,10 +207,11 @@ impl Inspector {
     /// want it (`None`: nobody does).
     pub(crate) fn live(&self) -> Option<(String, Vec<usize>)> {
         let entry = self.last().filter(|_| !self.subscribers.is_empty())?;
+        let message = matches!(entry.body, Body::Message { .. });
         let keys: Vec<usize> = self
             .subscribers
             .iter()
-            .filter(|s| self.matches(&s.filter, entry))
+            .filter(|s| (message || !s.only_messages) && self.matches(&s.filter, entry))
             .map(|s| s.key)
             .collect();
         (!keys.is_empty()).then(|| (self.json(entry), keys))
@@ -256,13 +269,15 @@ impl Inspector {
             log::debug!(target: "echocast::frames", "{}", self.json(&entry));
         }
         self.bytes += entry_bytes(&entry);
-        if self.ring.len() == self.cap {
+        self.ring.push_back(entry);
+        // The oldest go past the count, or past the bytes the ring may
+        // hold (message content is what makes records large).
+        while self.ring.len() > self.cap || (self.bytes > self.max_bytes && self.ring.len() > 1) {
             if let Some(old) = self.ring.pop_front() {
                 self.bytes -= entry_bytes(&old);
                 self.evicted += 1;
             }
         }
-        self.ring.push_back(entry);
     }
 
     /// The newest entry.
@@ -274,6 +289,7 @@ impl Inspector {
     pub(crate) fn body_of(record: Record) -> Body {
         match record.what {
             What::Frame(f) => Body::Frame(f),
+            What::Message(info) => Body::Message { info, room: None },
             What::Error { close_code, rule } => Body::Error { close_code, rule },
             What::Knob(k) => Body::Knob(k.into()),
         }
@@ -282,11 +298,29 @@ impl Inspector {
     /// `/frames?conn=ID&limit=N`: the newest `limit` records (of `conn`),
     /// oldest first, as a JSON array.
     pub(crate) fn frames_json(&self, conn: Option<u32>, limit: usize) -> String {
+        self.select_json(limit, |e| conn.is_none_or(|c| e.conn == c))
+    }
+
+    /// `/messages?conn=ID&dir=in|out&limit=N`: the newest `limit` message
+    /// records (of `conn`, in direction `dir`), oldest first.
+    pub(crate) fn messages_json(
+        &self,
+        conn: Option<u32>,
+        dir: Option<Dir>,
+        limit: usize,
+    ) -> String {
+        self.select_json(limit, |e| {
+            conn.is_none_or(|c| e.conn == c)
+                && matches!(&e.body, Body::Message { info, .. } if dir.is_none_or(|d| info.dir == d))
+        })
+    }
+
+    fn select_json(&self, limit: usize, wanted: impl Fn(&Entry) -> bool) -> String {
         let mut picked: Vec<&Entry> = self
             .ring
             .iter()
             .rev()
-            .filter(|e| conn.is_none_or(|c| e.conn == c))
+            .filter(|e| wanted(e))
             .take(limit)
             .collect();
         picked.reverse();
@@ -309,7 +343,11 @@ impl Inspector {
             Filter::All => true,
             Filter::Conn(c) => e.conn == *c,
             Filter::Path(prefix) => match &e.body {
-                Body::Broadcast { room, .. } => room.starts_with(prefix.as_str()),
+                Body::Broadcast { room, .. }
+                | Body::Message {
+                    room: Some((room, _)),
+                    ..
+                } => room.starts_with(prefix.as_str()),
                 Body::Open { path, .. } => path.starts_with(prefix.as_str()),
                 _ => self
                     .infos
@@ -323,10 +361,52 @@ impl Inspector {
 fn entry_bytes(e: &Entry) -> usize {
     match &e.body {
         Body::Frame(_) => 0,
+        Body::Message { info, room } => info.content.len() + room.as_ref().map_or(0, |r| r.0.len()),
         Body::Broadcast { room, .. } => room.len(),
         Body::Open { path, .. } => path.len(),
         Body::Http { why, .. } => why.len(),
         Body::Knob(k) => k.len(),
         Body::Error { .. } | Body::Closed { .. } => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> Body {
+        Body::Message {
+            info: MessageInfo {
+                dir: Dir::In,
+                text: false,
+                len: bytes as u64,
+                wire_len: bytes as u64,
+                frames: 1,
+                compressed: false,
+                content: vec![7; bytes].into(),
+            },
+            room: None,
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_count_and_by_content_bytes() {
+        let now = Instant::now();
+        let mut ins = Inspector::new(100, 10_000, false, false);
+        for _ in 0..10 {
+            ins.push(1, message(3000), now);
+        }
+        assert_eq!(ins.len(), 3, "3 × 3000 <= 10,000");
+        assert_eq!((ins.bytes, ins.evicted), (9000, 7));
+        // A record larger than the bound alone is kept (the newest always is).
+        ins.push(1, message(20_000), now);
+        assert_eq!((ins.len(), ins.bytes), (1, 20_000));
+        let mut small = Inspector::new(2, 1 << 20, false, false);
+        for _ in 0..5 {
+            small.push(1, message(10), now);
+        }
+        assert_eq!((small.len(), small.evicted), (2, 3));
+        let json = small.records_answer("/messages", "dir=in").unwrap();
+        assert!(json.contains("\"base64\":\"BwcHBwcHBwcHBw==\""), "{json}");
     }
 }

@@ -133,10 +133,40 @@ impl FrameInfo {
     }
 }
 
+/// Message content kept per record by default (`--inspect-preview`).
+pub const MESSAGE_PREVIEW: usize = 4096;
+
+/// A complete message, in or out: after reassembly and inflate (in), before
+/// compression and fragmentation (out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub dir: Dir,
+    /// Text (true) or binary.
+    pub text: bool,
+    /// The message's size.
+    pub len: u64,
+    /// Payload bytes its frames had on the wire.
+    pub wire_len: u64,
+    /// How many frames carried it.
+    pub frames: u32,
+    pub compressed: bool,
+    /// Its first bytes (at most the tap's preview).
+    pub content: Box<[u8]>,
+}
+
+impl MessageInfo {
+    /// Whether `content` is cut short of the message.
+    pub fn truncated(&self) -> bool {
+        (self.content.len() as u64) < self.len
+    }
+}
+
 /// What the core reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
     Frame(FrameInfo),
+    /// A complete message (a data frame's record stays as it is).
+    Message(MessageInfo),
     /// The peer broke a rule: the close code we answer with, and the rule
     /// (the RFC sentence, see [`super::ProtocolError::rule`]).
     Error {
@@ -155,10 +185,22 @@ pub struct Record {
 }
 
 /// Where the core's records go: off until the driver turns it on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tap {
     on: Cell<bool>,
+    /// Message content kept per record (0: none).
+    preview: Cell<usize>,
     records: RefCell<Vec<Record>>,
+}
+
+impl Default for Tap {
+    fn default() -> Tap {
+        Tap {
+            on: Cell::new(false),
+            preview: Cell::new(MESSAGE_PREVIEW),
+            records: RefCell::default(),
+        }
+    }
 }
 
 impl Clone for Tap {
@@ -166,6 +208,7 @@ impl Clone for Tap {
     fn clone(&self) -> Tap {
         Tap {
             on: Cell::new(self.on.get()),
+            preview: Cell::new(self.preview.get()),
             records: RefCell::default(),
         }
     }
@@ -178,6 +221,15 @@ impl Tap {
 
     pub fn is_on(&self) -> bool {
         self.on.get()
+    }
+
+    /// Message content kept per record (`--inspect-preview`; 0: none).
+    pub fn set_preview(&self, bytes: usize) {
+        self.preview.set(bytes);
+    }
+
+    pub fn preview(&self) -> usize {
+        self.preview.get()
     }
 
     pub(crate) fn push(&self, conn: u32, what: What) {

@@ -160,6 +160,10 @@ impl Server {
                 c.proto.respond(inspector_endpoints::off(), now);
                 return;
             }
+            // The inspector's own requests are neither listed nor recorded.
+            if let Some(c) = self.conns.get_mut(t) {
+                c.inspecting = true;
+            }
             let answer = self.inspector_answer(path, origin, host);
             let Some(c) = self.conns.get_mut(t) else {
                 return;

@@ -15,7 +15,7 @@ use super::Server;
 use crate::inspector::endpoints::{self, ConnectionJson, Refusal};
 use crate::inspector::{Body, ConnInfo, Inspector, Subscriber, SUBSCRIBER_BACKLOG};
 use crate::proto::handshake::{line_response, Request};
-use crate::proto::inspect::FrameInfo;
+use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
 use crate::proto::MessageKind;
 use crate::rooms::RoomId;
 
@@ -117,7 +117,8 @@ impl Server {
         let Some(ins) = self.inspector.as_mut() else {
             return;
         };
-        if ins.ended(c.id.0) {
+        // The inspector's own requests and sockets are not recorded.
+        if ins.ended(c.id.0) || c.inspecting {
             return;
         }
         let body = if c.proto.was_opened() {
@@ -157,7 +158,22 @@ impl Server {
             return;
         }
         let frame = FrameInfo::outgoing(kind.opcode().as_u8(), true, 0, data);
-        let room = self.rooms.name(room).into();
+        let room: Box<str> = self.rooms.name(room).into();
+        let preview = self.limits.tap.preview();
+        let info = MessageInfo {
+            dir: Dir::Out,
+            text: kind == MessageKind::Text,
+            len: data.len() as u64,
+            wire_len: data.len() as u64,
+            frames: 1,
+            compressed: false,
+            content: data[..data.len().min(preview)].into(),
+        };
+        let message = Body::Message {
+            info,
+            room: Some((room.clone(), members)),
+        };
+        self.inspect_push(from, message, now);
         let body = Body::Broadcast {
             frame,
             room,
@@ -179,13 +195,14 @@ impl Server {
             .expect("the caller checked the inspector is on");
         ins.allowed(origin, host)?;
         let (bare, query) = target.split_once('?').unwrap_or((target, ""));
-        if bare == "/frames" {
-            return ins.frames_answer(query);
+        if bare == "/frames" || bare == "/messages" {
+            return ins.records_answer(bare, query);
         }
         if bare == "/connections" {
             let list: Vec<ConnectionJson> = self
                 .conns
                 .iter()
+                .filter(|(_, c)| !c.inspecting)
                 .map(|(_, c)| self.connection_json(ins, c, false))
                 .collect();
             return Ok(serde_json::to_string(&list).unwrap_or_default());
@@ -195,7 +212,7 @@ impl Server {
             .conns
             .iter()
             .map(|(_, c)| c)
-            .find(|c| c.id.0 == id)
+            .find(|c| c.id.0 == id && !c.inspecting)
             .ok_or((404, "Not Found", format!("no open connection {id}")))?;
         Ok(serde_json::to_string(&self.connection_json(ins, c, true)).unwrap_or_default())
     }
@@ -244,7 +261,7 @@ impl Server {
         let (status, reason, why) = match (refusal, filter) {
             (Err(r), _) => r,
             (Ok(()), Err(why)) => (400, "Bad Request", why),
-            (Ok(()), Ok(filter)) => {
+            (Ok(()), Ok((filter, only_messages))) => {
                 c.proto.set_id(INSPECTOR_CONN);
                 c.proto.accept(now);
                 c.inspecting = true;
@@ -253,6 +270,7 @@ impl Server {
                     key: t.0,
                     conn: c.id.0,
                     filter,
+                    only_messages,
                     dropped: 0,
                 });
                 return;

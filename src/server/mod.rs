@@ -125,9 +125,17 @@ impl Server {
         };
         let limits = config.limits.clone();
         limits.tap.set_on(inspecting);
+        limits.tap.set_preview(config.inspect_preview);
         let inspector = inspecting.then(|| {
             let local = config.inspect == InspectMode::Local;
-            Inspector::new(config.inspect_frames, config.inspect_secrets, local)
+            // The ring's content may take a quarter of the memory budget.
+            let max_bytes = config.max_memory / 4;
+            Inspector::new(
+                config.inspect_frames,
+                max_bytes,
+                config.inspect_secrets,
+                local,
+            )
         });
         let now = Instant::now();
         Ok(Server {

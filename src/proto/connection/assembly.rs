@@ -63,6 +63,13 @@ impl Connection {
             return;
         }
         let data = msg.take_piece(self.out.take_spare());
+        let preview = self.limits.tap.preview();
+        if let Some(t) = self.rx.as_mut().and_then(|r| r.tally.as_mut()) {
+            if t.handed_out == 0 {
+                t.head = data[..data.len().min(preview)].to_vec();
+            }
+            t.handed_out += data.len() as u64;
+        }
         self.items.push_back(Item::Event(Event::Fragment {
             data,
             first,

@@ -53,7 +53,7 @@ use closing::OurClose;
 use compression::Deflate;
 use events::{Item, Items};
 use opening::Handshake;
-use receive::Frame;
+use receive::{Frame, Tally};
 
 /// Limits and timeouts of the protocol core (plain data; see docs/limits.md).
 #[derive(Debug, Clone)]
@@ -296,6 +296,8 @@ struct Rx {
     message: Option<MessageBuffer>,
     /// The inspector's record of the frame being received (tap on only).
     tapped: Option<FrameInfo>,
+    /// The inspector's count of the message being received (tap on only).
+    tally: Option<Tally>,
 }
 
 /// State most connections never need, allocated on first use: control

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::super::error::ProtocolError;
 use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
-use super::super::inspect::PREVIEW;
+use super::super::inspect::{Dir, MessageInfo, PREVIEW};
 use super::super::message::{MessageBuffer, MessageKind};
 use super::{bump, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
 
@@ -20,6 +20,20 @@ pub(super) struct Frame {
     offset: u8,
     /// Payload is read past (after our close frame, only a close matters).
     pub(super) discard: bool,
+}
+
+/// What the inspector records of the message being received, counted as
+/// its frames arrive (tap on only).
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    /// Payload bytes of its frames on the wire.
+    wire: u64,
+    frames: u32,
+    compressed: bool,
+    /// Bytes already handed out as pieces (a streamed message).
+    pub(super) handed_out: u64,
+    /// A streamed message's first bytes (the pieces are gone by its end).
+    pub(super) head: Vec<u8>,
 }
 
 impl Connection {
@@ -153,6 +167,17 @@ impl Connection {
             {
                 return Err(ProtocolError::MessageTooBig);
             }
+            if self.tapping() {
+                let tally = self.rx().tally.get_or_insert_with(Tally::default);
+                if opcode != OpCode::Continuation {
+                    *tally = Tally {
+                        compressed,
+                        ..Tally::default()
+                    };
+                }
+                tally.wire += hdr.payload_len;
+                tally.frames += 1;
+            }
             if self.message().is_none() {
                 let kind = if opcode == OpCode::Text {
                     MessageKind::Text
@@ -227,6 +252,7 @@ impl Connection {
                     }
                     let streaming = msg.is_streaming();
                     let (kind, data) = msg.finish()?;
+                    self.record_message_in(kind, &data);
                     let event = if streaming {
                         Event::Fragment {
                             data,
@@ -250,6 +276,29 @@ impl Connection {
             OpCode::Close => self.receive_close(now)?,
         }
         Ok(())
+    }
+
+    /// The inspector's record of a message that arrived whole (its last
+    /// piece is `data` if it was streamed).
+    fn record_message_in(&mut self, kind: MessageKind, data: &[u8]) {
+        let Some(t) = self.rx.as_mut().and_then(|r| r.tally.take()) else {
+            return;
+        };
+        let preview = self.limits.tap.preview();
+        let content: Box<[u8]> = if t.handed_out > 0 {
+            t.head.into()
+        } else {
+            data[..data.len().min(preview)].into()
+        };
+        self.record(What::Message(MessageInfo {
+            dir: Dir::In,
+            text: kind == MessageKind::Text,
+            len: t.handed_out + data.len() as u64,
+            wire_len: t.wire,
+            frames: t.frames,
+            compressed: t.compressed,
+            content,
+        }));
     }
 
     pub(super) fn take_control(&mut self) -> Vec<u8> {

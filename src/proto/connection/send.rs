@@ -6,6 +6,7 @@ use std::io::IoSlice;
 use std::rc::Rc;
 
 use super::super::frame::FrameHeader;
+use super::super::inspect::{Dir, MessageInfo};
 use super::super::message::MessageKind;
 use super::{bump, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
 
@@ -38,13 +39,37 @@ impl Connection {
         let deflate = self.deflate_mut().filter(|d| payload.len() >= d.threshold);
         if let Some(d) = deflate {
             let compressed = d.compress(payload.as_slice());
+            if self.tapping() {
+                self.record_message_out(kind, payload.as_slice(), compressed.len(), true);
+            }
             if let Chunk::Owned(buf) = payload {
                 self.out.recycle(buf);
             }
             self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
             return;
         }
+        if self.tapping() {
+            self.record_message_out(kind, payload.as_slice(), payload.len(), false);
+        }
         self.queue_frame(kind.opcode(), payload);
+    }
+
+    /// The inspector's record of a message we send, before its frames.
+    fn record_message_out(&self, kind: MessageKind, data: &[u8], wire: usize, compressed: bool) {
+        let frames = match self.fragment_size() {
+            Some(n) if n > 0 && wire > n => wire.div_ceil(n),
+            _ => 1,
+        };
+        let preview = self.limits.tap.preview();
+        self.record(What::Message(MessageInfo {
+            dir: Dir::Out,
+            text: kind == MessageKind::Text,
+            len: data.len() as u64,
+            wire_len: wire as u64,
+            frames: frames as u32,
+            compressed,
+            content: data[..data.len().min(preview)].into(),
+        }));
     }
 
     /// Queues one piece of a fragmented binary message: the first piece opens

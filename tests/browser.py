@@ -139,11 +139,20 @@ e.onmessage = (m) => {
     js("[...document.querySelectorAll('#conns tbody tr')].find(r => r.cells[1].textContent.endsWith('?fragment=3')).click()")
     el = wd("POST", f"{s}/element", {"using": "css selector", "value": "#msg"})
     wd("POST", f"{s}/element/{next(iter(el.values()))}/value", {"text": "inspected\ue007"})
-    # Chromium compresses (permessage-deflate): RSV1 on the first frame, the
-    # payload in hex; the echo goes back in frames of at most 3 bytes.
+    # Chromium compresses (permessage-deflate): the view shows the messages as
+    # the page meant them, text and all; with the frames shown, RSV1 on the
+    # first frame, and the echo goes back in frames of at most 3 bytes.
     frames = lambda: js("return document.getElementById('frames').textContent")
+    wait_for("the page's own compressed message, as its text",
+             lambda: "\u2192 text 9 B (compressed, " in frames() and '"inspected"' in frames())
+    wait_for("its echo, in 3 frames", lambda: "\u2190 text 9 B (compressed, " in frames() and " frames)" in frames())
+    assert "FIN" not in frames(), frames()
+    js("document.getElementById('show-frames').click()")
     wait_for("the frames of the selected connection", lambda: "\u2192 text FIN RSV1 masked " in frames())
     wait_for("the echo, in frames of 3 bytes", lambda: "\u2190 continuation FIN " in frames())
+    # The direction filter keeps one way.
+    js("const d = document.getElementById('dir-filter'); d.value = 'in'; d.dispatchEvent(new Event('input'))")
+    wait_for("incoming only", lambda: "\u2190" not in frames() and "\u2192 text 9 B" in frames())
     host, port = addr.rsplit(":", 1)
     raw = socket.create_connection((host, int(port)))
     if TLS:
@@ -157,7 +166,7 @@ e.onmessage = (m) => {
                 b"\x81\x02hi")  # unmasked
     wait_for("the failed connection and its rule", lambda: "RFC 6455 \u00a75.1" in js("return document.getElementById('errors').textContent"))
     raw.close()
-    print(f"browser e2e ({SCHEME}): the Inspector view lists connections, shows frames, and a failed client's rule")
+    print(f"browser e2e ({SCHEME}): the Inspector view lists connections, shows a compressed message as its text and the frames that carried it, and a failed client's rule")
 finally:
     if browser:
         browser.close()

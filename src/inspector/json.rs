@@ -167,7 +167,7 @@ impl<'a> MessageJson<'a> {
                 None,
             )
         } else {
-            (None, Some(STANDARD.encode(c)))
+            (None, Some(STANDARD.encode(c.as_slice())))
         };
         MessageJson {
             conn: e.conn,

@@ -383,7 +383,7 @@ mod tests {
                 wire_len: bytes as u64,
                 frames: 1,
                 compressed: false,
-                content: vec![7; bytes].into(),
+                content: vec![7u8; bytes].into(),
             },
             room: None,
         }

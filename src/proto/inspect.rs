@@ -151,7 +151,72 @@ pub struct MessageInfo {
     pub frames: u32,
     pub compressed: bool,
     /// Its first bytes (at most the tap's preview).
-    pub content: Box<[u8]>,
+    pub content: Content,
+}
+
+/// Bytes kept inline up to this many (no allocation for a small message).
+const INLINE: usize = 46;
+
+/// A message record's content: small ones inline, larger ones boxed.
+#[derive(Clone)]
+pub struct Content(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Content {
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline(n, b) => &b[..usize::from(*n)],
+            Repr::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::Deref for Content {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<&[u8]> for Content {
+    fn from(data: &[u8]) -> Content {
+        if data.len() <= INLINE {
+            let mut b = [0; INLINE];
+            b[..data.len()].copy_from_slice(data);
+            Content(Repr::Inline(data.len() as u8, b))
+        } else {
+            Content(Repr::Heap(data.into()))
+        }
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(data: Vec<u8>) -> Content {
+        if data.len() <= INLINE {
+            Content::from(&data[..])
+        } else {
+            Content(Repr::Heap(data.into_boxed_slice()))
+        }
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Content) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Content {}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
 }
 
 impl MessageInfo {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::super::error::ProtocolError;
 use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
-use super::super::inspect::{Dir, MessageInfo, PREVIEW};
+use super::super::inspect::{Content, Dir, MessageInfo, PREVIEW};
 use super::super::message::{MessageBuffer, MessageKind};
 use super::{bump, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
 
@@ -285,7 +285,7 @@ impl Connection {
             return;
         };
         let preview = self.limits.tap.preview();
-        let content: Box<[u8]> = if t.handed_out > 0 {
+        let content: Content = if t.handed_out > 0 {
             t.head.into()
         } else {
             data[..data.len().min(preview)].into()

@@ -22,7 +22,7 @@ pub(super) fn value(e: &Entry) -> serde_json::Value {
             members,
         } => serde_json::to_value(FrameJson::new(e, at, frame, Some((room, *members)))),
         Body::Message { info, room } => {
-            let room = room.as_ref().map(|(r, n)| (&**r, *n));
+            let room = room.as_deref().map(|(r, n)| (&**r, *n));
             serde_json::to_value(MessageJson::new(e, at, info, room))
         }
         other => serde_json::to_value(EventJson::new(e, at, other)),

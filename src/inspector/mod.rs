@@ -71,7 +71,9 @@ pub(crate) enum Body {
     /// members it went to.
     Message {
         info: MessageInfo,
-        room: Option<(Box<str>, usize)>,
+        /// Boxed: most message records have none, and every record is
+        /// moved a few times on its way into the ring.
+        room: Option<Box<(Box<str>, usize)>>,
     },
     /// A broadcast, recorded once per message: its frame and the room.
     Broadcast {
@@ -103,6 +105,8 @@ pub(crate) struct Entry {
     seq: u64,
     at_us: u64,
     pub(crate) conn: u32,
+    /// Its heap bytes (counted once, when it is pushed).
+    bytes: u32,
     pub(crate) body: Body,
 }
 
@@ -245,6 +249,13 @@ impl Inspector {
     /// Adds a record: counts it into its connection, keeps it in the ring
     /// (dropping the oldest past the bound), logs it.
     pub(crate) fn push(&mut self, conn: u32, body: Body, now: Instant) {
+        let at_us = self.micros(now);
+        self.push_at(conn, body, at_us);
+    }
+
+    /// [`Inspector::push`] at a time already converted (one conversion for
+    /// the records of a loop turn).
+    pub(crate) fn push_at(&mut self, conn: u32, body: Body, at_us: u64) {
         if let Body::Frame(f) = &body {
             if let Some(info) = self.infos.get_mut(&conn) {
                 let data = f.opcode < 3;
@@ -260,21 +271,22 @@ impl Inspector {
         }
         let entry = Entry {
             seq: self.next_seq,
-            at_us: self.micros(now),
+            at_us,
             conn,
+            bytes: body_bytes(&body) as u32,
             body,
         };
         self.next_seq += 1;
         if log::log_enabled!(target: "echocast::frames", log::Level::Debug) {
             log::debug!(target: "echocast::frames", "{}", self.json(&entry));
         }
-        self.bytes += entry_bytes(&entry);
+        self.bytes += entry.bytes as usize;
         self.ring.push_back(entry);
         // The oldest go past the count, or past the bytes the ring may
         // hold (message content is what makes records large).
         while self.ring.len() > self.cap || (self.bytes > self.max_bytes && self.ring.len() > 1) {
             if let Some(old) = self.ring.pop_front() {
-                self.bytes -= entry_bytes(&old);
+                self.bytes -= old.bytes as usize;
                 self.evicted += 1;
             }
         }
@@ -343,11 +355,8 @@ impl Inspector {
             Filter::All => true,
             Filter::Conn(c) => e.conn == *c,
             Filter::Path(prefix) => match &e.body {
-                Body::Broadcast { room, .. }
-                | Body::Message {
-                    room: Some((room, _)),
-                    ..
-                } => room.starts_with(prefix.as_str()),
+                Body::Broadcast { room, .. } => room.starts_with(prefix.as_str()),
+                Body::Message { room: Some(r), .. } => r.0.starts_with(prefix.as_str()),
                 Body::Open { path, .. } => path.starts_with(prefix.as_str()),
                 _ => self
                     .infos
@@ -358,8 +367,8 @@ impl Inspector {
     }
 }
 
-fn entry_bytes(e: &Entry) -> usize {
-    match &e.body {
+fn body_bytes(body: &Body) -> usize {
+    match body {
         Body::Frame(_) => 0,
         Body::Message { info, room } => info.content.len() + room.as_ref().map_or(0, |r| r.0.len()),
         Body::Broadcast { room, .. } => room.len(),

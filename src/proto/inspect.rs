@@ -155,7 +155,7 @@ pub struct MessageInfo {
 }
 
 /// Bytes kept inline up to this many (no allocation for a small message).
-const INLINE: usize = 46;
+const INLINE: usize = 38;
 
 /// A message record's content: small ones inline, larger ones boxed.
 #[derive(Clone)]

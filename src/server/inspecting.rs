@@ -35,10 +35,14 @@ impl Server {
             return;
         }
         let mut records = ins.take_records(&self.limits.tap);
+        let at_us = ins.micros(now);
         for r in records.drain(..) {
             if r.conn != INSPECTOR_CONN {
                 let conn = r.conn;
-                self.inspect_push(conn, Inspector::body_of(r), now);
+                if let Some(ins) = self.inspector.as_mut() {
+                    ins.push_at(conn, Inspector::body_of(r), at_us);
+                }
+                self.deliver_live();
             }
         }
         if let Some(ins) = self.inspector.as_mut() {
@@ -52,6 +56,18 @@ impl Server {
             return;
         };
         ins.push(conn, body, now);
+        self.deliver_live();
+    }
+
+    /// The newest record to the live subscribers that want it.
+    fn deliver_live(&mut self) {
+        let Some(ins) = self
+            .inspector
+            .as_ref()
+            .filter(|i| !i.subscribers.is_empty())
+        else {
+            return;
+        };
         let Some((text, keys)) = ins.live() else {
             return;
         };
@@ -171,7 +187,7 @@ impl Server {
         };
         let message = Body::Message {
             info,
-            room: Some((room.clone(), members)),
+            room: Some(Box::new((room.clone(), members))),
         };
         self.inspect_push(from, message, now);
         let body = Body::Broadcast {

@@ -37,7 +37,17 @@ fn message(dir: Dir, text: bool, content: &[u8], frames: u32) -> What {
         frames,
         compressed: false,
         content: content.into(),
+        folded: false,
     })
+}
+
+/// A message in one uncompressed frame: that frame's record is folded into
+/// the message's.
+fn folded(dir: Dir, text: bool, content: &[u8]) -> What {
+    match message(dir, text, content, 1) {
+        What::Message(m) => What::Message(MessageInfo { folded: true, ..m }),
+        _ => unreachable!(),
+    }
 }
 
 #[test]
@@ -87,24 +97,35 @@ fn the_core_records_every_frame_both_ways_and_the_rule_a_client_broke() {
     // Everything arrived in one read: the frames in are parsed first, then
     // the answers go out in the same order.
     // A message's record follows its last frame in, and comes before its
-    // frames out.
+    // frames out; a message in one uncompressed frame carries that frame.
     let expected = vec![
-        frame(Dir::In, 1, true, true, 5, b"hello"),
-        message(Dir::In, true, b"hello", 1),
+        folded(Dir::In, true, b"hello"),
         frame(Dir::In, 2, false, true, 3, &[1, 2, 3]),
         frame(Dir::In, 9, true, true, 1, b"p"),
         frame(Dir::In, 0, true, true, 2, &[4, 5]),
         message(Dir::In, false, &[1, 2, 3, 4, 5], 2),
         frame(Dir::In, 8, true, true, 5, &close_body),
-        message(Dir::Out, true, b"hello", 1),
-        frame(Dir::Out, 1, true, false, 5, b"hello"),
+        folded(Dir::Out, true, b"hello"),
         frame(Dir::Out, 10, true, false, 1, b"p"),
-        message(Dir::Out, false, &[1, 2, 3, 4, 5], 1),
-        frame(Dir::Out, 2, true, false, 5, &[1, 2, 3, 4, 5]),
+        folded(Dir::Out, false, &[1, 2, 3, 4, 5]),
         frame(Dir::Out, 8, true, false, 2, &1000u16.to_be_bytes()),
     ];
     assert_eq!(got, expected);
-    let FrameInfo { .. } = match &got[6] {
+    // The folded frames are what their own records said.
+    let frame_of = |w: &What| match w {
+        What::Message(m) => m.frame().map(What::Frame),
+        _ => None,
+    };
+    assert_eq!(
+        frame_of(&got[0]),
+        Some(frame(Dir::In, 1, true, true, 5, b"hello"))
+    );
+    assert_eq!(frame_of(&got[4]), None, "two frames: recorded apart");
+    assert_eq!(
+        frame_of(&got[8]),
+        Some(frame(Dir::Out, 2, true, false, 5, &[1, 2, 3, 4, 5]))
+    );
+    let FrameInfo { .. } = match &got[5] {
         What::Frame(f) => {
             assert_eq!(f.close(), Some((1000, "bye".to_string())));
             f.clone()
@@ -234,6 +255,23 @@ fn the_ring_keeps_the_newest_records_within_its_bound() {
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 50);
     assert_eq!(all.last().unwrap()["preview"], "m99");
+    // An echo in one frame each way: frame in, message in, message out,
+    // frame out, numbered one after the other (docs/inspector.md).
+    let last4 = &all[46..];
+    let seq0 = last4[0]["seq"].as_u64().unwrap();
+    for (i, (r, (dir, event))) in last4
+        .iter()
+        .zip([("in", false), ("in", true), ("out", true), ("out", false)])
+        .enumerate()
+    {
+        assert_eq!(r["seq"].as_u64(), Some(seq0 + i as u64), "{r}");
+        assert_eq!(r["dir"], dir, "{r}");
+        assert_eq!(r["event"] == "message", event, "{r}");
+    }
+    assert_eq!(last4[0]["masked"], true);
+    assert_eq!(last4[0]["opcode"], "text");
+    assert_eq!(last4[1]["text"], "m99");
+    assert_eq!(last4[3]["masked"], false);
     let stats = json(addr, "/stats");
     assert_eq!(stats["inspector"]["records"], 50);
     assert!(stats["inspector"]["evicted"].as_u64().unwrap() >= 150);

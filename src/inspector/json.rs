@@ -11,23 +11,71 @@ use base64::Engine;
 use super::{Body, Entry};
 use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
 
-/// One record as a JSON value.
-pub(super) fn value(e: &Entry) -> serde_json::Value {
+/// An entry's records as JSON values, oldest first, each with whether it is
+/// a message record: one record, or two for a message whose frame is folded
+/// into it (in: the frame, then the message; out: the message, then the
+/// frame), numbered `seq` and `seq + 1`, as if recorded apart.
+pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
     let at = rfc3339_micros(e.at_us);
-    let v = match &e.body {
-        Body::Frame(f) => serde_json::to_value(FrameJson::new(e, at, f, None)),
+    let value = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
+    match &e.body {
+        Body::Frame(f) => vec![(
+            value(serde_json::to_value(FrameJson::new(e, e.seq, at, f, None))),
+            false,
+        )],
         Body::Broadcast {
             frame,
             room,
             members,
-        } => serde_json::to_value(FrameJson::new(e, at, frame, Some((room, *members)))),
+        } => {
+            let room = Some((&**room, *members));
+            vec![(
+                value(serde_json::to_value(FrameJson::new(
+                    e, e.seq, at, frame, room,
+                ))),
+                false,
+            )]
+        }
         Body::Message { info, room } => {
             let room = room.as_deref().map(|(r, n)| (&**r, *n));
-            serde_json::to_value(MessageJson::new(e, at, info, room))
+            let Some(frame) = info.frame() else {
+                let m = MessageJson::new(e, e.seq, at, info, room);
+                return vec![(value(serde_json::to_value(m)), true)];
+            };
+            let (frame_seq, message_seq) = match info.dir {
+                Dir::In => (e.seq, e.seq + 1),
+                Dir::Out => (e.seq + 1, e.seq),
+            };
+            let f = (
+                value(serde_json::to_value(FrameJson::new(
+                    e,
+                    frame_seq,
+                    at.clone(),
+                    &frame,
+                    None,
+                ))),
+                false,
+            );
+            let m = (
+                value(serde_json::to_value(MessageJson::new(
+                    e,
+                    message_seq,
+                    at,
+                    info,
+                    room,
+                ))),
+                true,
+            );
+            match info.dir {
+                Dir::In => vec![f, m],
+                Dir::Out => vec![m, f],
+            }
         }
-        other => serde_json::to_value(EventJson::new(e, at, other)),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+        other => vec![(
+            value(serde_json::to_value(EventJson::new(e, at, other))),
+            false,
+        )],
+    }
 }
 
 #[derive(Serialize)]
@@ -77,7 +125,13 @@ struct FrameJson<'a> {
 }
 
 impl<'a> FrameJson<'a> {
-    fn new(e: &Entry, at: String, f: &FrameInfo, room: Option<(&'a str, usize)>) -> FrameJson<'a> {
+    fn new(
+        e: &Entry,
+        seq: u64,
+        at: String,
+        f: &FrameInfo,
+        room: Option<(&'a str, usize)>,
+    ) -> FrameJson<'a> {
         let shown = f.preview.as_slice();
         let hex = || Some(shown.iter().map(|b| format!("{b:02x}")).collect());
         let (preview, preview_hex) = match std::str::from_utf8(shown) {
@@ -95,7 +149,7 @@ impl<'a> FrameJson<'a> {
         let close = f.close();
         FrameJson {
             conn: e.conn,
-            seq: e.seq,
+            seq,
             at,
             dir: dir(f.dir),
             opcode: opcode(f.opcode),
@@ -151,6 +205,7 @@ struct MessageJson<'a> {
 impl<'a> MessageJson<'a> {
     fn new(
         e: &Entry,
+        seq: u64,
         at: String,
         m: &MessageInfo,
         room: Option<(&'a str, usize)>,
@@ -171,7 +226,7 @@ impl<'a> MessageJson<'a> {
         };
         MessageJson {
             conn: e.conn,
-            seq: e.seq,
+            seq,
             at,
             event: "message",
             dir: dir(m.dir),

@@ -101,6 +101,14 @@ pub(crate) enum Body {
     Knob(Box<str>),
 }
 
+impl Body {
+    /// How many records this entry stands for: two for a message with its
+    /// frame folded in.
+    fn records(&self) -> usize {
+        1 + usize::from(matches!(self, Body::Message { info, .. } if info.folded))
+    }
+}
+
 pub(crate) struct Entry {
     seq: u64,
     at_us: u64,
@@ -140,6 +148,9 @@ pub(crate) struct Inspector {
     bytes: usize,
     /// Records that left the ring (the oldest, once it was full).
     pub(crate) evicted: u64,
+    /// Records in the ring (an entry holds two when a message's frame is
+    /// folded into it).
+    records: usize,
     /// Per open connection (by id).
     pub(crate) infos: HashMap<u32, Box<ConnInfo>, IdHash>,
     pub(crate) subscribers: Vec<Subscriber>,
@@ -163,6 +174,7 @@ impl Inspector {
             next_seq: 1,
             bytes: 0,
             evicted: 0,
+            records: 0,
             infos: HashMap::default(),
             subscribers: Vec::new(),
             secrets,
@@ -190,8 +202,9 @@ impl Inspector {
         self.bytes + self.ring.capacity() * std::mem::size_of::<Entry>()
     }
 
+    /// Records in the ring.
     pub(crate) fn len(&self) -> usize {
-        self.ring.len()
+        self.records
     }
 
     /// The core's records of this turn (the tap's double buffer swapped):
@@ -207,16 +220,19 @@ impl Inspector {
         self.tap_buf = records;
     }
 
-    /// The newest record as JSON and the keys of the live subscribers that
-    /// want it (`None`: nobody does).
-    pub(crate) fn live(&self) -> Option<(String, Vec<usize>)> {
+    /// The newest entry's records as JSON, each with whether it is a
+    /// message record, and the keys of the live subscribers that want one
+    /// of them, each with whether it wants only messages (`None`: nobody
+    /// wants any).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn live(&self) -> Option<(Vec<(String, bool)>, Vec<(usize, bool)>)> {
         let entry = self.last().filter(|_| !self.subscribers.is_empty())?;
         let message = matches!(entry.body, Body::Message { .. });
-        let keys: Vec<usize> = self
+        let keys: Vec<(usize, bool)> = self
             .subscribers
             .iter()
             .filter(|s| (message || !s.only_messages) && self.matches(&s.filter, entry))
-            .map(|s| s.key)
+            .map(|s| (s.key, s.only_messages))
             .collect();
         (!keys.is_empty()).then(|| (self.json(entry), keys))
     }
@@ -256,19 +272,23 @@ impl Inspector {
     /// [`Inspector::push`] at a time already converted (one conversion for
     /// the records of a loop turn).
     pub(crate) fn push_at(&mut self, conn: u32, body: Body, at_us: u64) {
-        if let Body::Frame(f) = &body {
+        // A connection's own messages (not a room's broadcast) are counted
+        // with the payload bytes their frames had on the wire.
+        if let Body::Message {
+            info: m,
+            room: None,
+        } = &body
+        {
             if let Some(info) = self.infos.get_mut(&conn) {
-                let data = f.opcode < 3;
-                let (messages, bytes) = match f.dir {
+                let (messages, bytes) = match m.dir {
                     Dir::In => (&mut info.messages_in, &mut info.bytes_in),
                     Dir::Out => (&mut info.messages_out, &mut info.bytes_out),
                 };
-                if data {
-                    *bytes += f.len;
-                    *messages += u64::from(f.fin);
-                }
+                *bytes += m.wire_len;
+                *messages += 1;
             }
         }
+        let records = body.records();
         let entry = Entry {
             seq: self.next_seq,
             at_us,
@@ -276,18 +296,24 @@ impl Inspector {
             bytes: body_bytes(&body) as u32,
             body,
         };
-        self.next_seq += 1;
+        self.next_seq += records as u64;
+        self.records += records;
         if log::log_enabled!(target: "echocast::frames", log::Level::Debug) {
-            log::debug!(target: "echocast::frames", "{}", self.json(&entry));
+            for (line, _) in self.json(&entry) {
+                log::debug!(target: "echocast::frames", "{line}");
+            }
         }
         self.bytes += entry.bytes as usize;
         self.ring.push_back(entry);
         // The oldest go past the count, or past the bytes the ring may
         // hold (message content is what makes records large).
-        while self.ring.len() > self.cap || (self.bytes > self.max_bytes && self.ring.len() > 1) {
+        // The newest entry always stays.
+        while (self.records > self.cap || self.bytes > self.max_bytes) && self.ring.len() > 1 {
             if let Some(old) = self.ring.pop_front() {
+                let n = old.body.records();
                 self.bytes -= old.bytes as usize;
-                self.evicted += 1;
+                self.records -= n;
+                self.evicted += n as u64;
             }
         }
     }
@@ -310,7 +336,7 @@ impl Inspector {
     /// `/frames?conn=ID&limit=N`: the newest `limit` records (of `conn`),
     /// oldest first, as a JSON array.
     pub(crate) fn frames_json(&self, conn: Option<u32>, limit: usize) -> String {
-        self.select_json(limit, |e| conn.is_none_or(|c| e.conn == c))
+        self.select_json(limit, false, |e| conn.is_none_or(|c| e.conn == c))
     }
 
     /// `/messages?conn=ID&dir=in|out&limit=N`: the newest `limit` message
@@ -321,32 +347,46 @@ impl Inspector {
         dir: Option<Dir>,
         limit: usize,
     ) -> String {
-        self.select_json(limit, |e| {
+        self.select_json(limit, true, |e| {
             conn.is_none_or(|c| e.conn == c)
                 && matches!(&e.body, Body::Message { info, .. } if dir.is_none_or(|d| info.dir == d))
         })
     }
 
-    fn select_json(&self, limit: usize, wanted: impl Fn(&Entry) -> bool) -> String {
-        let mut picked: Vec<&Entry> = self
-            .ring
-            .iter()
-            .rev()
-            .filter(|e| wanted(e))
-            .take(limit)
-            .collect();
-        picked.reverse();
-        let items: Vec<serde_json::Value> = picked.into_iter().map(|e| self.value(e)).collect();
+    /// The newest `limit` records of the wanted entries (only their message
+    /// records if `only_messages`), oldest first, as a JSON array.
+    fn select_json(
+        &self,
+        limit: usize,
+        only_messages: bool,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> String {
+        let mut items = Vec::new();
+        for e in self.ring.iter().rev().filter(|e| wanted(e)) {
+            for (v, message) in json::values(e).into_iter().rev() {
+                if items.len() == limit {
+                    break;
+                }
+                if message || !only_messages {
+                    items.push(v);
+                }
+            }
+            if items.len() == limit {
+                break;
+            }
+        }
+        items.reverse();
         serde_json::to_string(&items).unwrap_or_else(|_| "[]".into())
     }
 
-    /// One entry as JSON text (the log line and a live message).
-    pub(crate) fn json(&self, e: &Entry) -> String {
-        serde_json::to_string(&self.value(e)).unwrap_or_default()
-    }
-
-    fn value(&self, e: &Entry) -> serde_json::Value {
-        json::value(e)
+    /// An entry's records as JSON text (log lines, live messages), each with
+    /// whether it is a message record: one, or two for a message with its
+    /// frame folded in.
+    pub(crate) fn json(&self, e: &Entry) -> Vec<(String, bool)> {
+        json::values(e)
+            .into_iter()
+            .map(|(v, message)| (serde_json::to_string(&v).unwrap_or_default(), message))
+            .collect()
     }
 
     /// Whether a live subscriber wants this entry.
@@ -393,6 +433,7 @@ mod tests {
                 frames: 1,
                 compressed: false,
                 content: vec![7u8; bytes].into(),
+                folded: false,
             },
             room: None,
         }

@@ -68,11 +68,15 @@ impl Server {
         else {
             return;
         };
-        let Some((text, keys)) = ins.live() else {
+        let Some((parts, keys)) = ins.live() else {
             return;
         };
-        for key in keys {
-            self.send_to_subscriber(Token(key), &text);
+        for (text, message) in &parts {
+            for &(key, only_messages) in &keys {
+                if *message || !only_messages {
+                    self.send_to_subscriber(Token(key), text);
+                }
+            }
         }
     }
 
@@ -184,6 +188,8 @@ impl Server {
             frames: 1,
             compressed: false,
             content: data[..data.len().min(preview)].into(),
+            // A broadcast's frame is recorded with its room and members.
+            folded: false,
         };
         let message = Body::Message {
             info,

@@ -236,8 +236,14 @@ impl Connection {
     fn end_frame(&mut self, now: Instant) -> Result<(), ProtocolError> {
         let rx = self.rx();
         let frame = rx.frame.take().expect("frame in progress");
-        if let Some(t) = rx.tapped.take() {
-            self.record(What::Frame(t));
+        // A data frame that is a whole message may be folded into the
+        // message's record: held until the message is recorded.
+        let whole = frame.fin && matches!(frame.opcode, OpCode::Text | OpCode::Binary);
+        let mut tapped = rx.tapped.take();
+        if !whole || frame.discard {
+            if let Some(t) = tapped.take() {
+                self.record(What::Frame(t));
+            }
         }
         bump(&self.limits.counters.frames_in);
         if frame.discard {
@@ -247,12 +253,23 @@ impl Connection {
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {
                 if frame.fin {
                     let mut msg = self.rx().message.take().expect("message in progress");
-                    if msg.is_compressed() {
-                        self.inflate_tail(&mut msg)?;
-                    }
+                    let finished = if msg.is_compressed() {
+                        self.inflate_tail(&mut msg)
+                    } else {
+                        Ok(())
+                    };
                     let streaming = msg.is_streaming();
-                    let (kind, data) = msg.finish()?;
-                    self.record_message_in(kind, &data);
+                    let finished = finished.and_then(|()| msg.finish());
+                    let (kind, data) = match finished {
+                        Ok(m) => m,
+                        Err(e) => {
+                            if let Some(t) = tapped {
+                                self.record(What::Frame(t));
+                            }
+                            return Err(e);
+                        }
+                    };
+                    self.record_message_in(kind, &data, tapped);
                     let event = if streaming {
                         Event::Fragment {
                             data,
@@ -280,8 +297,13 @@ impl Connection {
 
     /// The inspector's record of a message that arrived whole (its last
     /// piece is `data` if it was streamed).
-    fn record_message_in(&mut self, kind: MessageKind, data: &[u8]) {
+    /// `frame`: the record of its last frame if it was its only one, folded
+    /// into the message's record when it can be.
+    fn record_message_in(&mut self, kind: MessageKind, data: &[u8], frame: Option<FrameInfo>) {
         let Some(t) = self.rx.as_mut().and_then(|r| r.tally.take()) else {
+            if let Some(f) = frame {
+                self.record(What::Frame(f));
+            }
             return;
         };
         let preview = self.limits.tap.preview();
@@ -290,7 +312,7 @@ impl Connection {
         } else {
             data[..data.len().min(preview)].into()
         };
-        self.record(What::Message(MessageInfo {
+        let mut info = MessageInfo {
             dir: Dir::In,
             text: kind == MessageKind::Text,
             len: t.handed_out + data.len() as u64,
@@ -298,7 +320,15 @@ impl Connection {
             frames: t.frames,
             compressed: t.compressed,
             content,
-        }));
+            folded: false,
+        };
+        if let Some(f) = frame {
+            info.folded = info.can_fold();
+            if !info.folded {
+                self.record(What::Frame(f));
+            }
+        }
+        self.record(What::Message(info));
     }
 
     pub(super) fn take_control(&mut self) -> Vec<u8> {

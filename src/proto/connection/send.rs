@@ -48,20 +48,27 @@ impl Connection {
             self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
             return;
         }
-        if self.tapping() {
-            self.record_message_out(kind, payload.as_slice(), payload.len(), false);
-        }
-        self.queue_frame(kind.opcode(), payload);
+        // Its frame's record may be folded into the message's.
+        let folded = self.tapping()
+            && self.record_message_out(kind, payload.as_slice(), payload.len(), false);
+        self.queue_frame_as(kind.opcode(), true, 0, payload, !folded);
     }
 
     /// The inspector's record of a message we send, before its frames.
-    fn record_message_out(&self, kind: MessageKind, data: &[u8], wire: usize, compressed: bool) {
+    /// Returns whether its one frame is folded into it (no record of its own).
+    fn record_message_out(
+        &self,
+        kind: MessageKind,
+        data: &[u8],
+        wire: usize,
+        compressed: bool,
+    ) -> bool {
         let frames = match self.fragment_size() {
             Some(n) if n > 0 && wire > n => wire.div_ceil(n),
             _ => 1,
         };
         let preview = self.limits.tap.preview();
-        self.record(What::Message(MessageInfo {
+        let mut info = MessageInfo {
             dir: Dir::Out,
             text: kind == MessageKind::Text,
             len: data.len() as u64,
@@ -69,7 +76,12 @@ impl Connection {
             frames: frames as u32,
             compressed,
             content: data[..data.len().min(preview)].into(),
-        }));
+            folded: false,
+        };
+        info.folded = info.can_fold();
+        let folded = info.folded;
+        self.record(What::Message(info));
+        folded
     }
 
     /// Queues one piece of a fragmented binary message: the first piece opens
@@ -176,13 +188,20 @@ impl Connection {
     }
 
     pub(super) fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk) {
+        let record = self.tapping();
+        self.queue_frame_as(opcode, fin, rsv, payload, record);
+    }
+
+    /// [`Connection::queue_frame_rsv`], with the frame's own record or
+    /// without it (folded into its message's).
+    fn queue_frame_as(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk, record: bool) {
         if !opcode.is_control() && self.ctl.is_some() {
             if let Some(n) = self.fragment_size().filter(|&n| payload.len() > n) {
                 return self.queue_fragmented(opcode, fin, rsv, &payload, n);
             }
         }
         self.count_frame_out();
-        if self.tapping() {
+        if record {
             let info = FrameInfo::outgoing(opcode.as_u8(), fin, rsv, payload.as_slice());
             self.record(What::Frame(info));
         }

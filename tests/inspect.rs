@@ -24,6 +24,7 @@ fn frame(dir: Dir, opcode: u8, fin: bool, masked: bool, len: u64, preview: &[u8]
         masked,
         len,
         preview: preview.into(),
+        raw: false,
     })
 }
 

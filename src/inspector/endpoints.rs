@@ -155,6 +155,8 @@ pub struct ConnectionJson {
     pub messages_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Raw frames were sent to it: what it does next may be our doing.
+    pub tainted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<serde_json::Value>,
 }
@@ -173,6 +175,7 @@ impl Inspector {
         json.messages_out = info.map_or(0, |i| i.messages_out);
         json.bytes_in = info.map_or(0, |i| i.bytes_in);
         json.bytes_out = info.map_or(0, |i| i.bytes_out);
+        json.tainted = info.is_some_and(|i| i.tainted);
         json.request = with_request.then(|| {
             info.and_then(|i| i.head.as_deref())
                 .map_or(serde_json::Value::Null, |h| {

@@ -114,6 +114,9 @@ struct FrameJson<'a> {
     preview: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     preview_hex: Option<String>,
+    /// Sent as the inspector's caller described it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    raw: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     close_code: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,6 +166,7 @@ impl<'a> FrameJson<'a> {
             preview_hex,
             close_code: close.as_ref().map(|c| c.0),
             close_reason: close.map(|c| c.1),
+            raw: f.raw,
             room: room.map(|r| r.0),
             members: room.map(|r| r.1),
         }
@@ -265,6 +269,8 @@ struct EventJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     knob: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sent: Option<Option<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     received: Option<Option<u16>>,
@@ -286,6 +292,7 @@ impl<'a> EventJson<'a> {
             close_code: None,
             rule: None,
             knob: None,
+            action: None,
             sent: None,
             received: None,
             not_delivered: None,
@@ -315,6 +322,10 @@ impl<'a> EventJson<'a> {
                 j.sent = Some(*sent);
                 j.received = Some(*received);
                 j.not_delivered = *not_delivered;
+            }
+            Body::Action(a) => {
+                j.event = "action";
+                j.action = Some(a);
             }
             Body::Knob(k) => {
                 j.event = "knob";

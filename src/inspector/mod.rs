@@ -8,6 +8,7 @@
 //! rules of its endpoints (endpoints.rs). The loop delivers what it says to
 //! the connections (server/inspecting.rs); nothing here touches a socket.
 
+pub mod actions;
 pub mod endpoints;
 mod json;
 
@@ -34,6 +35,8 @@ pub(crate) struct ConnInfo {
     pub(crate) bytes_in: u64,
     pub(crate) messages_out: u64,
     pub(crate) bytes_out: u64,
+    /// Raw frames were sent to it (`POST /connections/ID/frames`).
+    pub(crate) tainted: bool,
 }
 
 /// Connection ids are small distinct integers: a multiply spreads them,
@@ -99,6 +102,8 @@ pub(crate) enum Body {
         not_delivered: Option<u16>,
     },
     Knob(Box<str>),
+    /// The inspector acted on the connection (`POST /connections/ID/...`).
+    Action(Box<str>),
 }
 
 impl Body {
@@ -154,6 +159,8 @@ pub(crate) struct Inspector {
     /// Per open connection (by id).
     pub(crate) infos: HashMap<u32, Box<ConnInfo>, IdHash>,
     pub(crate) subscribers: Vec<Subscriber>,
+    /// Actions whose request body is being read, by the requester's key.
+    pub(crate) pending: HashMap<usize, actions::Pending>,
     pub(crate) secrets: bool,
     /// `--inspect local`: only requests whose `Host` is a loopback address.
     pub(crate) local_only: bool,
@@ -177,6 +184,7 @@ impl Inspector {
             records: 0,
             infos: HashMap::default(),
             subscribers: Vec::new(),
+            pending: HashMap::new(),
             secrets,
             local_only,
             tap_buf: Vec::new(),
@@ -414,7 +422,7 @@ fn body_bytes(body: &Body) -> usize {
         Body::Broadcast { room, .. } => room.len(),
         Body::Open { path, .. } => path.len(),
         Body::Http { why, .. } => why.len(),
-        Body::Knob(k) => k.len(),
+        Body::Knob(k) | Body::Action(k) => k.len(),
         Body::Error { .. } | Body::Closed { .. } => 0,
     }
 }

@@ -91,6 +91,8 @@ pub struct FrameInfo {
     pub len: u64,
     /// The first payload bytes, unmasked ([`PREVIEW`]).
     pub preview: Preview,
+    /// Sent as the inspector's caller described it (never validated).
+    pub raw: bool,
 }
 
 impl FrameInfo {
@@ -103,6 +105,7 @@ impl FrameInfo {
             masked: h.mask.is_some(),
             len: h.payload_len,
             preview: Preview::default(),
+            raw: false,
         }
     }
 
@@ -117,6 +120,7 @@ impl FrameInfo {
             masked: false,
             len: payload.len() as u64,
             preview,
+            raw: false,
         }
     }
 
@@ -250,6 +254,7 @@ impl MessageInfo {
             masked: self.dir == Dir::In,
             len: self.wire_len,
             preview: Preview::from(&self.content[..]),
+            raw: false,
         })
     }
 }

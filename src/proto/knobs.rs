@@ -145,7 +145,7 @@ fn unescape(s: &str) -> String {
 
 /// A close code a server may send (RFC 6455 §7.4): 1000–1003, 1007–1011,
 /// 3000–4999.
-fn sendable_code(code: u16) -> bool {
+pub fn sendable_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 

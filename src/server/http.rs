@@ -129,6 +129,12 @@ impl Server {
         let (method, path) = (req.method.as_str(), req.path.as_str());
         let (origin, host) = (req.origin.as_deref(), req.host.as_deref());
         let bare = path.split('?').next().unwrap_or("");
+        // The inspector's actions, whatever the mode routes the path to.
+        if method == "POST" {
+            if let Some(target) = crate::inspector::actions::target(bare) {
+                return self.start_action(t, req, target, now);
+            }
+        }
         match handler::route(self.config.mode, path) {
             Route::Room(room) => {
                 if self.answer_room(t, req, &room, now) {

@@ -12,10 +12,15 @@ use mio::Token;
 
 use super::conns::Client;
 use super::Server;
+use super::{room_http, stats};
+use crate::inspector::actions::{self, Action};
 use crate::inspector::endpoints::{self, ConnectionJson, Refusal};
 use crate::inspector::{Body, ConnInfo, Inspector, Subscriber, SUBSCRIBER_BACKLOG};
-use crate::proto::handshake::{line_response, Request};
+use crate::proto::body::BodyError;
+use crate::proto::connection::acting::NotNow;
+use crate::proto::handshake::{keep_alive_response, line_response, PlainRequest, Request};
 use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
+use crate::proto::CloseCode;
 use crate::proto::MessageKind;
 use crate::rooms::RoomId;
 
@@ -125,6 +130,7 @@ impl Server {
                 bytes_in: 0,
                 messages_out: 0,
                 bytes_out: 0,
+                tainted: false,
             }),
         );
         let path = req.path.as_str().into();
@@ -262,6 +268,7 @@ impl Server {
             messages_out: 0,
             bytes_in: 0,
             bytes_out: 0,
+            tainted: false,
             request: None,
         };
         ins.describe(c.id.0, &mut json, with_request);
@@ -299,6 +306,168 @@ impl Server {
             }
         };
         info!("{}: /.inspect: {status}, {why}", c.id);
+        c.proto.respond(line_response(status, reason, &why), now);
+    }
+}
+
+impl Server {
+    /// `POST /connections/ID/ACTION`: refused at once when it cannot be
+    /// taken (403, 400, 404, 409), else its body is read (the action follows
+    /// on `Event::Body`, see [`Server::act`]) or, without one, taken now.
+    pub(super) fn start_action(
+        &mut self,
+        t: Token,
+        req: &PlainRequest,
+        target: Result<(u32, &'static str), Refusal>,
+        now: Instant,
+    ) {
+        let Some(ins) = self.inspector.as_ref() else {
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.respond(endpoints::off(), now);
+            }
+            return;
+        };
+        // The inspector's own requests are neither listed nor recorded.
+        if let Some(c) = self.conns.get_mut(t) {
+            c.inspecting = true;
+        }
+        let checked = ins
+            .allowed(req.origin.as_deref(), req.host.as_deref())
+            .and(target)
+            .and_then(|(id, name)| self.action_target(id).map(|_| (id, name)));
+        let (id, name) = match checked {
+            Ok(v) => v,
+            Err(refusal) => return self.refuse_action(t, &req.path, refusal, now),
+        };
+        let query = req.path.split_once('?').map_or("", |(_, q)| q).to_owned();
+        let pending = actions::Pending {
+            id,
+            name,
+            query,
+            kind: room_http::body_kind(req.header("content-type")),
+        };
+        let has_body =
+            req.header("content-length").is_some() || req.header("transfer-encoding").is_some();
+        if !has_body {
+            return self.act(t, pending, Ok(Vec::new()), now);
+        }
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        match c.proto.read_body(now) {
+            // The body may be complete already: `act` follows.
+            Ok(()) => {
+                if let Some(ins) = self.inspector.as_mut() {
+                    ins.pending.insert(t.0, pending);
+                }
+            }
+            Err(e) => {
+                let (status, reason) = e.status();
+                self.refuse_action(t, &req.path, (status, reason, e.message().into()), now);
+            }
+        }
+    }
+
+    /// Whether `t`'s request body is an action's.
+    pub(super) fn take_pending_action(&mut self, t: Token) -> Option<actions::Pending> {
+        self.inspector.as_mut()?.pending.remove(&t.0)
+    }
+
+    /// The open WebSocket with id `id` (not the inspector's own), or why not.
+    fn action_target(&self, id: u32) -> Result<Token, Refusal> {
+        let (t, c) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.id.0 == id && !c.inspecting)
+            .ok_or((404, "Not Found", format!("no open connection {id}")))?;
+        if !c.proto.is_open() {
+            return Err((409, "Conflict", NotNow::NotOpen.message().into()));
+        }
+        Ok(t)
+    }
+
+    /// The action's body arrived (or could not be read): the action is
+    /// taken on its connection, recorded there, and answered with the bytes
+    /// it queued.
+    pub(super) fn act(
+        &mut self,
+        t: Token,
+        p: actions::Pending,
+        body: Result<Vec<u8>, BodyError>,
+        now: Instant,
+    ) {
+        let what = format!("POST /connections/{}/{}", p.id, p.name);
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                let (status, reason) = e.status();
+                return self.refuse_action(t, &what, (status, reason, e.message().into()), now);
+            }
+        };
+        let max = self.limits.max_message_size;
+        let action = actions::parse(p.name, &p.query, p.kind, body, max);
+        let done = action.and_then(|a| {
+            let target = self.action_target(p.id)?;
+            let queued = self.take_action(target, &a, now)?;
+            Ok((target, a, queued))
+        });
+        let (target, action, queued) = match done {
+            Ok(v) => v,
+            Err(refusal) => return self.refuse_action(t, &what, refusal, now),
+        };
+        let described = action.describe();
+        if let Some(ins) = self.inspector.as_mut() {
+            if let (Action::Frames(_), Some(info)) = (&action, ins.infos.get_mut(&p.id)) {
+                info.tainted = true;
+            }
+        }
+        self.inspect_push(p.id, Body::Action(described.as_str().into()), now);
+        self.account(target);
+        self.conns.mark_dirty(target);
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        info!("{}: {what}: 200, {described}", c.id);
+        let json = format!("{{\"conn\":{},\"queued\":{queued}}}", p.id);
+        let answer = keep_alive_response(
+            200,
+            "OK",
+            "application/json",
+            "Cache-Control: no-store\r\n",
+            json.as_bytes(),
+        );
+        if c.proto.respond_keep_alive(answer, now) {
+            stats::count(&mut self.stats.http, 200);
+        }
+    }
+
+    /// Takes `action` on connection `t`: the bytes it queued, or 409.
+    fn take_action(&mut self, t: Token, action: &Action, now: Instant) -> Result<usize, Refusal> {
+        let c = self.conns.get_mut(t).ok_or((
+            404,
+            "Not Found",
+            "the connection is gone".to_string(),
+        ))?;
+        let done = match action {
+            Action::Send {
+                kind,
+                data,
+                frame_size,
+            } => c.proto.send_message(*kind, data.clone(), *frame_size),
+            Action::Ping(payload) => c.proto.send_ping(payload.clone()),
+            Action::Close { code, reason } => c.proto.close_now(code.map(CloseCode), reason, now),
+            Action::Drop { reset } => c.proto.hang_up(*reset, now).map(|()| 0),
+            Action::Frames(frames) => c.proto.send_raw(frames),
+        };
+        done.map_err(|e| (409, "Conflict", e.message().to_string()))
+    }
+
+    fn refuse_action(&mut self, t: Token, what: &str, refusal: Refusal, now: Instant) {
+        let (status, reason, why) = refusal;
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        info!("{}: {what}: {status}, {why}", c.id);
         c.proto.respond(line_response(status, reason, &why), now);
     }
 }

@@ -408,6 +408,9 @@ impl Server {
         if !self.publishes.is_empty() {
             self.publishes.remove(&t);
         }
+        if let Some(ins) = self.inspector.as_mut().filter(|i| !i.pending.is_empty()) {
+            ins.pending.remove(&t.0);
+        }
         self.inspect_closed(&c);
         self.stats.count_ended(&c.proto);
         c.log_closed();

@@ -207,6 +207,9 @@ impl Server {
 
     /// The body of a `POST` to a room arrived (or could not be read).
     pub(super) fn body_read(&mut self, t: Token, body: Result<Vec<u8>, BodyError>, now: Instant) {
+        if let Some(p) = self.take_pending_action(t) {
+            return self.act(t, p, body, now);
+        }
         let Some(p) = self.publishes.remove(&t) else {
             // Not ours to read: nothing asked for it.
             if let Some(c) = self.conns.get_mut(t) {

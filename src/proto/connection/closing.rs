@@ -43,6 +43,16 @@ impl OurClose {
 }
 
 impl Connection {
+    /// Starts the closing handshake with an empty close frame (no code).
+    pub(super) fn close_without_code(&mut self, now: Instant) {
+        if let State::Open { .. } = self.state {
+            self.queue_close(None, "");
+            self.state = State::Closing {
+                deadline: self.closing_deadline(now),
+            };
+        }
+    }
+
     /// Starts the closing handshake with `code` (and a short reason).
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
         match self.state {

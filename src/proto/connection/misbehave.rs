@@ -39,9 +39,6 @@ pub(super) struct Misbehave {
     /// A check of `close`/`drop` waits for a clock (the push just ended
     /// where no time is known): `poll_timeout` asks for one at once.
     check_due: bool,
-    /// `drop` fired: once everything is written the socket goes without a
-    /// close frame, with a TCP reset if `true`.
-    pub(super) dropping: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -62,7 +59,6 @@ impl Misbehave {
             pushed: 0,
             fired: false,
             check_due: false,
-            dropping: None,
         }
     }
 
@@ -242,12 +238,12 @@ impl Connection {
         }
         if let Some((n, reset)) = m.knobs.drop.filter(|(n, _)| m.answered >= *n) {
             m.fired = true;
-            m.dropping = Some(reset);
             if self.tapping() {
                 let how = if reset { " with a reset" } else { "" };
                 self.record(What::Knob(format!("drop={n} fired{how}")));
             }
             // No close frame: the peer sees the connection end (1006).
+            self.ctl.get_or_insert_with(Box::default).dropping = Some(reset);
             self.enter_flushing(now);
             return;
         }

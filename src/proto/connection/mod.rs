@@ -37,6 +37,7 @@ use super::message::{MessageBuffer, MessageKind};
 use super::opcode::OpCode;
 use super::output::{Chunk, OutQueue};
 
+pub mod acting;
 mod assembly;
 mod closing;
 mod compression;
@@ -316,6 +317,10 @@ struct Control {
     close_received: Option<CloseCode>,
     /// The protocol error that failed the connection.
     error: Option<ProtocolError>,
+    /// A hang-up (the `drop` knob, or the inspector's): once everything is
+    /// written the socket goes without a close frame, with a TCP reset if
+    /// `true`.
+    dropping: Option<bool>,
 }
 
 impl Connection {
@@ -401,7 +406,9 @@ impl Connection {
             State::Flushing { .. } if self.has_unsent() || self.close.is_pending() => {
                 TransportAction::None
             }
-            State::Flushing { .. } if self.mis().is_some_and(|m| m.dropping == Some(true)) => {
+            State::Flushing { .. }
+                if self.ctl.as_ref().is_some_and(|c| c.dropping == Some(true)) =>
+            {
                 self.die();
                 TransportAction::Reset
             }

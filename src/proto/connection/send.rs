@@ -36,22 +36,41 @@ impl Connection {
 
     /// Queues a message (compressed if agreed and long enough).
     pub(super) fn send_frame(&mut self, kind: MessageKind, payload: Chunk) {
+        self.send_frame_split(kind, payload, None);
+    }
+
+    /// [`Connection::send_frame`] in frames of `split` payload bytes if
+    /// given (else as the `fragment` knob says).
+    pub(super) fn send_frame_split(
+        &mut self,
+        kind: MessageKind,
+        payload: Chunk,
+        split: Option<usize>,
+    ) {
         let deflate = self.deflate_mut().filter(|d| payload.len() >= d.threshold);
         if let Some(d) = deflate {
             let compressed = d.compress(payload.as_slice());
             if self.tapping() {
-                self.record_message_out(kind, payload.as_slice(), compressed.len(), true);
+                self.record_message_out(kind, payload.as_slice(), compressed.len(), true, split);
             }
             if let Chunk::Owned(buf) = payload {
                 self.out.recycle(buf);
             }
-            self.queue_frame_rsv(kind.opcode(), true, 4, Chunk::Owned(compressed));
+            let record = self.tapping();
+            self.queue_frame_as(
+                kind.opcode(),
+                true,
+                4,
+                Chunk::Owned(compressed),
+                record,
+                split,
+            );
             return;
         }
         // Its frame's record may be folded into the message's.
         let folded = self.tapping()
-            && self.record_message_out(kind, payload.as_slice(), payload.len(), false);
-        self.queue_frame_as(kind.opcode(), true, 0, payload, !folded);
+            && self.record_message_out(kind, payload.as_slice(), payload.len(), false, split);
+        self.queue_frame_as(kind.opcode(), true, 0, payload, !folded, split);
     }
 
     /// The inspector's record of a message we send, before its frames.
@@ -62,8 +81,9 @@ impl Connection {
         data: &[u8],
         wire: usize,
         compressed: bool,
+        split: Option<usize>,
     ) -> bool {
-        let frames = match self.fragment_size() {
+        let frames = match split.or_else(|| self.fragment_size()) {
             Some(n) if n > 0 && wire > n => wire.div_ceil(n),
             _ => 1,
         };
@@ -189,16 +209,29 @@ impl Connection {
 
     pub(super) fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk) {
         let record = self.tapping();
-        self.queue_frame_as(opcode, fin, rsv, payload, record);
+        self.queue_frame_as(opcode, fin, rsv, payload, record, None);
     }
 
     /// [`Connection::queue_frame_rsv`], with the frame's own record or
     /// without it (folded into its message's).
-    fn queue_frame_as(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk, record: bool) {
-        if !opcode.is_control() && self.ctl.is_some() {
-            if let Some(n) = self.fragment_size().filter(|&n| payload.len() > n) {
-                return self.queue_fragmented(opcode, fin, rsv, &payload, n);
-            }
+    /// `split`: frames of that many payload bytes (else the `fragment`
+    /// knob's, for a data frame).
+    fn queue_frame_as(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: Chunk,
+        record: bool,
+        split: Option<usize>,
+    ) {
+        let split = split.or_else(|| {
+            (!opcode.is_control() && self.ctl.is_some())
+                .then(|| self.fragment_size())
+                .flatten()
+        });
+        if let Some(n) = split.filter(|&n| n > 0 && payload.len() > n) {
+            return self.queue_fragmented(opcode, fin, rsv, &payload, n);
         }
         self.count_frame_out();
         if record {
@@ -233,7 +266,7 @@ impl Connection {
     }
 
     /// Every frame we queue is counted once and marks the connection busy.
-    fn count_frame_out(&mut self) {
+    pub(super) fn count_frame_out(&mut self) {
         self.recent = true;
         bump(&self.limits.counters.frames_out);
     }

@@ -14,6 +14,13 @@
 //!   every compressed message we send inflates (in sequence, with our context
 //!   when we keep it), text to UTF-8.
 //!
+//! A bit of the second control byte makes the inspector act at random
+//! points (`proto::connection::acting`): a message (text or binary, in
+//! frames of a random size), a ping, a close with or without a code, a
+//! hang-up; the invariants above still hold. Raw frames (another random
+//! pick) are invalid on purpose: from the first one on, the output is only
+//! counted, not checked.
+//!
 //! A third control bit puts URL knobs in the request target (the body up to
 //! its first newline is the query): refused with 400 when invalid, as the
 //! server does, else set on the connection (push capped so a run stays
@@ -25,10 +32,11 @@ use std::time::{Duration, Instant};
 use std::rc::Rc;
 
 use echocast::proto::deflate::{DeflateConfig, DeflateMode, SharedCodec, TAIL};
+use echocast::proto::connection::acting::RawFrame;
 use echocast::proto::connection::misbehave::PUSH_WINDOW;
 use echocast::proto::handshake::http_response;
 use echocast::proto::knobs::{self, Knobs};
-use echocast::proto::{Connection, Event, FrameHeader, Limits, OpCode};
+use echocast::proto::{Connection, Event, FrameHeader, Limits, MessageKind, OpCode};
 use flate2::{Decompress, FlushDecompress};
 use libfuzzer_sys::fuzz_target;
 
@@ -56,6 +64,8 @@ struct Checker {
     compressed: bool,
     /// Bytes taken from the output so far.
     written: usize,
+    /// Raw frames were sent: the output is no longer ours to check.
+    tainted: bool,
 }
 
 impl Checker {
@@ -111,6 +121,10 @@ impl Checker {
                 }
                 None => return,
             }
+        }
+        if self.tainted {
+            self.buf.clear();
+            return;
         }
         while let Ok(Some((h, n))) = FrameHeader::decode(&self.buf) {
             let end = n + h.payload_len as usize;
@@ -231,7 +245,11 @@ fuzz_target!(|data: &[u8]| {
         text: false,
         compressed: false,
         written: 0,
+        tainted: false,
     };
+    let acting = ctl[1] & 2 == 2;
+    // Bytes the actions queued (the output bound allows for them).
+    let mut acted = 0usize;
     conn.set_streaming(ctl[0] & 2 == 2);
     // A small PRNG seeded from the control bytes picks split points, how much
     // output the "socket" takes each time, and time steps.
@@ -318,12 +336,45 @@ fuzz_target!(|data: &[u8]| {
         } else {
             0
         };
-        let bound = (frag * (fed + inflated) + 1024) * repeat + push + greeting;
+        let bound = (frag * (fed + inflated) + 1024) * repeat + push + greeting + acted;
         assert!(
             conn.backlog() <= bound,
             "output unbounded: backlog {} bound {bound} fed {fed} {shape:?}",
             conn.backlog()
         );
+        // The inspector acts now and then.
+        if acting && next() % 4 == 0 {
+            let n = next();
+            let len = (n >> 8) as usize % 300;
+            let done = match n % 6 {
+                0 | 1 => {
+                    let kind = if n & 8 == 0 { MessageKind::Text } else { MessageKind::Binary };
+                    let split = (n & 16 != 0).then_some((n >> 20) as usize % 40 + 1);
+                    conn.send_message(kind, b"inspector ".repeat(len / 10), split)
+                }
+                2 => conn.send_ping(vec![b'p'; len % 126]),
+                3 => {
+                    let code = (n & 8 != 0).then_some(echocast::proto::CloseCode(4001));
+                    conn.close_now(code, if code.is_some() { "bye" } else { "" }, now)
+                }
+                4 => conn.hang_up(n & 8 != 0, now).map(|()| 0),
+                _ => {
+                    let raw = RawFrame {
+                        opcode: ((n >> 4) & 15) as u8,
+                        fin: n & 8 != 0,
+                        rsv: ((n >> 12) & 7) as u8,
+                        mask: (n & 1 != 0).then_some([1, 2, 3, 4]),
+                        payload: vec![0xff; len],
+                    };
+                    let r = conn.send_raw(&[raw]);
+                    if r.is_ok() {
+                        checker.tainted = true;
+                    }
+                    r
+                }
+            };
+            acted += done.unwrap_or(0);
+        }
         // The peer reads a random amount (sometimes nothing).
         let mut budget = next() as usize % 5000;
         while budget > 0 && conn.output_len() > 0 {
@@ -341,7 +392,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = conn.poll_transport();
         let _ = conn.poll_timeout();
         for r in conn.tap().drain() {
-            assert!(limits_tap, "a record with the tap off");
+            assert!(limits_tap, "a record with the tap off: {r:?}");
             records += 1;
             if let echocast::proto::inspect::What::Frame(f) = &r.what {
                 assert!(f.preview.len() <= 64 && f.preview.len() as u64 <= f.len);

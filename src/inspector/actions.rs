@@ -266,9 +266,11 @@ fn frames(body: &[u8]) -> Result<Action, Refusal> {
                 "close" => 8,
                 "ping" => 9,
                 "pong" => 10,
-                _ => return Err(at(format!(
+                _ => {
+                    return Err(at(format!(
                     "opcode {name:?} is not continuation, text, binary, close, ping, pong or 0-15"
-                ))),
+                )))
+                }
             },
         };
         let mask = match f.mask.as_deref() {

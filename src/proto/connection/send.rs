@@ -68,9 +68,10 @@ impl Connection {
             return;
         }
         // Its frame's record may be folded into the message's.
-        let folded = self.tapping()
+        let tapping = self.tapping();
+        let folded = tapping
             && self.record_message_out(kind, payload.as_slice(), payload.len(), false, split);
-        self.queue_frame_as(kind.opcode(), true, 0, payload, !folded, split);
+        self.queue_frame_as(kind.opcode(), true, 0, payload, tapping && !folded, split);
     }
 
     /// The inspector's record of a message we send, before its frames.

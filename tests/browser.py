@@ -153,14 +153,72 @@ e.onmessage = (m) => {
     # The direction filter keeps one way.
     js("const d = document.getElementById('dir-filter'); d.value = 'in'; d.dispatchEvent(new Event('input'))")
     wait_for("incoming only", lambda: "\u2190" not in frames() and "\u2192 text 9 B" in frames())
+    # Messages open to the frames that carried them.
+    js("const d = document.getElementById('dir-filter'); d.value = ''; d.dispatchEvent(new Event('input'))")
+    js("document.getElementById('show-frames').click()")
+    wait_for("messages only again", lambda: "FIN" not in frames() and "\u2190 text 9 B" in frames())
+    js("[...document.querySelectorAll('#frames summary')].find(s => s.textContent.includes('\u2192 text 9 B')).click()")
+    wait_for("the message opened to its frame", lambda: "\u2192 text FIN RSV1 masked " in frames())
     host, port = addr.rsplit(":", 1)
-    raw = socket.create_connection((host, int(port)))
-    if TLS:
-        import ssl
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        raw = ctx.wrap_socket(raw, server_hostname="localhost")
+
+    def client(path):
+        sock = socket.create_connection((host, int(port)))
+        if TLS:
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        return sock
+
+    def read_exact(sock, n):
+        out = b""
+        while len(out) < n:
+            got = sock.recv(n - len(out))
+            assert got, "EOF"
+            out += got
+        return out
+
+    def read_frame(sock):
+        b0, b1 = read_exact(sock, 2)
+        n = b1 & 127
+        if n == 126:
+            n = int.from_bytes(read_exact(sock, 2), "big")
+        elif n == 127:
+            n = int.from_bytes(read_exact(sock, 8), "big")
+        return b0 & 15, read_exact(sock, n)
+
+    # Acting from the page on another client (a plain socket client here):
+    # the send box reaches it, the close button closes it with the code typed.
+    other = client("/page-target")
+    other.settimeout(10)
+    other.sendall(b"GET /page-target HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += read_exact(other, 1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    wait_for("the other client listed", lambda: js(
+        "return [...document.querySelectorAll('#conns tbody tr')].some(r => r.cells[1].textContent === '/page-target')"))
+    js("[...document.querySelectorAll('#conns tbody tr')].find(r => r.cells[1].textContent === '/page-target').click()")
+    el = wd("POST", f"{s}/element", {"using": "css selector", "value": "#act-text"})
+    wd("POST", f"{s}/element/{next(iter(el.values()))}/value", {"text": "sent from the page"})
+    btn = wd("POST", f"{s}/element", {"using": "css selector", "value": "#act-send"})
+    wd("POST", f"{s}/element/{next(iter(btn.values()))}/click", {})
+    assert read_frame(other) == (1, b"sent from the page")
+    wait_for("the answer shown", lambda: "send: 200" in js("return document.getElementById('act-result').textContent"))
+    js("document.getElementById('act-code').value = ''")
+    el = wd("POST", f"{s}/element", {"using": "css selector", "value": "#act-code"})
+    wd("POST", f"{s}/element/{next(iter(el.values()))}/value", {"text": "4002"})
+    btn = wd("POST", f"{s}/element", {"using": "css selector", "value": "#act-close"})
+    wd("POST", f"{s}/element/{next(iter(btn.values()))}/click", {})
+    op, payload = read_frame(other)
+    assert op == 8 and int.from_bytes(payload[:2], "big") == 4002 and payload[2:] == b"bye", (op, payload)
+    wait_for("the action in the timeline", lambda: "action  close 4002" in frames())
+    other.close()
+    print(f"browser e2e ({SCHEME}): a message opens to its frames; the page's send box and close button "
+          f"reached another client (close 4002)")
+    raw = client("/bad")
     raw.sendall(b"GET /bad HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
                 b"\x81\x02hi")  # unmasked

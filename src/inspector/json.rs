@@ -23,12 +23,8 @@ pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
             value(serde_json::to_value(FrameJson::new(e, e.seq, at, f, None))),
             false,
         )],
-        Body::Broadcast {
-            frame,
-            room,
-            members,
-        } => {
-            let room = Some((&**room, *members));
+        Body::Broadcast(b) => {
+            let (frame, room) = (&b.frame, Some((&*b.room, b.members)));
             vec![(
                 value(serde_json::to_value(FrameJson::new(
                     e, e.seq, at, frame, room,
@@ -331,7 +327,7 @@ impl<'a> EventJson<'a> {
                 j.event = "knob";
                 j.knob = Some(k);
             }
-            Body::Frame(_) | Body::Broadcast { .. } | Body::Message { .. } => {}
+            Body::Frame(_) | Body::Broadcast(_) | Body::Message { .. } => {}
         }
         j
     }

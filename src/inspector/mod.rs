@@ -78,12 +78,9 @@ pub(crate) enum Body {
         /// moved a few times on its way into the ring.
         room: Option<Box<(Box<str>, usize)>>,
     },
-    /// A broadcast, recorded once per message: its frame and the room.
-    Broadcast {
-        frame: FrameInfo,
-        room: Box<str>,
-        members: usize,
-    },
+    /// A broadcast, recorded once per message: its frame and the room
+    /// (boxed: the largest variant would make every record larger).
+    Broadcast(Box<Broadcast>),
     Open {
         peer: Option<SocketAddr>,
         path: Box<str>,
@@ -112,6 +109,12 @@ impl Body {
     fn records(&self) -> usize {
         1 + usize::from(matches!(self, Body::Message { info, .. } if info.folded))
     }
+}
+
+pub(crate) struct Broadcast {
+    pub(crate) frame: FrameInfo,
+    pub(crate) room: Box<str>,
+    pub(crate) members: usize,
 }
 
 pub(crate) struct Entry {
@@ -403,7 +406,7 @@ impl Inspector {
             Filter::All => true,
             Filter::Conn(c) => e.conn == *c,
             Filter::Path(prefix) => match &e.body {
-                Body::Broadcast { room, .. } => room.starts_with(prefix.as_str()),
+                Body::Broadcast(b) => b.room.starts_with(prefix.as_str()),
                 Body::Message { room: Some(r), .. } => r.0.starts_with(prefix.as_str()),
                 Body::Open { path, .. } => path.starts_with(prefix.as_str()),
                 _ => self
@@ -419,7 +422,7 @@ fn body_bytes(body: &Body) -> usize {
     match body {
         Body::Frame(_) => 0,
         Body::Message { info, room } => info.content.len() + room.as_ref().map_or(0, |r| r.0.len()),
-        Body::Broadcast { room, .. } => room.len(),
+        Body::Broadcast(b) => b.room.len(),
         Body::Open { path, .. } => path.len(),
         Body::Http { why, .. } => why.len(),
         Body::Knob(k) | Body::Action(k) => k.len(),

@@ -15,7 +15,7 @@ use super::Server;
 use super::{room_http, stats};
 use crate::inspector::actions::{self, Action};
 use crate::inspector::endpoints::{self, ConnectionJson, Refusal};
-use crate::inspector::{Body, ConnInfo, Inspector, Subscriber, SUBSCRIBER_BACKLOG};
+use crate::inspector::{Body, Broadcast, ConnInfo, Inspector, Subscriber, SUBSCRIBER_BACKLOG};
 use crate::proto::body::BodyError;
 use crate::proto::connection::acting::NotNow;
 use crate::proto::handshake::{keep_alive_response, line_response, PlainRequest, Request};
@@ -202,11 +202,11 @@ impl Server {
             room: Some(Box::new((room.clone(), members))),
         };
         self.inspect_push(from, message, now);
-        let body = Body::Broadcast {
+        let body = Body::Broadcast(Box::new(Broadcast {
             frame,
             room,
             members,
-        };
+        }));
         self.inspect_push(from, body, now);
     }
 

@@ -72,6 +72,8 @@ pub struct Config {
     /// replaced by the connection's id; a request's `greeting=` knob
     /// replaces it for that connection.
     pub greeting: Option<String>,
+    /// Scripted answers on echo paths (`--stubs FILE`, docs/stubs.md).
+    pub stubs: Option<std::sync::Arc<crate::stubs::Stubs>>,
     /// The frame inspector: on, off, or on when listening on loopback.
     pub inspect: InspectMode,
     /// Records the inspector's ring keeps for the whole server.
@@ -105,6 +107,7 @@ impl Default for Config {
             tls: None,
             subprotocols: Vec::new(),
             greeting: None,
+            stubs: None,
             inspect: InspectMode::Local,
             inspect_frames: DEFAULT_INSPECT_FRAMES,
             inspect_secrets: false,

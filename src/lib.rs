@@ -26,6 +26,7 @@ mod inspector;
 pub mod proto;
 pub mod rooms;
 pub mod server;
+pub mod stubs;
 pub mod tls;
 
 pub use config::Config;

@@ -180,6 +180,12 @@ struct Args {
     #[arg(long, value_name = "TEXT")]
     greeting: Option<String>,
 
+    /// Scripted answers to your client's protocol on echo paths: a JSON file
+    /// of stubs (docs/stubs.md); a bad file stops the server (exit 2) naming
+    /// its line and column
+    #[arg(long, value_name = "FILE")]
+    stubs: Option<std::path::PathBuf>,
+
     /// The frame inspector (docs/inspector.md): on, off, or local (on when
     /// listening on loopback; it shows other people's traffic)
     #[arg(long, value_enum, default_value = "local")]
@@ -343,6 +349,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stubs = match &args.stubs {
+        None => None,
+        Some(path) => {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|text| {
+                    echocast::stubs::Stubs::parse(&text, args.max_message_size)
+                        .map_err(|e| format!("{}:{e}", path.display()))
+                });
+            match parsed {
+                Ok(s) => Some(std::sync::Arc::new(s)),
+                Err(e) => {
+                    eprintln!("echocast: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
         listen: args.listen.addr,
@@ -377,6 +401,7 @@ fn main() -> ExitCode {
         tls,
         subprotocols: args.subprotocols,
         greeting: args.greeting,
+        stubs,
         inspect: match args.inspect {
             InspectArg::On => InspectMode::On,
             InspectArg::Off => InspectMode::Off,

@@ -70,6 +70,8 @@ impl Server {
             }
         };
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
+        // A stubbed connection answers whole messages: it does not stream.
+        let stubbed = matches!(route, Route::Echo) && self.stubbing.covers(&req.path);
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match route {
             Route::Echo => None,
@@ -102,12 +104,18 @@ impl Server {
         }
         c.proto.set_knobs(knobs);
         // Set before `accept`, which reads the frames that came with the request.
-        let stream = c.may_stream(streaming, budget);
+        let stream = c.may_stream(streaming, budget) && !stubbed;
         c.proto.set_streaming(stream);
         c.proto
             .accept_upgrade(now, Some((&deflate, &codec)), protocol);
         if let (Some(room), Some(n)) = (room, history) {
             self.replay_history(t, room, n);
+        }
+        if stubbed {
+            let id = self.conns.get(t).map_or(0, |c| c.id.0);
+            if let Some(out) = self.stubbing.open(t, id, &req.path, now) {
+                self.apply_stub(t, out, None, now);
+            }
         }
         let Some(c) = self.conns.get_mut(t) else {
             return;

@@ -19,7 +19,8 @@ use mio::{Interest, Token};
 use super::conns::Client;
 use super::{admission, transport, Server};
 use crate::handler;
-use crate::proto::{Connection, Event, HandshakeError, TransportAction};
+use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, TransportAction};
+use crate::stubs::session::Out;
 
 /// Reads per connection per loop turn before others get their turn.
 const READS_PER_TURN: usize = 16;
@@ -174,6 +175,15 @@ impl Server {
                 // A live inspector's own messages mean nothing.
                 Event::Message { data, .. } if c.inspecting => c.proto.recycle(data),
                 Event::Message { kind, data } => match c.room() {
+                    None if self.stubbing.is_stubbed(t) => {
+                        self.stats.messages_in += 1;
+                        self.stats.bytes_in += data.len() as u64;
+                        let out = self
+                            .stubbing
+                            .message(t, kind, &data, now)
+                            .unwrap_or_default();
+                        self.apply_stub(t, out, Some((kind, data)), now);
+                    }
                     None => {
                         let n = data.len() as u64;
                         let echoed = handler::echo(&mut c.proto, kind, data);
@@ -282,5 +292,55 @@ impl Server {
             }
         }
         self.arm_timer(t);
+    }
+}
+
+impl Server {
+    /// Sends what a stub session said: replies, the echo of `echo` (no stub
+    /// matched and `otherwise` is `echo`), a close or a hang-up.
+    pub(super) fn apply_stub(
+        &mut self,
+        t: Token,
+        out: Vec<Out>,
+        mut echo: Option<(MessageKind, Vec<u8>)>,
+        now: Instant,
+    ) {
+        for o in out {
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
+            match o {
+                Out::Send(kind, bytes) => {
+                    let n = bytes.len() as u64;
+                    if c.proto.send(kind, bytes) {
+                        self.stats.messages_out += 1;
+                        self.stats.bytes_out += n;
+                    }
+                }
+                Out::Echo => {
+                    if let Some((kind, data)) = echo.take() {
+                        let n = data.len() as u64;
+                        if handler::echo(&mut c.proto, kind, data) {
+                            self.stats.messages_out += 1;
+                            self.stats.bytes_out += n;
+                        }
+                    }
+                }
+                Out::Close(code, reason) => {
+                    debug!("{}: a stub closes with {code}", c.id);
+                    let _ = c.proto.close_now(Some(CloseCode(code)), &reason, now);
+                }
+                Out::Drop(reset) => {
+                    debug!("{}: a stub drops the connection", c.id);
+                    let _ = c.proto.hang_up(reset, now);
+                }
+            }
+        }
+        if let Some((_, data)) = echo {
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.recycle(data);
+            }
+        }
+        self.account(t);
     }
 }

@@ -34,6 +34,7 @@ mod io;
 mod room_http;
 mod rooms;
 mod stats;
+mod stubbing;
 mod timers;
 mod transport;
 
@@ -100,6 +101,8 @@ pub struct Server {
     /// The frame inspector (`None` with `--inspect off`, or `local` off
     /// loopback).
     inspector: Option<Inspector>,
+    /// Stub sessions on echo paths (`--stubs`).
+    stubbing: stubbing::Stubbing,
 }
 
 impl Server {
@@ -147,6 +150,7 @@ impl Server {
             admission: admission::Admission::new(config.max_connections),
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
+            stubbing: stubbing::Stubbing::new(config.stubs.clone()),
             publishes: HashMap::new(),
             limits: Rc::new(limits),
             poll,
@@ -285,6 +289,10 @@ impl Server {
             };
             c.scheduled = None;
             c.proto.handle_timeout(now);
+            let due = self.stubbing.timer(t, now);
+            if !due.is_empty() {
+                self.apply_stub(t, due, None, now);
+            }
             self.settle(t);
         }
     }
@@ -294,7 +302,10 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        let deadline = c.proto.poll_timeout();
+        let deadline = match (c.proto.poll_timeout(), self.stubbing.next_due(t)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.timers.arm(t, &mut c.scheduled, deadline) {
             let conns = &self.conns;
             self.timers
@@ -408,6 +419,7 @@ impl Server {
         if !self.publishes.is_empty() {
             self.publishes.remove(&t);
         }
+        self.stubbing.remove(t);
         if let Some(ins) = self.inspector.as_mut().filter(|i| !i.pending.is_empty()) {
             ins.pending.remove(&t.0);
         }

@@ -1,0 +1,426 @@
+//! Stubs (issue 27): scripted answers to a client's own protocol, from a
+//! JSON file (`--stubs FILE`). Sans-IO like the rooms: the rules here are
+//! plain data checked at load (every regex compiled, every placeholder
+//! known, every duration and close code valid: a bad file names its line
+//! and column); `session.rs` is one connection's engine (messages in,
+//! replies, closes and timers out, no sockets); the driver feeds it.
+//!
+//! The file:
+//!
+//! ```json
+//! {"stubs": [{"name": "hello", "path": "/feed", "on": "open",
+//!             "reply": [{"json": {"type": "hello", "conn": "{{conn}}"}}]}],
+//!  "otherwise": "echo"}
+//! ```
+
+pub mod session;
+pub mod template;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::proto::knobs::sendable_code;
+use crate::proto::units::{parse_duration, DURATION_FORMS};
+use template::{JsonTemplate, Template};
+
+/// Every stub and what to do with a message none matched.
+#[derive(Debug, Default)]
+pub struct Stubs {
+    pub stubs: Vec<Stub>,
+    pub otherwise: Otherwise,
+}
+
+/// One rule: where, when, what to answer, and what then.
+#[derive(Debug)]
+pub struct Stub {
+    pub name: String,
+    pub path: PathPattern,
+    pub on: On,
+    /// Matches only while the connection is in this state.
+    pub state: Option<String>,
+    pub reply: Vec<Reply>,
+    pub then: Option<Then>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// Every path that is not a room.
+    Any,
+    Exact(String),
+    /// A prefix (the pattern ended in `/*`).
+    Prefix(String),
+}
+
+impl PathPattern {
+    /// Whether the request path `path` (query removed) is this pattern's.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Any => true,
+            PathPattern::Exact(p) => path == p,
+            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum On {
+    Open,
+    Text(String),
+    Regex(Regex),
+    /// The message parses as JSON and contains this pattern.
+    Json(Value),
+    Binary(Vec<u8>),
+    Any,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Body,
+    /// From the match to the (first) message.
+    pub after: Duration,
+    /// A stream: `count` messages, one every `every` (the first `every`
+    /// after `after`).
+    pub every: Option<Duration>,
+    pub count: u64,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Text(Template),
+    Json(JsonTemplate),
+    Binary(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    State(String),
+    Close(u16, String),
+    /// Without a close frame; a TCP reset if `true`.
+    Drop(bool),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Otherwise {
+    #[default]
+    Echo,
+    Ignore,
+    Close(u16, String),
+}
+
+impl Stubs {
+    /// Parses and checks a stubs file; an error says where
+    /// (`LINE:COLUMN: what is wrong`).
+    pub fn parse(text: &str, max_message: usize) -> Result<Stubs, String> {
+        let raw: RawFile = serde_json::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            // serde_json appends " at line L column C": put the place first.
+            match msg.rsplit_once(" at line ") {
+                Some((what, place)) => {
+                    let (line, col) = place.split_once(" column ").unwrap_or((place, "0"));
+                    format!("{line}:{col}: {what}")
+                }
+                None => msg,
+            }
+        })?;
+        let mut stubs = Vec::with_capacity(raw.stubs.len());
+        for (i, mut s) in raw.stubs.into_iter().enumerate() {
+            let name = s.name.take().unwrap_or_else(|| format!("stubs[{i}]"));
+            let stub = s
+                .check(name.clone(), max_message)
+                .map_err(|e| format!("{}: stub {name:?}: {e}", raw_place(text, i)))?;
+            stubs.push(stub);
+        }
+        let otherwise = match raw.otherwise {
+            None => Otherwise::Echo,
+            Some(RawOtherwise::Word(w)) if w == "echo" => Otherwise::Echo,
+            Some(RawOtherwise::Word(w)) if w == "ignore" => Otherwise::Ignore,
+            Some(RawOtherwise::Word(w)) => {
+                return Err(format!(
+                    "otherwise: {w:?} is not \"echo\", \"ignore\" or {{\"close\": …}}"
+                ))
+            }
+            Some(RawOtherwise::Close { close }) => {
+                let (code, reason) = close.check()?;
+                Otherwise::Close(code, reason)
+            }
+        };
+        Ok(Stubs { stubs, otherwise })
+    }
+
+    /// Whether any stub applies to `path` (query removed).
+    pub fn covers(&self, path: &str) -> bool {
+        self.stubs.iter().any(|s| s.path.matches(path))
+    }
+}
+
+/// `LINE:COLUMN` of the `i`-th stub object in the file: found again by
+/// parsing the file as far as that element (serde_json keeps no positions
+/// in values).
+fn raw_place(text: &str, i: usize) -> String {
+    // Find `"stubs"` then the i-th top-level `{` of its array.
+    let Some(start) = text.find("\"stubs\"") else {
+        return "1:1".into();
+    };
+    let bytes = text.as_bytes();
+    let (mut depth, mut seen, mut in_str, mut esc) = (0i32, 0usize, false, false);
+    for (at, &b) in bytes.iter().enumerate().skip(start + 7) {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                if depth == 1 && b == b'{' {
+                    if seen == i {
+                        let line = text[..at].matches('\n').count() + 1;
+                        let col = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+                        return format!("{line}:{col}");
+                    }
+                    seen += 1;
+                }
+                depth += 1;
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    "1:1".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    stubs: Vec<RawStub>,
+    otherwise: Option<RawOtherwise>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOtherwise {
+    Word(String),
+    Close { close: RawClose },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClose {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+impl RawClose {
+    fn check(self) -> Result<(u16, String), String> {
+        if !sendable_code(self.code) {
+            return Err(format!(
+                "close code {} is not one we may send: 1000-1003, 1007-1011 or 3000-4999",
+                self.code
+            ));
+        }
+        if self.reason.len() > 123 {
+            return Err(format!(
+                "close reason of {} bytes: at most 123",
+                self.reason.len()
+            ));
+        }
+        Ok((self.code, self.reason))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStub {
+    name: Option<String>,
+    path: Option<String>,
+    on: Value,
+    state: Option<String>,
+    #[serde(default)]
+    reply: Vec<RawReply>,
+    then: Option<RawThen>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReply {
+    text: Option<String>,
+    json: Option<Value>,
+    binary_hex: Option<String>,
+    binary_base64: Option<String>,
+    after: Option<String>,
+    every: Option<String>,
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThen {
+    state: Option<String>,
+    close: Option<RawClose>,
+    drop: Option<Value>,
+}
+
+/// `250ms`, `2s`, `1m` (the command line's and the knobs' parser), up to
+/// an hour.
+fn duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).ok_or_else(|| format!("{text:?} is not {DURATION_FORMS}"))?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("{text:?} is over an hour"));
+    }
+    Ok(d)
+}
+
+fn hex(text: &str) -> Result<Vec<u8>, String> {
+    let b = text.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(format!("{text:?} is not hex digits in pairs"));
+    }
+    b.chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+                .ok_or_else(|| format!("{text:?} is not hex digits in pairs"))
+        })
+        .collect()
+}
+
+impl RawStub {
+    fn check(self, name: String, max_message: usize) -> Result<Stub, String> {
+        let path = match self.path.as_deref() {
+            None => PathPattern::Any,
+            Some(p) if !p.starts_with('/') => {
+                return Err(format!("path {p:?} does not start with /"))
+            }
+            Some(p) => match p.strip_suffix("/*") {
+                Some(prefix) => PathPattern::Prefix(format!("{prefix}/")),
+                None => PathPattern::Exact(p.to_string()),
+            },
+        };
+        let on = match &self.on {
+            Value::String(s) if s == "open" => On::Open,
+            Value::Object(o) if o.len() == 1 => {
+                let (k, v) = o.iter().next().expect("one key");
+                match (k.as_str(), v) {
+                    ("text", Value::String(t)) => On::Text(t.clone()),
+                    ("regex", Value::String(r)) => On::Regex(
+                        Regex::new(r).map_err(|e| format!("on.regex: {e}"))?,
+                    ),
+                    ("json", v) => On::Json(v.clone()),
+                    ("binary_hex", Value::String(h)) => On::Binary(hex(h).map_err(|e| format!("on.binary_hex: {e}"))?),
+                    ("any", Value::Bool(true)) => On::Any,
+                    _ => return Err(format!("on: {{{k:?}: …}} is not text, regex, json, binary_hex or any")),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "on: {other} is not \"open\", {{\"text\"}}, {{\"regex\"}}, {{\"json\"}}, {{\"binary_hex\"}} or {{\"any\": true}}"
+                ))
+            }
+        };
+        let mut reply = Vec::with_capacity(self.reply.len());
+        for (i, r) in self.reply.into_iter().enumerate() {
+            let at = |e: String| format!("reply[{i}]: {e}");
+            let body = match (r.text, r.json, r.binary_hex, r.binary_base64) {
+                (Some(t), None, None, None) => Body::Text(Template::parse(&t).map_err(at)?),
+                (None, Some(j), None, None) => Body::Json(JsonTemplate::parse(&j).map_err(at)?),
+                (None, None, Some(h), None) => Body::Binary(hex(&h).map_err(at)?),
+                (None, None, None, Some(b)) => Body::Binary(
+                    STANDARD
+                        .decode(b.as_bytes())
+                        .map_err(|e| at(format!("binary_base64: {e}")))?,
+                ),
+                _ => {
+                    return Err(at(
+                        "give one of text, json, binary_hex and binary_base64".into()
+                    ))
+                }
+            };
+            let size = match &body {
+                Body::Text(_) | Body::Json(_) => 0,
+                Body::Binary(b) => b.len(),
+            };
+            if size > max_message {
+                return Err(at(format!(
+                    "{size} bytes, over --max-message-size ({max_message})"
+                )));
+            }
+            let after = r
+                .after
+                .as_deref()
+                .map(duration)
+                .transpose()
+                .map_err(|e| at(format!("after: {e}")))?;
+            let every = r
+                .every
+                .as_deref()
+                .map(duration)
+                .transpose()
+                .map_err(|e| at(format!("every: {e}")))?;
+            if every == Some(Duration::ZERO) {
+                return Err(at("every: a stream needs an interval above 0".into()));
+            }
+            let count = match (every, r.count) {
+                (Some(_), Some(n)) if n >= 1 => n,
+                (Some(_), _) => {
+                    return Err(at("a stream (every) needs a count of at least 1".into()))
+                }
+                (None, Some(_)) => return Err(at("count goes with every".into())),
+                (None, None) => 1,
+            };
+            reply.push(Reply {
+                body,
+                after: after.unwrap_or_default(),
+                every,
+                count,
+            });
+        }
+        let then = match self.then {
+            None => None,
+            Some(RawThen {
+                state: Some(s),
+                close: None,
+                drop: None,
+            }) => Some(Then::State(s)),
+            Some(RawThen {
+                state: None,
+                close: Some(c),
+                drop: None,
+            }) => {
+                let (code, reason) = c.check().map_err(|e| format!("then.close: {e}"))?;
+                Some(Then::Close(code, reason))
+            }
+            Some(RawThen {
+                state: None,
+                close: None,
+                drop: Some(d),
+            }) => Some(Then::Drop(match d {
+                Value::Bool(true) => false,
+                Value::String(s) if s == "reset" => true,
+                other => return Err(format!("then.drop: {other} is not true or \"reset\"")),
+            })),
+            Some(_) => return Err("then: one of state, close and drop".into()),
+        };
+        Ok(Stub {
+            name,
+            path,
+            on,
+            state: self.state,
+            reply,
+            then,
+        })
+    }
+}

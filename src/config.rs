@@ -72,8 +72,9 @@ pub struct Config {
     /// replaced by the connection's id; a request's `greeting=` knob
     /// replaces it for that connection.
     pub greeting: Option<String>,
-    /// Scripted answers on echo paths (`--stubs FILE`, docs/stubs.md).
-    pub stubs: Option<std::sync::Arc<crate::stubs::Stubs>>,
+    /// Scripted answers on echo paths (`--stubs FILE`, docs/stubs.md): the
+    /// file, read at start and again when it changes.
+    pub stubs: Option<std::path::PathBuf>,
     /// The frame inspector: on, off, or on when listening on loopback.
     pub inspect: InspectMode,
     /// Records the inspector's ring keeps for the whole server.

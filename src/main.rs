@@ -349,24 +349,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stubs = match &args.stubs {
-        None => None,
-        Some(path) => {
-            let parsed = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|text| {
-                    echocast::stubs::Stubs::parse(&text, args.max_message_size)
-                        .map_err(|e| format!("{}:{e}", path.display()))
-                });
-            match parsed {
-                Ok(s) => Some(std::sync::Arc::new(s)),
-                Err(e) => {
-                    eprintln!("echocast: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    // A bad stubs file stops the server before it listens (exit 2).
+    if let Some(path) = &args.stubs {
+        if let Err(e) = echocast::stubs::read(path, args.max_message_size) {
+            eprintln!("echocast: {e}");
+            return ExitCode::from(2);
         }
-    };
+    }
+    let stubs = args.stubs.clone();
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
         listen: args.listen.addr,

@@ -114,3 +114,129 @@ fn a_bad_file_stops_the_server_with_its_line_and_column() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `METHOD target` with a body: the status line and the body.
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> (String, String) {
+    let mut c = Client::raw(addr);
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.send_raw(&[head.as_bytes(), body].concat());
+    let (head, body) = c.read_http_response();
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[test]
+// docs/stubs.md: "Over HTTP"
+fn stubs_added_over_http_answer_new_connections_and_misses_say_why() {
+    let (_s, addr) = spawn_binary(&["--stubs", TICKER]);
+    let stub = br#"{"name": "ping", "path": "/rpc", "on": {"json": {"op": "ping"}},
+                    "reply": [{"json": {"op": "pong", "seq": "{{json.seq}}"}}]}"#;
+    let (status, body) = request(addr, "POST", "/stubs", stub);
+    assert!(status.contains(" 201 "), "{status} {body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ids"][0]
+        .as_u64()
+        .unwrap();
+    let mut c = Client::connect(addr, "/rpc");
+    c.send_text(r#"{"op": "ping", "seq": 5}"#);
+    assert_eq!(json(&mut c), serde_json::json!({"op": "pong", "seq": 5}));
+    // A near miss: echoed (otherwise), and listed with the reason.
+    c.send_text(r#"{"op": "pnig"}"#);
+    assert_eq!(c.expect_text(), r#"{"op": "pnig"}"#);
+    let (_, body) = request(addr, "GET", "/stubs/unmatched", b"");
+    let unmatched: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let last = &unmatched.as_array().unwrap()[0];
+    assert_eq!(last["nearest"]["name"], "ping", "{unmatched}");
+    assert_eq!(last["why"], r#"json.op: expected "ping", got "pnig""#);
+    assert_eq!(last["path"], "/rpc");
+    // Listed first (added over HTTP), matched once.
+    let (_, body) = request(addr, "GET", "/stubs", b"");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(
+        (list[0]["source"].as_str(), list[0]["matched"].as_u64()),
+        (Some("api"), Some(1))
+    );
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .all(|s| s["source"] == "file"));
+    // Refusals.
+    let (status, body) = request(addr, "POST", "/stubs", br#"{"on": {"regex": "("}}"#);
+    assert!(
+        status.contains(" 400 ") && body.contains("on.regex") && body.lines().count() == 1,
+        "{status} {body}"
+    );
+    let (status, _) = request(addr, "DELETE", "/stubs/999", b"");
+    assert!(status.contains(" 404 "), "{status}");
+    let (status, _) = request(addr, "DELETE", "/stubs/1", b"");
+    assert!(status.contains(" 409 "), "a file stub: {status}");
+    let (status, _) = request(addr, "PUT", "/stubs", b"");
+    assert!(status.contains(" 405 "), "{status}");
+    // Deleted: a new connection echoes again.
+    let (status, _) = request(addr, "DELETE", &format!("/stubs/{id}"), b"");
+    assert!(status.contains(" 200 "), "{status}");
+    let mut c = Client::connect(addr, "/rpc");
+    c.send_text(r#"{"op": "ping"}"#);
+    assert_eq!(c.expect_text(), r#"{"op": "ping"}"#);
+    let (status, body) = request(addr, "POST", "/stubs/reset", b"");
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let (_, body) = request(addr, "GET", "/stubs/unmatched", b"");
+    assert_eq!(body, "[]");
+    // With the inspector off the API is not there.
+    let (_s2, addr2) = spawn_binary(&["--inspect", "off"]);
+    let (status, _) = request(addr2, "GET", "/stubs", b"");
+    assert!(status.contains(" 404 "), "{status}");
+}
+
+#[test]
+// docs/stubs.md: "re-read"
+fn an_edited_file_is_picked_up_and_a_bad_edit_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("echocast-stubs-edit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("stubs.json");
+    let write = |reply: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"stubs": [{{"path": "/v", "on": "open", "reply": [{{"text": "{reply}"}}]}}]}}"#
+            ),
+        )
+        .unwrap()
+    };
+    write("one");
+    let (_s, addr) = spawn_binary(&["--stubs", file.to_str().unwrap()]);
+    assert_eq!(Client::connect(addr, "/v").expect_text(), "one");
+    // The file's time must change: the check is once a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    write("two");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = Client::connect(addr, "/v").expect_text();
+        if got == "two" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&file, "{\"stubs\": [{\"on\": \"sometimes\"}]}").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        Client::connect(addr, "/v").expect_text(),
+        "two",
+        "a bad edit keeps the rules"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -113,9 +113,8 @@ impl Server {
         }
         if stubbed {
             let id = self.conns.get(t).map_or(0, |c| c.id.0);
-            if let Some(out) = self.stubbing.open(t, id, &req.path, now) {
-                self.apply_stub(t, out, None, now);
-            }
+            let out = self.stubbing.open(t, id, &req.path, now);
+            self.apply_stub(t, out, None, now);
         }
         let Some(c) = self.conns.get_mut(t) else {
             return;
@@ -137,11 +136,15 @@ impl Server {
         let (method, path) = (req.method.as_str(), req.path.as_str());
         let (origin, host) = (req.origin.as_deref(), req.host.as_deref());
         let bare = path.split('?').next().unwrap_or("");
-        // The inspector's actions, whatever the mode routes the path to.
+        // The inspector's actions and the stubs API, whatever the mode
+        // routes the path to.
         if method == "POST" {
             if let Some(target) = crate::inspector::actions::target(bare) {
                 return self.start_action(t, req, target, now);
             }
+        }
+        if bare == "/stubs" || bare.starts_with("/stubs/") {
+            return self.answer_stubs(t, req, bare, now);
         }
         match handler::route(self.config.mode, path) {
             Route::Room(room) => {
@@ -282,5 +285,114 @@ impl Server {
             }
         }
         v
+    }
+}
+
+impl Server {
+    /// The stubs API (docs/stubs.md): `GET /stubs`, `GET /stubs/unmatched`,
+    /// `POST /stubs` (its body read first: `stubs_body`), `POST
+    /// /stubs/reset`, `DELETE /stubs`, `DELETE /stubs/ID`. Under the
+    /// inspector's rules; with the inspector off, 404.
+    fn answer_stubs(&mut self, t: Token, req: &PlainRequest, bare: &str, now: Instant) {
+        let Some(ins) = self.inspector.as_ref() else {
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.respond(
+                    line_response(
+                        404,
+                        "Not Found",
+                        "not found (the stubs API goes with the inspector: --inspect)",
+                    ),
+                    now,
+                );
+            }
+            return;
+        };
+        let allowed = ins.allowed(req.origin.as_deref(), req.host.as_deref());
+        if let Some(c) = self.conns.get_mut(t) {
+            // Not listed, not recorded, as the inspector's own requests.
+            c.inspecting = true;
+        }
+        let has_body = req
+            .header("content-length")
+            .is_some_and(|v| v.trim() != "0")
+            || req.header("transfer-encoding").is_some();
+        let answer = allowed.and_then(|()| match (req.method.as_str(), bare) {
+            ("GET" | "HEAD", "/stubs") => Ok((200, "OK", self.stubbing.list())),
+            ("GET" | "HEAD", "/stubs/unmatched") => Ok((200, "OK", self.stubbing.unmatched())),
+            ("POST", "/stubs/reset") => Ok((200, "OK", self.stubbing.reset())),
+            ("POST", "/stubs") if has_body => Err((0, "", String::new())),
+            ("POST", "/stubs") => Err((400, "Bad Request", "a stub (JSON) in the body".into())),
+            ("DELETE", "/stubs") => self.stubbing.delete(None).map(|b| (200, "OK", b)),
+            ("DELETE", path) => {
+                let id = path.strip_prefix("/stubs/").unwrap_or(path);
+                let id = id
+                    .parse()
+                    .map_err(|_| (400, "Bad Request", format!("bad stub id {id:?}")))?;
+                self.stubbing.delete(Some(id)).map(|b| (200, "OK", b))
+            }
+            (m, p) => Err((
+                405,
+                "Method Not Allowed",
+                format!("{m} {p}: GET /stubs, GET /stubs/unmatched, POST /stubs, POST /stubs/reset, DELETE /stubs[/ID]"),
+            )),
+        });
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        match answer {
+            Ok((status, reason, json)) => {
+                let head = "Cache-Control: no-store\r\n";
+                c.proto.respond(
+                    http_response(status, reason, "application/json", head, json.as_bytes()),
+                    now,
+                );
+            }
+            // POST /stubs: the body first.
+            Err((0, _, _)) => match c.proto.read_body(now) {
+                Ok(()) => self.stubbing.expect_body(t),
+                Err(e) => {
+                    let (status, reason) = e.status();
+                    c.proto
+                        .respond(line_response(status, reason, e.message()), now);
+                }
+            },
+            Err((status, reason, why)) => {
+                info!("{}: {} {bare}: {status}, {why}", c.id, req.method);
+                c.proto.respond(line_response(status, reason, &why), now);
+            }
+        }
+    }
+
+    /// The body of a `POST /stubs` arrived (or could not be read).
+    pub(super) fn stubs_body(
+        &mut self,
+        t: Token,
+        body: Result<Vec<u8>, crate::proto::body::BodyError>,
+        now: Instant,
+    ) {
+        let answer = match body {
+            Ok(b) => self.stubbing.add(&b),
+            Err(e) => {
+                let (status, reason) = e.status();
+                Err((status, reason, e.message().to_string()))
+            }
+        };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        match answer {
+            Ok(json) => {
+                info!("{}: POST /stubs: 201 {json}", c.id);
+                let head = "Cache-Control: no-store\r\n";
+                c.proto.respond(
+                    http_response(201, "Created", "application/json", head, json.as_bytes()),
+                    now,
+                );
+            }
+            Err((status, reason, why)) => {
+                info!("{}: POST /stubs: {status}, {why}", c.id);
+                c.proto.respond(line_response(status, reason, &why), now);
+            }
+        }
     }
 }

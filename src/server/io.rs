@@ -178,10 +178,8 @@ impl Server {
                     None if self.stubbing.is_stubbed(t) => {
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
-                        let out = self
-                            .stubbing
-                            .message(t, kind, &data, now)
-                            .unwrap_or_default();
+                        let conn = c.id.0;
+                        let out = self.stubbing.message(t, conn, kind, &data, now);
                         self.apply_stub(t, out, Some((kind, data)), now);
                     }
                     None => {

@@ -126,6 +126,9 @@ impl Server {
             InspectMode::Off => false,
             InspectMode::Local => listener.local_addr()?.ip().is_loopback(),
         };
+        let stubbing =
+            stubbing::Stubbing::new(config.stubs.clone(), config.limits.max_message_size)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let limits = config.limits.clone();
         limits.tap.set_on(inspecting);
         limits.tap.set_preview(config.inspect_preview);
@@ -150,7 +153,7 @@ impl Server {
             admission: admission::Admission::new(config.max_connections),
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
-            stubbing: stubbing::Stubbing::new(config.stubs.clone()),
+            stubbing,
             publishes: HashMap::new(),
             limits: Rc::new(limits),
             poll,
@@ -322,6 +325,7 @@ impl Server {
             return;
         }
         self.rooms.expire(now);
+        self.stubbing.reload_if_changed();
         for (_, c) in self.conns.iter_mut() {
             if c.proto.release_if_quiet() {
                 let held = c.memory();

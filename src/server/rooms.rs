@@ -210,6 +210,9 @@ impl Server {
         if let Some(p) = self.take_pending_action(t) {
             return self.act(t, p, body, now);
         }
+        if self.stubbing.take_pending(t) {
+            return self.stubs_body(t, body, now);
+        }
         let Some(p) = self.publishes.remove(&t) else {
             // Not ours to read: nothing asked for it.
             if let Some(c) = self.conns.get_mut(t) {

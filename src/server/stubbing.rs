@@ -1,52 +1,178 @@
-//! `Stubbing`: the stub sessions of the loop's connections (issue 27).
-//! Owns the rules (`--stubs FILE`) and one `stubs::session::Session` per
-//! connection on a path a stub covers; the loop asks it what to send on
-//! open, on each message and when a session's timer is due, and sends it
-//! (`io.rs`: `apply_stub`).
+//! `Stubbing`: stubs in the loop (issue 27). Owns the rules — the file's
+//! (`--stubs FILE`, re-read when it changes) and those added over HTTP —
+//! as one snapshot new connections take, one `stubs::session::Session` per
+//! stubbed connection with the snapshot it opened with, how often each
+//! stub matched, and the newest messages no stub matched with the nearest
+//! miss. The loop asks it on open, per message, when a session's timer is
+//! due and for the `/stubs` endpoints, and sends what it says (`io.rs`:
+//! `apply_stub`; `http.rs`: `answer_stubs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use log::{info, warn};
 use mio::Token;
+use serde::Serialize;
 
 use crate::proto::MessageKind;
 use crate::stubs::session::{Out, Session};
-use crate::stubs::Stubs;
+use crate::stubs::{read, Otherwise, Stub, Stubs};
 
-#[derive(Default)]
+/// Messages no stub matched, kept for `GET /stubs/unmatched`.
+const UNMATCHED: usize = 100;
+/// Of each, the text kept.
+const UNMATCHED_TEXT: usize = 4096;
+/// Stubs accepted in one `POST /stubs`, in bytes.
+pub(super) const MAX_POST: usize = 1 << 20;
+
+struct File {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    stubs: Vec<Arc<Stub>>,
+    otherwise: Otherwise,
+}
+
+#[derive(Serialize)]
+struct Unmatched {
+    conn: u32,
+    path: String,
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_len: Option<usize>,
+    nearest: Option<Nearest>,
+    why: String,
+}
+
+#[derive(Serialize)]
+struct Nearest {
+    id: u64,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    id: u64,
+    name: &'a str,
+    source: &'static str,
+    matched: u64,
+    stub: &'a serde_json::Value,
+}
+
 pub(super) struct Stubbing {
-    rules: Option<Arc<Stubs>>,
-    sessions: HashMap<Token, Session>,
+    file: Option<File>,
+    /// Added over HTTP, newest first.
+    api: Vec<Arc<Stub>>,
+    /// What a new connection takes: `api` then the file's.
+    rules: Arc<Stubs>,
+    next_id: u64,
+    matched: HashMap<u64, u64>,
+    unmatched: VecDeque<Unmatched>,
+    sessions: HashMap<Token, (Arc<Stubs>, Session)>,
+    /// `POST /stubs` requests whose body is being read.
+    pending: HashSet<Token>,
+    max_message: usize,
+}
+
+fn with_ids(stubs: Vec<Arc<Stub>>, next_id: &mut u64, from_file: bool) -> Vec<Arc<Stub>> {
+    stubs
+        .into_iter()
+        .map(|s| {
+            let mut s = Arc::try_unwrap(s).unwrap_or_else(|_| unreachable!("freshly parsed"));
+            *next_id += 1;
+            s.id = *next_id;
+            s.from_file = from_file;
+            Arc::new(s)
+        })
+        .collect()
 }
 
 impl Stubbing {
-    pub(super) fn new(rules: Option<Arc<Stubs>>) -> Stubbing {
-        Stubbing {
-            rules,
+    /// `file`: the `--stubs` path, read now; an error says where it is
+    /// wrong (`FILE:LINE:COLUMN: what`).
+    pub(super) fn new(file: Option<PathBuf>, max_message: usize) -> Result<Stubbing, String> {
+        let mut s = Stubbing {
+            file: None,
+            api: Vec::new(),
+            rules: Arc::default(),
+            next_id: 0,
+            matched: HashMap::new(),
+            unmatched: VecDeque::new(),
             sessions: HashMap::new(),
+            pending: HashSet::new(),
+            max_message,
+        };
+        if let Some(path) = file {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            let stubs = read(&path, max_message)?;
+            s.file = Some(File {
+                path,
+                modified,
+                stubs: with_ids(stubs.stubs, &mut s.next_id, true),
+                otherwise: stubs.otherwise,
+            });
+        }
+        s.rebuild();
+        Ok(s)
+    }
+
+    fn rebuild(&mut self) {
+        let mut stubs = self.api.clone();
+        let mut otherwise = Otherwise::Echo;
+        if let Some(f) = &self.file {
+            stubs.extend(f.stubs.iter().cloned());
+            otherwise = f.otherwise.clone();
+        }
+        self.rules = Arc::new(Stubs { stubs, otherwise });
+    }
+
+    /// Once a second: the file re-read if it changed. A bad edit keeps the
+    /// rules in force and logs where it is wrong.
+    pub(super) fn reload_if_changed(&mut self) {
+        let Some(f) = self.file.as_mut() else {
+            return;
+        };
+        let modified = std::fs::metadata(&f.path).and_then(|m| m.modified()).ok();
+        if modified == f.modified {
+            return;
+        }
+        f.modified = modified;
+        match read(&f.path, self.max_message) {
+            Ok(new) => {
+                f.stubs = with_ids(new.stubs, &mut self.next_id, true);
+                f.otherwise = new.otherwise;
+                info!(
+                    "stubs: {} re-read: {} stubs for new connections",
+                    f.path.display(),
+                    f.stubs.len()
+                );
+                self.rebuild();
+            }
+            Err(e) => warn!("stubs: {e}; the rules in force stay"),
         }
     }
 
-    /// A WebSocket opened on an echo path (`target`: path and query): a
-    /// session if a stub covers the path, and what it sends first. `None`:
-    /// no stub covers it (the connection echoes as usual).
-    pub(super) fn open(
-        &mut self,
-        t: Token,
-        conn: u32,
-        target: &str,
-        now: Instant,
-    ) -> Option<Vec<Out>> {
-        let rules = self.rules.as_ref()?;
+    /// Whether a stub covers the path of `target` (such a connection does
+    /// not stream its echoes).
+    pub(super) fn covers(&self, target: &str) -> bool {
         let path = target.split('?').next().unwrap_or(target);
-        if !rules.covers(path) {
-            return None;
+        self.rules.covers(path)
+    }
+
+    /// A WebSocket opened on an echo path a stub covers: its session, and
+    /// what it sends first.
+    pub(super) fn open(&mut self, t: Token, conn: u32, target: &str, now: Instant) -> Vec<Out> {
+        let rules = self.rules.clone();
+        let mut session = Session::new(&rules, conn, target);
+        let answer = session.on_open(&rules, now);
+        if let Some(i) = answer.matched {
+            *self.matched.entry(rules.stubs[i].id).or_default() += 1;
         }
-        let mut session = Session::new(rules, conn, target);
-        let out = session.on_open(rules, now);
-        self.sessions.insert(t, session);
-        Some(out)
+        self.sessions.insert(t, (rules, session));
+        answer.out
     }
 
     /// Whether connection `t` has a stub session.
@@ -54,32 +180,51 @@ impl Stubbing {
         !self.sessions.is_empty() && self.sessions.contains_key(&t)
     }
 
-    /// Whether a stub covers the path of `target` (such a connection does
-    /// not stream its echoes).
-    pub(super) fn covers(&self, target: &str) -> bool {
-        let path = target.split('?').next().unwrap_or(target);
-        self.rules.as_ref().is_some_and(|r| r.covers(path))
-    }
-
-    /// A whole message on a stubbed connection: what to send (`None`: not
-    /// stubbed).
+    /// A whole message on a stubbed connection: what to send.
     pub(super) fn message(
         &mut self,
         t: Token,
+        conn: u32,
         kind: MessageKind,
         data: &[u8],
         now: Instant,
-    ) -> Option<Vec<Out>> {
-        let rules = self.rules.as_ref()?;
-        let session = self.sessions.get_mut(&t)?;
-        Some(session.on_message(rules, kind, data, now))
+    ) -> Vec<Out> {
+        let Some((rules, session)) = self.sessions.get_mut(&t) else {
+            return Vec::new();
+        };
+        let answer = session.on_message(rules, kind, data, now);
+        if let Some(i) = answer.matched {
+            *self.matched.entry(rules.stubs[i].id).or_default() += 1;
+        }
+        if let Some(miss) = answer.miss {
+            let text = (kind == MessageKind::Text).then(|| {
+                let cut = data.len().min(UNMATCHED_TEXT);
+                String::from_utf8_lossy(&data[..cut]).into_owned()
+            });
+            if self.unmatched.len() == UNMATCHED {
+                self.unmatched.pop_front();
+            }
+            self.unmatched.push_back(Unmatched {
+                conn,
+                path: session.path().to_string(),
+                state: session.state().to_string(),
+                binary_len: text.is_none().then_some(data.len()),
+                text,
+                nearest: miss.nearest.map(|i| Nearest {
+                    id: rules.stubs[i].id,
+                    name: rules.stubs[i].name.clone(),
+                }),
+                why: miss.why,
+            });
+        }
+        answer.out
     }
 
     /// What connection `t`'s session has due at `now`.
     pub(super) fn timer(&mut self, t: Token, now: Instant) -> Vec<Out> {
-        match (self.rules.as_ref(), self.sessions.get_mut(&t)) {
-            (Some(rules), Some(s)) => s.on_timer(rules, now),
-            _ => Vec::new(),
+        match self.sessions.get_mut(&t) {
+            Some((rules, s)) => s.on_timer(rules, now),
+            None => Vec::new(),
         }
     }
 
@@ -87,12 +232,105 @@ impl Stubbing {
         if self.sessions.is_empty() {
             return None;
         }
-        self.sessions.get(&t)?.next_due()
+        self.sessions.get(&t)?.1.next_due()
     }
 
     pub(super) fn remove(&mut self, t: Token) {
         if !self.sessions.is_empty() {
             self.sessions.remove(&t);
         }
+        if !self.pending.is_empty() {
+            self.pending.remove(&t);
+        }
+    }
+
+    /// `POST /stubs` on `t`: its body is being read.
+    pub(super) fn expect_body(&mut self, t: Token) {
+        self.pending.insert(t);
+    }
+
+    /// Whether `t`'s request body is a `POST /stubs`.
+    pub(super) fn take_pending(&mut self, t: Token) -> bool {
+        !self.pending.is_empty() && self.pending.remove(&t)
+    }
+
+    /// `POST /stubs`: the new stubs' ids, or a status and why.
+    pub(super) fn add(&mut self, body: &[u8]) -> Result<String, (u16, &'static str, String)> {
+        if body.len() > MAX_POST {
+            return Err((
+                413,
+                "Content Too Large",
+                format!("over {MAX_POST} bytes of stubs in one request"),
+            ));
+        }
+        let new = Stubs::parse_api(body, self.max_message).map_err(|e| (400, "Bad Request", e))?;
+        let new = with_ids(new, &mut self.next_id, false);
+        let ids: Vec<u64> = new.iter().map(|s| s.id).collect();
+        // Newest first, in the order given.
+        for s in new.into_iter().rev() {
+            self.api.insert(0, s);
+        }
+        self.rebuild();
+        Ok(serde_json::json!({ "ids": ids }).to_string())
+    }
+
+    /// `DELETE /stubs/ID` (`Some`) or every stub added over HTTP (`None`).
+    pub(super) fn delete(
+        &mut self,
+        id: Option<u64>,
+    ) -> Result<String, (u16, &'static str, String)> {
+        let before = self.api.len();
+        match id {
+            None => self.api.clear(),
+            Some(id) => {
+                if self
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.stubs.iter().any(|s| s.id == id))
+                {
+                    return Err((
+                        409,
+                        "Conflict",
+                        format!("stub {id} is the file's: edit the file"),
+                    ));
+                }
+                self.api.retain(|s| s.id != id);
+                if self.api.len() == before {
+                    return Err((404, "Not Found", format!("no stub {id}")));
+                }
+            }
+        }
+        self.rebuild();
+        Ok(serde_json::json!({ "deleted": before - self.api.len() }).to_string())
+    }
+
+    /// `POST /stubs/reset`: the counts and the unmatched list cleared.
+    pub(super) fn reset(&mut self) -> String {
+        self.matched.clear();
+        self.unmatched.clear();
+        "{\"reset\":true}".into()
+    }
+
+    /// `GET /stubs`: every stub in the order they are tried.
+    pub(super) fn list(&self) -> String {
+        let list: Vec<Listed> = self
+            .rules
+            .stubs
+            .iter()
+            .map(|s| Listed {
+                id: s.id,
+                name: &s.name,
+                source: if s.from_file { "file" } else { "api" },
+                matched: self.matched.get(&s.id).copied().unwrap_or(0),
+                stub: &s.raw,
+            })
+            .collect();
+        serde_json::to_string(&list).unwrap_or_default()
+    }
+
+    /// `GET /stubs/unmatched`: the newest messages no stub matched, oldest
+    /// first.
+    pub(super) fn unmatched(&self) -> String {
+        serde_json::to_string(&self.unmatched).unwrap_or_default()
     }
 }

@@ -18,6 +18,7 @@ pub mod template;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -33,13 +34,19 @@ use template::{JsonTemplate, Template};
 /// Every stub and what to do with a message none matched.
 #[derive(Debug, Default)]
 pub struct Stubs {
-    pub stubs: Vec<Stub>,
+    pub stubs: Vec<Arc<Stub>>,
     pub otherwise: Otherwise,
 }
 
 /// One rule: where, when, what to answer, and what then.
 #[derive(Debug)]
 pub struct Stub {
+    /// Given when the stub is added (`GET /stubs`); 0 until then.
+    pub id: u64,
+    /// From the file (`true`) or added over HTTP.
+    pub from_file: bool,
+    /// The stub as written (what `GET /stubs` shows).
+    pub raw: Value,
     pub name: String,
     pub path: PathPattern,
     pub on: On,
@@ -129,13 +136,15 @@ impl Stubs {
                 None => msg,
             }
         })?;
+        let values: Value = serde_json::from_str(text).unwrap_or_default();
         let mut stubs = Vec::with_capacity(raw.stubs.len());
         for (i, mut s) in raw.stubs.into_iter().enumerate() {
             let name = s.name.take().unwrap_or_else(|| format!("stubs[{i}]"));
-            let stub = s
+            let mut stub = s
                 .check(name.clone(), max_message)
                 .map_err(|e| format!("{}: stub {name:?}: {e}", raw_place(text, i)))?;
-            stubs.push(stub);
+            stub.raw = values["stubs"][i].clone();
+            stubs.push(Arc::new(stub));
         }
         let otherwise = match raw.otherwise {
             None => Otherwise::Echo,
@@ -154,10 +163,33 @@ impl Stubs {
         Ok(Stubs { stubs, otherwise })
     }
 
+    /// Stubs sent over HTTP: one stub object, or `{"stubs": [...]}`. An
+    /// error says where (`LINE:COLUMN`) and what.
+    pub fn parse_api(body: &[u8], max_message: usize) -> Result<Vec<Arc<Stub>>, String> {
+        let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("the body is not JSON: {e}"))?;
+        let whole = if value.get("stubs").is_some() {
+            if value.get("otherwise").is_some() {
+                return Err("otherwise is the file's, not for stubs added over HTTP".into());
+            }
+            text.to_string()
+        } else {
+            format!("{{\"stubs\": [{text}]}}")
+        };
+        Ok(Stubs::parse(&whole, max_message)?.stubs)
+    }
+
     /// Whether any stub applies to `path` (query removed).
     pub fn covers(&self, path: &str) -> bool {
         self.stubs.iter().any(|s| s.path.matches(path))
     }
+}
+
+/// Reads and checks a stubs file: `FILE:LINE:COLUMN: what` when wrong.
+pub fn read(path: &std::path::Path, max_message: usize) -> Result<Stubs, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Stubs::parse(&text, max_message).map_err(|e| format!("{}:{e}", path.display()))
 }
 
 /// `LINE:COLUMN` of the `i`-th stub object in the file: found again by
@@ -317,7 +349,12 @@ impl RawStub {
                 match (k.as_str(), v) {
                     ("text", Value::String(t)) => On::Text(t.clone()),
                     ("regex", Value::String(r)) => On::Regex(
-                        Regex::new(r).map_err(|e| format!("on.regex: {e}"))?,
+                        Regex::new(r).map_err(|e| {
+                            // The regex crate's message draws a caret over
+                            // several lines: one line here.
+                            let e = e.to_string();
+                            format!("on.regex: {}", e.split_whitespace().collect::<Vec<_>>().join(" "))
+                        })?,
                     ),
                     ("json", v) => On::Json(v.clone()),
                     ("binary_hex", Value::String(h)) => On::Binary(hex(h).map_err(|e| format!("on.binary_hex: {e}"))?),
@@ -415,6 +452,9 @@ impl RawStub {
             Some(_) => return Err("then: one of state, close and drop".into()),
         };
         Ok(Stub {
+            id: 0,
+            from_file: false,
+            raw: Value::Null,
             name,
             path,
             on,

@@ -23,6 +23,23 @@ pub enum Out {
     Drop(bool),
 }
 
+/// What a session made of an event: what to send, which stub matched (by
+/// index), and for a message none matched, the nearest miss.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub out: Vec<Out>,
+    pub matched: Option<usize>,
+    pub miss: Option<Miss>,
+}
+
+/// Why no stub answered a message: the stub that came closest (by index)
+/// and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub nearest: Option<usize>,
+    pub why: String,
+}
+
 #[derive(Debug)]
 enum Later {
     Reply {
@@ -99,6 +116,43 @@ pub fn contains(value: &Value, pattern: &Value) -> bool {
     }
 }
 
+/// At most 80 characters of `s`, for a reason.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The first place `value` does not contain `pattern`, with how many
+/// pattern keys matched before it (`None`: it contains it).
+fn first_difference(value: &Value, pattern: &Value, at: &str) -> Option<(u32, String)> {
+    match (value, pattern) {
+        (Value::Object(v), Value::Object(p)) => {
+            let mut matched = 0;
+            for (k, pv) in p {
+                let here = format!("{at}.{k}");
+                match v.get(k) {
+                    None => return Some((matched, format!("{here}: missing (expected {pv})"))),
+                    Some(vv) => {
+                        if let Some((m, why)) = first_difference(vv, pv, &here) {
+                            return Some((matched + m, why));
+                        }
+                        matched += 1;
+                    }
+                }
+            }
+            None
+        }
+        _ if value == pattern => None,
+        _ => Some((0, format!("{at}: expected {pattern}, got {value}"))),
+    }
+}
+
 impl Session {
     /// A session for a connection with id `conn` opened on `target` (the
     /// request target, query included).
@@ -117,14 +171,19 @@ impl Session {
         }
     }
 
+    /// The request path (query removed).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The connection's state name (every one starts in `"start"`).
     pub fn state(&self) -> &str {
         &self.state
     }
 
     /// Right after the handshake: the `"open"` stubs.
-    pub fn on_open(&mut self, stubs: &Stubs, now: Instant) -> Vec<Out> {
-        let mut out = Vec::new();
+    pub fn on_open(&mut self, stubs: &Stubs, now: Instant) -> Answer {
+        let mut a = Answer::default();
         let found = stubs.stubs.iter().position(|s| {
             matches!(s.on, On::Open)
                 && s.path.matches(&self.path)
@@ -132,9 +191,10 @@ impl Session {
         });
         if let Some(i) = found {
             let ctx = self.context();
-            self.fire(stubs, i, ctx, now, &mut out);
+            self.fire(stubs, i, ctx, now, &mut a.out);
+            a.matched = Some(i);
         }
-        out
+        a
     }
 
     /// A whole message: the first stub that matches answers it, else
@@ -145,10 +205,10 @@ impl Session {
         kind: MessageKind,
         data: &[u8],
         now: Instant,
-    ) -> Vec<Out> {
-        let mut out = Vec::new();
+    ) -> Answer {
+        let mut a = Answer::default();
         if self.done {
-            return out;
+            return a;
         }
         let text = (kind == MessageKind::Text)
             .then(|| std::str::from_utf8(data).ok())
@@ -184,19 +244,100 @@ impl Session {
                 ctx.message = text.map(str::to_string);
                 ctx.json = json;
                 ctx.captures = captures;
-                self.fire(stubs, i, ctx, now, &mut out);
-                return out;
+                self.fire(stubs, i, ctx, now, &mut a.out);
+                a.matched = Some(i);
+                return a;
             }
         }
+        a.miss = Some(self.nearest(stubs, kind, data, text, json.as_ref()));
         match &stubs.otherwise {
-            Otherwise::Echo => out.push(Out::Echo),
+            Otherwise::Echo => a.out.push(Out::Echo),
             Otherwise::Ignore => {}
             Otherwise::Close(code, reason) => {
                 self.done = true;
-                out.push(Out::Close(*code, reason.clone()));
+                a.out.push(Out::Close(*code, reason.clone()));
             }
         }
-        out
+        a
+    }
+
+    /// The stub on this path that came closest to matching a message, and
+    /// what was wrong: a right message in the wrong state beats a message
+    /// that differs; among JSON patterns, the one with more keys matched.
+    fn nearest(
+        &self,
+        stubs: &Stubs,
+        kind: MessageKind,
+        data: &[u8],
+        text: Option<&str>,
+        json: Option<&Value>,
+    ) -> Miss {
+        let mut best: Option<(u32, usize, String)> = None;
+        for (i, s) in stubs.stubs.iter().enumerate() {
+            if !s.path.matches(&self.path) || matches!(s.on, On::Open) {
+                continue;
+            }
+            let on = match &s.on {
+                On::Open => continue,
+                On::Any => Ok(()),
+                On::Text(t) => match text {
+                    Some(x) if x == t => Ok(()),
+                    Some(x) => Err((10, format!("text: expected {t:?}, got {:?}", clip(x)))),
+                    None => Err((2, format!("text: expected {t:?}, got a binary message"))),
+                },
+                On::Binary(b) if kind == MessageKind::Binary => match data == b.as_slice() {
+                    true => Ok(()),
+                    false => Err((
+                        10,
+                        format!(
+                            "binary_hex: expected {}, got {}",
+                            hex(b),
+                            hex(&data[..data.len().min(32)])
+                        ),
+                    )),
+                },
+                On::Binary(_) => Err((2, "binary_hex: a text message".to_string())),
+                On::Regex(r) => match text {
+                    Some(x) if r.is_match(x) => Ok(()),
+                    Some(x) => Err((
+                        10,
+                        format!("regex {:?} does not match {:?}", r.as_str(), clip(x)),
+                    )),
+                    None => Err((2, format!("regex {:?}: a binary message", r.as_str()))),
+                },
+                On::Json(p) => match json {
+                    None => Err((2, "json: the message is not JSON".to_string())),
+                    Some(v) => match first_difference(v, p, "json") {
+                        None => Ok(()),
+                        Some((matched, why)) => Err((10 + matched, why)),
+                    },
+                },
+            };
+            let (score, why) = match (on, s.state.as_deref()) {
+                (Ok(()), Some(w)) if w != self.state => {
+                    (1000, format!("state is {:?}, stub wants {w:?}", self.state))
+                }
+                (Ok(()), _) => continue,
+                (Err((score, why)), Some(w)) if w != self.state => (
+                    score / 2,
+                    format!("{why}; and state is {:?}, stub wants {w:?}", self.state),
+                ),
+                (Err((score, why)), _) => (score, why),
+            };
+            if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                best = Some((score, i, why));
+            }
+        }
+        match best {
+            Some((_, i, why)) => Miss {
+                nearest: Some(i),
+                why,
+            },
+            None => Miss {
+                nearest: None,
+                why: "no stub on this path answers messages".into(),
+            },
+        }
     }
 
     /// When the next delayed reply or stream message is due.

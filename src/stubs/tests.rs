@@ -39,7 +39,7 @@ fn a_conversation_with_state_streams_and_a_delayed_close() {
     let stubs = Stubs::parse(TICKER, 1 << 20).unwrap();
     let t0 = Instant::now();
     let mut s = Session::new(&stubs, 7, "/feed?user=ann%20b");
-    let out = s.on_open(&stubs, t0);
+    let out = s.on_open(&stubs, t0).out;
     assert_eq!(out.len(), 1);
     assert_eq!(
         text(&out[0]),
@@ -47,12 +47,14 @@ fn a_conversation_with_state_streams_and_a_delayed_close() {
     );
 
     // A JSON subset: extra keys are fine; the id keeps its type.
-    let out = s.on_message(
-        &stubs,
-        Text,
-        br#"{"type": "subscribe", "id": 42, "channel": "prices", "x": 1}"#,
-        t0,
-    );
+    let out = s
+        .on_message(
+            &stubs,
+            Text,
+            br#"{"type": "subscribe", "id": 42, "channel": "prices", "x": 1}"#,
+            t0,
+        )
+        .out;
     assert_eq!(
         text(&out[0]),
         serde_json::json!({"type": "subscribed", "id": 42, "channel": "prices"})
@@ -74,7 +76,7 @@ fn a_conversation_with_state_streams_and_a_delayed_close() {
     );
     // A state change stops it.
     let now = t0 + Duration::from_millis(350);
-    let out = s.on_message(&stubs, Text, b"unsubscribe", now);
+    let out = s.on_message(&stubs, Text, b"unsubscribe", now).out;
     assert_eq!(text(&out[0]), "unsubscribed");
     assert_eq!(s.state(), "start");
     assert!(
@@ -83,9 +85,9 @@ fn a_conversation_with_state_streams_and_a_delayed_close() {
     );
 
     // "bye" only matches while subscribed: not now (otherwise: ignore).
-    assert!(s.on_message(&stubs, Text, b"bye bob", now).is_empty());
+    assert!(s.on_message(&stubs, Text, b"bye bob", now).out.is_empty());
     s.on_message(&stubs, Text, br#"{"type": "subscribe", "id": 1}"#, now);
-    let out = s.on_message(&stubs, Text, b"bye bob", now);
+    let out = s.on_message(&stubs, Text, b"bye bob", now).out;
     assert!(out.is_empty(), "the reply is 50 ms later: {out:?}");
     let out = s.on_timer(&stubs, now + Duration::from_millis(50));
     assert_eq!(out.len(), 2, "{out:?}");
@@ -93,7 +95,10 @@ fn a_conversation_with_state_streams_and_a_delayed_close() {
     assert_eq!(out[1], Out::Close(4001, "bye".into()));
     // Closed: the stream started by the second subscribe is gone too.
     assert!(s.on_timer(&stubs, now + Duration::from_secs(5)).is_empty());
-    assert!(s.on_message(&stubs, Text, b"unsubscribe", now).is_empty());
+    assert!(s
+        .on_message(&stubs, Text, b"unsubscribe", now)
+        .out
+        .is_empty());
 }
 
 #[test]
@@ -102,10 +107,10 @@ fn binary_any_and_otherwise() {
     let now = Instant::now();
     let mut s = Session::new(&stubs, 1, "/bin/x");
     assert_eq!(
-        s.on_message(&stubs, Binary, &[1, 2], now),
+        s.on_message(&stubs, Binary, &[1, 2], now).out,
         [Out::Send(Binary, vec![3, 4])]
     );
-    let out = s.on_message(&stubs, Text, b"hi", now);
+    let out = s.on_message(&stubs, Text, b"hi", now).out;
     assert_eq!(out, [Out::Send(Text, b"got hi".to_vec()), Out::Drop(true)]);
 
     // A path no stub covers falls to `otherwise`; echo is the default.
@@ -115,7 +120,7 @@ fn binary_any_and_otherwise() {
     )
     .unwrap();
     let mut s = Session::new(&echo, 1, "/a");
-    assert_eq!(s.on_message(&echo, Text, b"z", now), [Out::Echo]);
+    assert_eq!(s.on_message(&echo, Text, b"z", now).out, [Out::Echo]);
     assert!(!echo.covers("/b") && echo.covers("/a"));
     let close = Stubs::parse(
         r#"{"otherwise": {"close": {"code": 1008, "reason": "unexpected"}}}"#,
@@ -124,7 +129,7 @@ fn binary_any_and_otherwise() {
     .unwrap();
     let mut s = Session::new(&close, 1, "/");
     assert_eq!(
-        s.on_message(&close, Text, b"z", now),
+        s.on_message(&close, Text, b"z", now).out,
         [Out::Close(1008, "unexpected".into())]
     );
 }
@@ -145,4 +150,29 @@ fn a_bad_file_says_where_and_what() {
         assert!(err.starts_with(line), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
     }
+}
+
+#[test]
+fn a_message_no_stub_matched_says_which_came_closest_and_why() {
+    let stubs = Stubs::parse(TICKER, 1 << 20).unwrap();
+    let now = Instant::now();
+    let mut s = Session::new(&stubs, 1, "/feed");
+    let miss = |s: &mut Session, m: &[u8]| s.on_message(&stubs, Text, m, now).miss.expect("a miss");
+    let m = miss(&mut s, br#"{"type": "subscrbe", "id": 1}"#);
+    assert_eq!(stubs.stubs[m.nearest.unwrap()].name, "subscribe");
+    assert_eq!(m.why, r#"json.type: expected "subscribe", got "subscrbe""#);
+    // The right message in the wrong state.
+    let m = miss(&mut s, b"unsubscribe");
+    assert_eq!(stubs.stubs[m.nearest.unwrap()].name, "unsubscribe");
+    assert_eq!(m.why, r#"state is "start", stub wants "subscribed""#);
+    // Equally near (both want another state): the first in order.
+    let m = miss(&mut s, b"not json");
+    assert!(
+        m.why
+            .starts_with(r#"text: expected "unsubscribe", got "not json"; and state is"#),
+        "{m:?}"
+    );
+    // A match is not a miss.
+    let a = s.on_message(&stubs, Text, br#"{"type": "subscribe", "id": 1}"#, now);
+    assert!(a.miss.is_none() && a.matched == Some(1));
 }

@@ -14,6 +14,25 @@ use common::*;
 
 const TICKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stubs/ticker.json");
 
+/// Connects to the ticker's `/feed` with its token (and the subprotocol
+/// offered), checking the 101 names it and the stub's extra header.
+fn feed(addr: std::net::SocketAddr, target: &str) -> Client {
+    let mut c = Client::raw(addr);
+    let req = upgrade_request(target).replace(
+        "\r\n\r\n",
+        "\r\nAuthorization: Bearer good\r\nSec-WebSocket-Protocol: chat, feed.v1\r\n\r\n",
+    );
+    c.send_raw(req.as_bytes());
+    let head = c.read_http_head();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: feed.v1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("X-Feed: ticker\r\n"), "{head}");
+    c
+}
+
 fn json(c: &mut Client) -> serde_json::Value {
     serde_json::from_str(&c.expect_text()).expect("a JSON reply")
 }
@@ -22,7 +41,7 @@ fn json(c: &mut Client) -> serde_json::Value {
 // docs/stubs.md: "the ticker"
 fn the_ticker_example_converses() {
     let (_s, addr) = spawn_binary(&["--stubs", TICKER]);
-    let mut c = Client::connect(addr, "/feed?user=ann");
+    let mut c = feed(addr, "/feed?user=ann");
     let hello = json(&mut c);
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["user"], "ann");
@@ -68,13 +87,29 @@ fn the_ticker_example_converses() {
 }
 
 #[test]
+// docs/stubs.md: "upgrades"
+fn an_upgrade_rule_refuses_without_the_token() {
+    let (_s, addr) = spawn_binary(&["--stubs", TICKER]);
+    let mut c = Client::raw(addr);
+    c.send_raw(upgrade_request("/feed").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert!(head.contains("WWW-Authenticate: Bearer\r\n"), "{head}");
+    assert_eq!(body, b"no token");
+    // Other paths are not subject to it.
+    let mut c = Client::connect(addr, "/elsewhere");
+    c.send_text("x");
+    assert_eq!(c.expect_text(), "x");
+}
+
+#[test]
 fn paths_without_stubs_echo_and_knobs_shape_stub_replies() {
     let (_s, addr) = spawn_binary(&["--stubs", TICKER]);
     let mut c = Client::connect(addr, "/other");
     c.send_text("plain echo");
     assert_eq!(c.expect_text(), "plain echo");
     // ?fragment=8 applies to the stub's greeting.
-    let mut c = Client::connect(addr, "/feed?fragment=8&user=bo");
+    let mut c = feed(addr, "/feed?fragment=8&user=bo");
     let (fin, op, first) = c.read_frame();
     assert!(!fin && op == 1 && first.len() == 8, "{fin} {op} {first:?}");
     let mut whole = first;
@@ -161,17 +196,19 @@ fn stubs_added_over_http_answer_new_connections_and_misses_say_why() {
     // Listed first (added over HTTP), matched once.
     let (_, body) = request(addr, "GET", "/stubs", b"");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(list[0]["id"], id);
+    let stubs = &list["stubs"];
+    assert_eq!(stubs[0]["id"], id);
     assert_eq!(
-        (list[0]["source"].as_str(), list[0]["matched"].as_u64()),
+        (stubs[0]["source"].as_str(), stubs[0]["matched"].as_u64()),
         (Some("api"), Some(1))
     );
-    assert!(list
+    assert!(stubs
         .as_array()
         .unwrap()
         .iter()
         .skip(1)
         .all(|s| s["source"] == "file"));
+    assert_eq!(list["upgrades"][1]["refuse"]["status"], 401, "{list}");
     // Refusals.
     let (status, body) = request(addr, "POST", "/stubs", br#"{"on": {"regex": "("}}"#);
     assert!(

@@ -19,6 +19,7 @@ use crate::proto::handshake::{
 };
 use crate::proto::knobs;
 use crate::proto::HandshakeError;
+use crate::stubs::Verdict;
 
 impl Server {
     pub(super) fn open(&mut self, t: Token, req: Request, now: Instant) {
@@ -70,15 +71,50 @@ impl Server {
             }
         };
         let (streaming, budget) = (self.config.streaming, self.config.max_backpressure);
-        // A stubbed connection answers whole messages: it does not stream.
-        let stubbed = matches!(route, Route::Echo) && self.stubbing.covers(&req.path);
+        // Stubs: the upgrade rules first (a refusal ends it here); a stubbed
+        // connection answers whole messages: it does not stream.
+        let echo = matches!(route, Route::Echo);
+        let stubbed = echo && self.stubbing.covers(&req.path);
+        let headers = if echo && self.stubbing.wants_headers() {
+            crate::stubs::head_headers(req.head.as_deref())
+        } else {
+            Vec::new()
+        };
+        let (stub_protocol, stub_headers) = match echo
+            .then(|| self.stubbing.verdict(&req.path, &headers))
+            .flatten()
+        {
+            None => (None, String::new()),
+            Some(Verdict::Accept {
+                subprotocol,
+                headers,
+            }) => (subprotocol.filter(|p| req.protocols.contains(p)), headers),
+            Some(Verdict::Refuse {
+                status,
+                headers,
+                body,
+            }) => {
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
+                info!("{}: {status}, refused by a stub's upgrade rule", c.id);
+                let reason = crate::stubs::reason(status);
+                c.proto.respond(
+                    http_response(status, reason, "text/plain", &headers, body.as_bytes()),
+                    now,
+                );
+                return;
+            }
+        };
         let (deflate, codec) = (self.config.deflate, self.deflate_codec.clone());
         let room = match route {
             Route::Echo => None,
             Route::Room(name) => Some(self.rooms.join(&name, t, now)),
         };
         let history = knobs.history;
-        let protocol = handshake::select_protocol(&req.protocols, &self.config.subprotocols);
+        let protocol = stub_protocol
+            .as_deref()
+            .or_else(|| handshake::select_protocol(&req.protocols, &self.config.subprotocols));
         if protocol.is_none() && !req.protocols.is_empty() && log::log_enabled!(log::Level::Debug) {
             let id = self
                 .conns
@@ -107,13 +143,13 @@ impl Server {
         let stream = c.may_stream(streaming, budget) && !stubbed;
         c.proto.set_streaming(stream);
         c.proto
-            .accept_upgrade(now, Some((&deflate, &codec)), protocol);
+            .accept_upgrade_with(now, Some((&deflate, &codec)), protocol, &stub_headers);
         if let (Some(room), Some(n)) = (room, history) {
             self.replay_history(t, room, n);
         }
         if stubbed {
             let id = self.conns.get(t).map_or(0, |c| c.id.0);
-            let out = self.stubbing.open(t, id, &req.path, now);
+            let out = self.stubbing.open(t, id, &req.path, headers, now);
             self.apply_stub(t, out, None, now);
         }
         let Some(c) = self.conns.get_mut(t) else {

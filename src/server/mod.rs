@@ -129,7 +129,9 @@ impl Server {
         let stubbing =
             stubbing::Stubbing::new(config.stubs.clone(), config.limits.max_message_size)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let limits = config.limits.clone();
+        let mut limits = config.limits.clone();
+        // Stubs match on the upgrade request's headers.
+        limits.keep_heads = config.stubs.is_some() || inspecting;
         limits.tap.set_on(inspecting);
         limits.tap.set_preview(config.inspect_preview);
         let inspector = inspecting.then(|| {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::proto::MessageKind;
 use crate::stubs::session::{Out, Session};
-use crate::stubs::{read, Otherwise, Stub, Stubs};
+use crate::stubs::{read, Otherwise, Stub, Stubs, Upgrade, Verdict};
 
 /// Messages no stub matched, kept for `GET /stubs/unmatched`.
 const UNMATCHED: usize = 100;
@@ -31,6 +31,7 @@ struct File {
     path: PathBuf,
     modified: Option<SystemTime>,
     stubs: Vec<Arc<Stub>>,
+    upgrades: Vec<Arc<Upgrade>>,
     otherwise: Otherwise,
 }
 
@@ -66,6 +67,7 @@ pub(super) struct Stubbing {
     file: Option<File>,
     /// Added over HTTP, newest first.
     api: Vec<Arc<Stub>>,
+    api_upgrades: Vec<Arc<Upgrade>>,
     /// What a new connection takes: `api` then the file's.
     rules: Arc<Stubs>,
     next_id: u64,
@@ -97,6 +99,7 @@ impl Stubbing {
         let mut s = Stubbing {
             file: None,
             api: Vec::new(),
+            api_upgrades: Vec::new(),
             rules: Arc::default(),
             next_id: 0,
             matched: HashMap::new(),
@@ -112,6 +115,7 @@ impl Stubbing {
                 path,
                 modified,
                 stubs: with_ids(stubs.stubs, &mut s.next_id, true),
+                upgrades: stubs.upgrades,
                 otherwise: stubs.otherwise,
             });
         }
@@ -121,12 +125,18 @@ impl Stubbing {
 
     fn rebuild(&mut self) {
         let mut stubs = self.api.clone();
+        let mut upgrades = self.api_upgrades.clone();
         let mut otherwise = Otherwise::Echo;
         if let Some(f) = &self.file {
             stubs.extend(f.stubs.iter().cloned());
+            upgrades.extend(f.upgrades.iter().cloned());
             otherwise = f.otherwise.clone();
         }
-        self.rules = Arc::new(Stubs { stubs, otherwise });
+        self.rules = Arc::new(Stubs {
+            stubs,
+            upgrades,
+            otherwise,
+        });
     }
 
     /// Once a second: the file re-read if it changed. A bad edit keeps the
@@ -143,6 +153,7 @@ impl Stubbing {
         match read(&f.path, self.max_message) {
             Ok(new) => {
                 f.stubs = with_ids(new.stubs, &mut self.next_id, true);
+                f.upgrades = new.upgrades;
                 f.otherwise = new.otherwise;
                 info!(
                     "stubs: {} re-read: {} stubs for new connections",
@@ -162,11 +173,38 @@ impl Stubbing {
         self.rules.covers(path)
     }
 
+    /// Whether any rule is there to use a request's headers.
+    pub(super) fn wants_headers(&self) -> bool {
+        !self.rules.stubs.is_empty() || !self.rules.upgrades.is_empty()
+    }
+
+    /// The first upgrade rule a request on an echo path meets, if any.
+    pub(super) fn verdict(&self, target: &str, headers: &[(String, String)]) -> Option<Verdict> {
+        if self.rules.upgrades.is_empty() {
+            return None;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let query = crate::stubs::session::query_pairs(query);
+        self.rules
+            .upgrades
+            .iter()
+            .find(|u| u.matches(path, headers, &query))
+            .map(|u| u.verdict.clone())
+    }
+
     /// A WebSocket opened on an echo path a stub covers: its session, and
     /// what it sends first.
-    pub(super) fn open(&mut self, t: Token, conn: u32, target: &str, now: Instant) -> Vec<Out> {
+    pub(super) fn open(
+        &mut self,
+        t: Token,
+        conn: u32,
+        target: &str,
+        headers: Vec<(String, String)>,
+        now: Instant,
+    ) -> Vec<Out> {
         let rules = self.rules.clone();
         let mut session = Session::new(&rules, conn, target);
+        session.set_headers(headers);
         let answer = session.on_open(&rules, now);
         if let Some(i) = answer.matched {
             *self.matched.entry(rules.stubs[i].id).or_default() += 1;
@@ -263,12 +301,16 @@ impl Stubbing {
                 format!("over {MAX_POST} bytes of stubs in one request"),
             ));
         }
-        let new = Stubs::parse_api(body, self.max_message).map_err(|e| (400, "Bad Request", e))?;
-        let new = with_ids(new, &mut self.next_id, false);
+        let parsed =
+            Stubs::parse_api(body, self.max_message).map_err(|e| (400, "Bad Request", e))?;
+        let new = with_ids(parsed.stubs, &mut self.next_id, false);
         let ids: Vec<u64> = new.iter().map(|s| s.id).collect();
         // Newest first, in the order given.
         for s in new.into_iter().rev() {
             self.api.insert(0, s);
+        }
+        for u in parsed.upgrades.into_iter().rev() {
+            self.api_upgrades.insert(0, u);
         }
         self.rebuild();
         Ok(serde_json::json!({ "ids": ids }).to_string())
@@ -281,7 +323,10 @@ impl Stubbing {
     ) -> Result<String, (u16, &'static str, String)> {
         let before = self.api.len();
         match id {
-            None => self.api.clear(),
+            None => {
+                self.api.clear();
+                self.api_upgrades.clear();
+            }
             Some(id) => {
                 if self
                     .file
@@ -311,7 +356,8 @@ impl Stubbing {
         "{\"reset\":true}".into()
     }
 
-    /// `GET /stubs`: every stub in the order they are tried.
+    /// `GET /stubs`: every stub in the order they are tried, and the
+    /// upgrade rules.
     pub(super) fn list(&self) -> String {
         let list: Vec<Listed> = self
             .rules
@@ -325,7 +371,9 @@ impl Stubbing {
                 stub: &s.raw,
             })
             .collect();
-        serde_json::to_string(&list).unwrap_or_default()
+        let upgrades: Vec<&serde_json::Value> =
+            self.rules.upgrades.iter().map(|u| &u.raw).collect();
+        serde_json::json!({ "stubs": list, "upgrades": upgrades }).to_string()
     }
 
     /// `GET /stubs/unmatched`: the newest messages no stub matched, oldest

@@ -31,11 +31,108 @@ use crate::proto::knobs::sendable_code;
 use crate::proto::units::{parse_duration, DURATION_FORMS};
 use template::{JsonTemplate, Template};
 
-/// Every stub and what to do with a message none matched.
+/// Every stub, the opening handshake's rules, and what to do with a
+/// message no stub matched.
 #[derive(Debug, Default)]
 pub struct Stubs {
     pub stubs: Vec<Arc<Stub>>,
+    pub upgrades: Vec<Arc<Upgrade>>,
     pub otherwise: Otherwise,
+}
+
+/// A rule for the opening handshake: conditions on the request, then
+/// accept (with a subprotocol, extra headers) or refuse.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The rule as written (what `GET /stubs` shows).
+    pub raw: Value,
+    pub path: PathPattern,
+    /// Header names lowercased; values equal.
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept {
+        subprotocol: Option<String>,
+        /// `Name: value\r\n` lines.
+        headers: String,
+    },
+    Refuse {
+        status: u16,
+        headers: String,
+        body: String,
+    },
+}
+
+impl Upgrade {
+    /// Whether a request on `path` with these headers (names any case)
+    /// and query pairs meets the rule's conditions.
+    pub fn matches(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        query: &[(String, String)],
+    ) -> bool {
+        self.path.matches(path)
+            && self.headers.iter().all(|(n, v)| {
+                headers
+                    .iter()
+                    .any(|(hn, hv)| hn.eq_ignore_ascii_case(n) && hv == v)
+            })
+            && self
+                .query
+                .iter()
+                .all(|(k, v)| query.iter().any(|(qk, qv)| qk == k && qv == v))
+    }
+}
+
+/// The header lines of a request head as received (`None`: not kept).
+pub fn head_headers(head: Option<&[u8]>) -> Vec<(String, String)> {
+    let Some(head) = head else {
+        return Vec::new();
+    };
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    if req.parse(head).is_err() {
+        return Vec::new();
+    }
+    req.headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The reason phrase of a status a refusal may use.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ if status < 500 => "Client Error",
+        _ => "Server Error",
+    }
 }
 
 /// One rule: where, when, what to answer, and what then.
@@ -160,16 +257,26 @@ impl Stubs {
                 Otherwise::Close(code, reason)
             }
         };
-        Ok(Stubs { stubs, otherwise })
+        let mut upgrades = Vec::with_capacity(raw.upgrades.len());
+        for (i, u) in raw.upgrades.into_iter().enumerate() {
+            let mut u = u.check().map_err(|e| format!("upgrades[{i}]: {e}"))?;
+            u.raw = values["upgrades"][i].clone();
+            upgrades.push(Arc::new(u));
+        }
+        Ok(Stubs {
+            stubs,
+            upgrades,
+            otherwise,
+        })
     }
 
     /// Stubs sent over HTTP: one stub object, or `{"stubs": [...]}`. An
     /// error says where (`LINE:COLUMN`) and what.
-    pub fn parse_api(body: &[u8], max_message: usize) -> Result<Vec<Arc<Stub>>, String> {
+    pub fn parse_api(body: &[u8], max_message: usize) -> Result<Stubs, String> {
         let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let whole = if value.get("stubs").is_some() {
+        let whole = if value.get("stubs").is_some() || value.get("upgrades").is_some() {
             if value.get("otherwise").is_some() {
                 return Err("otherwise is the file's, not for stubs added over HTTP".into());
             }
@@ -177,7 +284,7 @@ impl Stubs {
         } else {
             format!("{{\"stubs\": [{text}]}}")
         };
-        Ok(Stubs::parse(&whole, max_message)?.stubs)
+        Stubs::parse(&whole, max_message)
     }
 
     /// Whether any stub applies to `path` (query removed).
@@ -237,7 +344,111 @@ fn raw_place(text: &str, i: usize) -> String {
 struct RawFile {
     #[serde(default)]
     stubs: Vec<RawStub>,
+    #[serde(default)]
+    upgrades: Vec<RawUpgrade>,
     otherwise: Option<RawOtherwise>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpgrade {
+    path: Option<String>,
+    #[serde(default)]
+    request: RawConditions,
+    accept: Option<RawAccept>,
+    refuse: Option<RawRefuse>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConditions {
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    query: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccept {
+    subprotocol: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefuse {
+    status: u16,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+}
+
+/// Response header lines, each name a token and each value free of line
+/// breaks.
+fn header_lines(h: &std::collections::BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    for (n, v) in h {
+        let token = !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(format!("header name {n:?} is not a token"));
+        }
+        if v.contains(['\r', '\n']) {
+            return Err(format!("header {n}: the value has a line break"));
+        }
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    Ok(out)
+}
+
+impl RawUpgrade {
+    fn check(self) -> Result<Upgrade, String> {
+        let path = path_pattern(self.path.as_deref())?;
+        let verdict = match (self.accept, self.refuse) {
+            (Some(a), None) => Verdict::Accept {
+                subprotocol: a.subprotocol,
+                headers: header_lines(&a.headers).map_err(|e| format!("accept.{e}"))?,
+            },
+            (None, Some(r)) => {
+                if !(400..=599).contains(&r.status) {
+                    return Err(format!("refuse.status {} is not 400-599", r.status));
+                }
+                Verdict::Refuse {
+                    status: r.status,
+                    headers: header_lines(&r.headers).map_err(|e| format!("refuse.{e}"))?,
+                    body: r.body,
+                }
+            }
+            _ => return Err("one of accept and refuse".into()),
+        };
+        Ok(Upgrade {
+            raw: Value::Null,
+            path,
+            headers: self
+                .request
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
+            query: self.request.query.into_iter().collect(),
+            verdict,
+        })
+    }
+}
+
+fn path_pattern(p: Option<&str>) -> Result<PathPattern, String> {
+    Ok(match p {
+        None => PathPattern::Any,
+        Some(p) if !p.starts_with('/') => return Err(format!("path {p:?} does not start with /")),
+        Some(p) => match p.strip_suffix("/*") {
+            Some(prefix) => PathPattern::Prefix(format!("{prefix}/")),
+            None => PathPattern::Exact(p.to_string()),
+        },
+    })
 }
 
 #[derive(Deserialize)]
@@ -332,16 +543,7 @@ fn hex(text: &str) -> Result<Vec<u8>, String> {
 
 impl RawStub {
     fn check(self, name: String, max_message: usize) -> Result<Stub, String> {
-        let path = match self.path.as_deref() {
-            None => PathPattern::Any,
-            Some(p) if !p.starts_with('/') => {
-                return Err(format!("path {p:?} does not start with /"))
-            }
-            Some(p) => match p.strip_suffix("/*") {
-                Some(prefix) => PathPattern::Prefix(format!("{prefix}/")),
-                None => PathPattern::Exact(p.to_string()),
-            },
-        };
+        let path = path_pattern(self.path.as_deref())?;
         let on = match &self.on {
             Value::String(s) if s == "open" => On::Open,
             Value::Object(o) if o.len() == 1 => {

@@ -58,6 +58,7 @@ pub struct Session {
     conn: u32,
     path: String,
     query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     state: String,
     /// Bumped when the state changes: streams of an older epoch stop.
     epoch: u64,
@@ -71,7 +72,7 @@ pub struct Session {
 }
 
 /// `a=1&b=x%20y` as pairs (percent-decoded, `+` as a space).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
         let b = s.as_bytes();
@@ -162,6 +163,7 @@ impl Session {
             conn,
             path: path.to_string(),
             query: query_pairs(query),
+            headers: Vec::new(),
             state: "start".into(),
             epoch: 0,
             counts: vec![0; stubs.stubs.len()],
@@ -169,6 +171,11 @@ impl Session {
             seq: 0,
             done: false,
         }
+    }
+
+    /// The upgrade request's headers (for `{{header.NAME}}`).
+    pub fn set_headers(&mut self, headers: Vec<(String, String)>) {
+        self.headers = headers;
     }
 
     /// The request path (query removed).
@@ -404,6 +411,7 @@ impl Session {
     fn context(&self) -> Context {
         Context {
             query: self.query.clone(),
+            headers: self.headers.clone(),
             conn: self.conn,
             n: 1,
             ..Context::default()

@@ -17,6 +17,7 @@ enum Var {
     Json(Vec<String>),
     Regex(String),
     Query(String),
+    Header(String),
     Conn,
     N,
     Count,
@@ -52,6 +53,8 @@ pub struct Context {
     /// Capture groups by index (0: the whole match) and by name.
     pub captures: Vec<(String, Option<String>)>,
     pub query: Vec<(String, String)>,
+    /// The upgrade request's headers.
+    pub headers: Vec<(String, String)>,
     pub conn: u32,
     /// 1-based within a stream (1 outside one).
     pub n: u64,
@@ -69,6 +72,7 @@ fn var(name: &str) -> Result<Var, String> {
         }
         ("regex", g) if !g.is_empty() => Var::Regex(g.to_string()),
         ("query", q) if !q.is_empty() => Var::Query(q.to_string()),
+        ("header", h) if !h.is_empty() => Var::Header(h.to_string()),
         ("conn", "") => Var::Conn,
         ("n", "") => Var::N,
         ("count", "") => Var::Count,
@@ -78,7 +82,7 @@ fn var(name: &str) -> Result<Var, String> {
         _ => {
             return Err(format!(
                 "unknown placeholder {{{{{name}}}}} (message, json.PATH, regex.N, regex.NAME, \
-                 query.NAME, conn, n, count, now, now_ms, uuid)"
+                 query.NAME, header.NAME, conn, n, count, now, now_ms, uuid)"
             ))
         }
     })
@@ -188,6 +192,11 @@ fn value(v: &Var, ctx: &Context) -> Value {
             .iter()
             .find(|(k, _)| k == q)
             .map_or(Value::Null, |(_, v)| Value::String(v.clone())),
+        Var::Header(h) => ctx
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(h))
+            .map_or(Value::Null, |(_, v)| Value::String(v.clone())),
         Var::Conn => Value::from(ctx.conn),
         Var::N => Value::from(ctx.n),
         Var::Count => Value::from(ctx.count),
@@ -248,6 +257,7 @@ mod tests {
                 ("1".into(), Some("bob".into())),
             ],
             query: vec![("user".into(), "ann".into())],
+            headers: vec![("X-Request-Id".into(), "r-9".into())],
             conn: 3,
             n: 2,
             count: 1,
@@ -261,8 +271,10 @@ mod tests {
             t.render(&ctx),
             serde_json::json!({"id": 7, "label": "id 7 on prices", "tag": "b", "missing": null, "n": 2, "who": "ann"})
         );
-        let t = Template::parse("goodbye {{regex.1}}{{json.nope}} #{{conn}}").unwrap();
-        assert_eq!(t.render(&ctx), "goodbye bob #3");
+        let t =
+            Template::parse("goodbye {{regex.1}}{{json.nope}} #{{conn}} {{header.x-request-id}}")
+                .unwrap();
+        assert_eq!(t.render(&ctx), "goodbye bob #3 r-9");
         assert!(Template::parse("{{nope}}")
             .unwrap_err()
             .contains("unknown placeholder"));

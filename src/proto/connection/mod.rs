@@ -87,6 +87,9 @@ pub struct Limits {
     /// The frame inspector's tap (off by default): where every connection
     /// sharing these limits records its frames (`proto::inspect`).
     pub tap: Tap,
+    /// Keep every upgrade request's head (`Request::head`) even with the
+    /// tap off: stubs match on its headers.
+    pub keep_heads: bool,
 }
 
 /// Counts kept by the core for the whole server (plain cells: one thread).
@@ -114,6 +117,7 @@ impl Default for Limits {
             sse_keepalive: Some(Duration::from_secs(15)),
             counters: Counters::default(),
             tap: Tap::default(),
+            keep_heads: false,
         }
     }
 }

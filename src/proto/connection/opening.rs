@@ -78,6 +78,18 @@ impl Connection {
         deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>,
         protocol: Option<&str>,
     ) {
+        self.accept_upgrade_with(now, deflate, protocol, "");
+    }
+
+    /// [`Connection::accept_upgrade`] with more header lines in the 101
+    /// (`Name: value\r\n` each; a stub's `accept.headers`).
+    pub fn accept_upgrade_with(
+        &mut self,
+        now: Instant,
+        deflate: Option<(&DeflateConfig, &Rc<SharedCodec>)>,
+        protocol: Option<&str>,
+        headers: &str,
+    ) {
         let waiting = matches!(self.state, State::Decide { .. })
             && self.hs.as_ref().is_some_and(|h| h.accept.is_some());
         if !waiting {
@@ -92,11 +104,14 @@ impl Connection {
                 Some(Deflate::new(agreed, config.threshold, shared.clone()));
             Some(agreed.response())
         });
-        self.out.push(Chunk::Owned(handshake::accept_response(
-            &req,
-            agreed.as_deref(),
-            protocol,
-        )));
+        let mut response = handshake::accept_response(&req, agreed.as_deref(), protocol);
+        if !headers.is_empty() {
+            // Before the blank line that ends the head.
+            response.truncate(response.len() - 2);
+            response.extend_from_slice(headers.as_bytes());
+            response.extend_from_slice(b"\r\n");
+        }
+        self.out.push(Chunk::Owned(response));
         self.release_out = true;
         self.opened = true;
         self.state = State::Open { last_ping: None };

@@ -284,7 +284,8 @@ impl Connection {
         match handshake::parse_request(&hs.pending) {
             Ok(None) => {}
             Ok(Some((parsed, n))) => {
-                let head = self.limits.tap.is_on().then(|| hs.pending[..n].into());
+                let keep = self.limits.tap.is_on() || self.limits.keep_heads;
+                let head = keep.then(|| hs.pending[..n].into());
                 hs.pending.drain(..n);
                 self.state = State::Decide { deadline };
                 match parsed {

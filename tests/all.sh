@@ -17,6 +17,7 @@ tests/deflate_clients.sh
 tests/tls_clients.sh
 tests/endpoints_clients.sh
 tests/rooms_clients.sh
+tests/stubs_clients.sh
 tests/browser.sh
 tests/docs.sh
 tests/install.sh

@@ -8,6 +8,6 @@ venv=${KOSOKU_VENV:-$PWD/.venv}
 # shellcheck disable=SC2086
 "$venv/bin/python" -c "import websockets${EXTRA_PY:+, ${EXTRA_PY// /, }}" 2>/dev/null ||
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=14' ${EXTRA_PY:-}
-[ -d tests/clients/node_modules/ws ] ||
+[ -d tests/clients/node_modules/ws ] && [ -d tests/clients/node_modules/graphql-ws ] ||
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 cargo build --release --quiet --bin echocast

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use std::rc::Rc;
 
-use echocast::proto::deflate::{DeflateConfig, DeflateMode, SharedCodec, TAIL};
 use echocast::proto::connection::acting::RawFrame;
 use echocast::proto::connection::misbehave::PUSH_WINDOW;
+use echocast::proto::deflate::{DeflateConfig, DeflateMode, SharedCodec, TAIL};
 use echocast::proto::handshake::http_response;
 use echocast::proto::knobs::{self, Knobs};
 use echocast::proto::{Connection, Event, FrameHeader, Limits, MessageKind, OpCode};
@@ -273,7 +273,8 @@ fuzz_target!(|data: &[u8]| {
                 Event::Upgrade(req) => match knobs::parse(&req.path) {
                     Err(e) => {
                         let body = format!("{e}\n");
-                        let head = http_response(400, "Bad Request", "text/plain", "", body.as_bytes());
+                        let head =
+                            http_response(400, "Bad Request", "text/plain", "", body.as_bytes());
                         conn.respond(head, now);
                     }
                     Ok(mut k) => {
@@ -296,8 +297,15 @@ fuzz_target!(|data: &[u8]| {
                             conn.respond(http_response(status, reason, "text/plain", "", b""), now);
                         }
                     } else if req.method == "GET" && req.path.starts_with("/events") {
-                        let drop = knobs::parse(&req.path).ok().and_then(|k| k.drop).map(|d| d.0);
-                        conn.start_events(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec(), drop, now);
+                        let drop = knobs::parse(&req.path)
+                            .ok()
+                            .and_then(|k| k.drop)
+                            .map(|d| d.0);
+                        conn.start_events(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec(),
+                            drop,
+                            now,
+                        );
                         for i in 0..3u8 {
                             conn.send_event(vec![b'e', i, b'\n', b'\n'].into(), true, now);
                         }
@@ -307,7 +315,12 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::Body(Ok(body)) => {
                     let answer = echocast::proto::handshake::keep_alive_response(
-                        200, "OK", "text/plain", "", &body[..body.len().min(64)]);
+                        200,
+                        "OK",
+                        "text/plain",
+                        "",
+                        &body[..body.len().min(64)],
+                    );
                     conn.respond_keep_alive(answer, now);
                 }
                 Event::Body(Err(e)) => {
@@ -348,7 +361,11 @@ fuzz_target!(|data: &[u8]| {
             let len = (n >> 8) as usize % 300;
             let done = match n % 6 {
                 0 | 1 => {
-                    let kind = if n & 8 == 0 { MessageKind::Text } else { MessageKind::Binary };
+                    let kind = if n & 8 == 0 {
+                        MessageKind::Text
+                    } else {
+                        MessageKind::Binary
+                    };
                     let split = (n & 16 != 0).then_some((n >> 20) as usize % 40 + 1);
                     conn.send_message(kind, b"inspector ".repeat(len / 10), split)
                 }

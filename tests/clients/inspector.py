@@ -114,7 +114,8 @@ with connect(f"ws://{addr}/py-raw", compression=None) as ws:
                      json.dumps([{"opcode": "ping", "fin": False, "payload": "x"}]).encode(),
                      "application/json")
     assert status == 200
-    assert get(f"/connections/{cid}")["tainted"] is True
+    # (websockets fails the connection at once, so it may be gone from
+    # /connections already: tests/inspect_actions.rs checks `tainted`.)
     try:
         ws.recv(timeout=5)
         raise AssertionError("websockets should fail the connection")

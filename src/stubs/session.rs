@@ -232,6 +232,15 @@ impl Session {
                 On::Text(t) => text == Some(t.as_str()),
                 On::Binary(b) => kind == MessageKind::Binary && data == b.as_slice(),
                 On::Json(p) => json.as_ref().is_some_and(|v| contains(v, p)),
+                // Without groups the match alone (the regex crate's faster
+                // engines); with groups, the captures.
+                On::Regex(r) if r.captures_len() == 1 => match text.and_then(|t| r.find(t)) {
+                    Some(m) => {
+                        captures.push(("0".to_string(), Some(m.as_str().to_string())));
+                        true
+                    }
+                    None => false,
+                },
                 On::Regex(r) => match text.and_then(|t| r.captures(t)) {
                     Some(c) => {
                         for (g, name) in r.capture_names().enumerate() {

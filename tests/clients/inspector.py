@@ -107,7 +107,7 @@ with connect(f"ws://{addr}/py-deflate") as ws:
     assert any(r.get("opcode") == "pong" and r["dir"] == "in" for r in records), records
 
 # A fragmented ping (a raw frame): websockets fails the connection with 1002,
-# and the inspector records its close and marks the connection tainted.
+# and the inspector records the raw frame and its close.
 with connect(f"ws://{addr}/py-raw", compression=None) as ws:
     cid = conn_id("/py-raw")
     status, _ = post(f"/connections/{cid}/frames",

@@ -132,11 +132,13 @@ impl Stubbing {
             upgrades.extend(f.upgrades.iter().cloned());
             otherwise = f.otherwise.clone();
         }
-        self.rules = Arc::new(Stubs {
+        let mut rules = Stubs {
             stubs,
             upgrades,
             otherwise,
-        });
+        };
+        rules.by_priority();
+        self.rules = Arc::new(rules);
     }
 
     /// Once a second: the file re-read if it changed. A bad edit keeps the

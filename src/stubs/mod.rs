@@ -144,6 +144,9 @@ pub struct Stub {
     pub from_file: bool,
     /// The stub as written (what `GET /stubs` shows).
     pub raw: Value,
+    /// Lower first; ties keep their order (HTTP newest first, then the
+    /// file's). Default 0.
+    pub priority: i64,
     pub name: String,
     pub path: PathPattern,
     pub on: On,
@@ -263,11 +266,13 @@ impl Stubs {
             u.raw = values["upgrades"][i].clone();
             upgrades.push(Arc::new(u));
         }
-        Ok(Stubs {
+        let mut parsed = Stubs {
             stubs,
             upgrades,
             otherwise,
-        })
+        };
+        parsed.by_priority();
+        Ok(parsed)
     }
 
     /// Stubs sent over HTTP: one stub object, or `{"stubs": [...]}`. An
@@ -285,6 +290,12 @@ impl Stubs {
             format!("{{\"stubs\": [{text}]}}")
         };
         Stubs::parse(&whole, max_message)
+    }
+
+    /// `priority`, lower first, overrides the order the stubs came in (a
+    /// stable sort: ties keep it).
+    pub fn by_priority(&mut self) {
+        self.stubs.sort_by_key(|s| s.priority);
     }
 
     /// Whether any stub applies to `path` (query removed).
@@ -488,6 +499,8 @@ impl RawClose {
 #[serde(deny_unknown_fields)]
 struct RawStub {
     name: Option<String>,
+    #[serde(default)]
+    priority: i64,
     path: Option<String>,
     on: Value,
     state: Option<String>,
@@ -657,6 +670,7 @@ impl RawStub {
             id: 0,
             from_file: false,
             raw: Value::Null,
+            priority: self.priority,
             name,
             path,
             on,

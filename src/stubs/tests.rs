@@ -176,3 +176,16 @@ fn a_message_no_stub_matched_says_which_came_closest_and_why() {
     let a = s.on_message(&stubs, Text, br#"{"type": "subscribe", "id": 1}"#, now);
     assert!(a.miss.is_none() && a.matched == Some(1));
 }
+
+#[test]
+fn priority_orders_stubs_lower_first() {
+    let file = r#"{"stubs": [
+        {"name": "late", "on": {"any": true}, "reply": [{"text": "late"}]},
+        {"name": "early", "priority": -1, "on": {"any": true}, "reply": [{"text": "early"}]}
+    ]}"#;
+    let stubs = Stubs::parse(file, 100).unwrap();
+    assert_eq!(stubs.stubs[0].name, "early");
+    let mut s = Session::new(&stubs, 1, "/");
+    let a = s.on_message(&stubs, Text, b"x", Instant::now());
+    assert_eq!(a.out, [Out::Send(Text, b"early".to_vec())]);
+}

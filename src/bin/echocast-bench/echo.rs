@@ -64,19 +64,68 @@ pub(crate) struct EchoConn {
     sent_at: VecDeque<Instant>,
 }
 
-/// Checks `bytes`, found at `off` in the echo of a message of `size` bytes.
-pub(crate) fn check_echo(rx: &Rx, off: usize, bytes: &[u8], size: usize) -> bool {
-    let d = size.min(20);
-    let end = off + bytes.len();
-    if off < d {
-        let n = d.min(end) - off;
-        if bytes[..n] != rx.digits[off..off + n] {
-            return false;
+/// Where a message's sequence digits are and what surrounds them: at 0 in
+/// `e` filler, or (`--json`) inside `{"pad":"eee…","seq":"DIGITS","type":"bench"}`
+/// (keys in the order a JSON serializer with sorted keys writes them, so a
+/// stub that rebuilds the object answers the same bytes).
+pub(crate) struct Layout {
+    /// The payload with message 0's digits.
+    pub(crate) payload: Vec<u8>,
+    pub(crate) digits_at: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(size: usize, json: bool) -> Result<Layout, String> {
+        if !json {
+            let mut payload = vec![b'e'; size];
+            payload[..size.min(20)].copy_from_slice(&echo_digits(0, size)[..size.min(20)]);
+            return Ok(Layout {
+                payload,
+                digits_at: 0,
+            });
+        }
+        let frame = |pad: usize| {
+            format!(
+                r#"{{"pad":"{}","seq":"{}","type":"bench"}}"#,
+                "e".repeat(pad),
+                std::str::from_utf8(&echo_digits(0, 20)).unwrap_or_default()
+            )
+        };
+        let min = frame(0).len();
+        if size < min {
+            return Err(format!("--json needs a size of at least {min} bytes"));
+        }
+        let payload = frame(size - min).into_bytes();
+        let digits_at = payload.len() - r#"","type":"bench"}"#.len() - 20;
+        Ok(Layout { payload, digits_at })
+    }
+
+    fn digits(&self, size: usize) -> usize {
+        if self.digits_at == 0 {
+            size.min(20)
+        } else {
+            20
         }
     }
-    if rx.full && end > d {
-        let from = d.saturating_sub(off);
-        return bytes[from..].iter().all(|&b| b == b'e');
+}
+
+/// Checks `bytes`, found at `off` in the echo of a message of `size` bytes:
+/// the digits always, every other byte in one message of 64.
+pub(crate) fn check_echo(rx: &Rx, off: usize, bytes: &[u8], size: usize, layout: &Layout) -> bool {
+    let (d0, d1) = (layout.digits_at, layout.digits_at + layout.digits(size));
+    let end = off + bytes.len();
+    let (lo, hi) = (off.max(d0), end.min(d1));
+    if lo < hi && bytes[lo - off..hi - off] != rx.digits[lo - d0..hi - d0] {
+        return false;
+    }
+    if rx.full {
+        let before = off..end.min(d0);
+        let after = off.max(d1)..end;
+        for r in [before, after] {
+            if r.start < r.end && bytes[r.start - off..r.end - off] != layout.payload[r.clone()] {
+                return false;
+            }
+        }
     }
     true
 }
@@ -89,9 +138,12 @@ pub(crate) fn echo(
     size: usize,
     pipeline: usize,
     text: bool,
+    json: bool,
     duration: f64,
     pid: Option<u32>,
 ) -> Result<(), String> {
+    let layout = Layout::new(size, json)?;
+    let text = text || json;
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
@@ -117,13 +169,11 @@ pub(crate) fn echo(
     let opcode = if text { 1 } else { 2 };
     let key = [0x3c, 0x91, 0x07, 0xe2];
     // Masked once; only the sequence digits are re-masked per message.
-    let mut payload = vec![b'e'; size];
-    payload[..size.min(20)].copy_from_slice(&echo_digits(0, size)[..size.min(20)]);
-    let template = masked_frame_op(opcode, &payload, key);
-    drop(payload);
+    let template = masked_frame_op(opcode, &layout.payload, key);
     let hdr_len = template.len() - size;
-    let digits = size.min(20);
-    let prefix = hdr_len + digits;
+    let digits = layout.digits(size);
+    let at = layout.digits_at;
+    let prefix = hdr_len + at + digits;
     let mut latencies: Vec<u32> = Vec::new();
     let mut read_buf = vec![0u8; 256 * 1024];
     let mut events = Events::with_capacity(1024);
@@ -137,7 +187,7 @@ pub(crate) fn echo(
             let d = echo_digits(c.sent, size);
             let masked = |p: &mut [u8]| {
                 for i in 0..digits {
-                    p[hdr_len + i] = d[i] ^ key[i % 4];
+                    p[hdr_len + at + i] = d[i] ^ key[(at + i) % 4];
                 }
             };
             if size <= SMALL {
@@ -216,7 +266,7 @@ pub(crate) fn echo(
                         break;
                     }
                     let bytes = &c.buf[pos..pos + n];
-                    if c.rx.len + n > size || !check_echo(&c.rx, c.rx.len, bytes, size) {
+                    if c.rx.len + n > size || !check_echo(&c.rx, c.rx.len, bytes, size, &layout) {
                         return Err(format!(
                             "connection {i}: echo {} differs from what was sent",
                             c.received
@@ -254,7 +304,7 @@ pub(crate) fn echo(
                         c.rx = Rx {
                             in_message: true,
                             full: c.received % 64 == 0,
-                            digits: echo_digits(c.received, size),
+                            digits: echo_digits(c.received, if at == 0 { size } else { 20 }),
                             ..Rx::default()
                         };
                     }

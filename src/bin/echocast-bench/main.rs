@@ -145,6 +145,11 @@ enum Scenario {
         /// Text messages instead of binary
         #[arg(long)]
         text: bool,
+        /// Text messages that are JSON objects,
+        /// {"pad":"eee…","seq":"DIGITS","type":"bench"} (for stubs that
+        /// match JSON and rebuild it: bench/stubs.sh)
+        #[arg(long)]
+        json: bool,
         /// Offer permessage-deflate, send JSON-like text compressed, inflate
         /// and compare every echo (ping-pong only)
         #[arg(long)]
@@ -303,6 +308,7 @@ fn main() -> std::process::ExitCode {
             size,
             pipeline,
             text,
+            json,
             duration,
             server_pid,
             ..
@@ -313,6 +319,7 @@ fn main() -> std::process::ExitCode {
             size,
             pipeline,
             text,
+            json,
             duration,
             server_pid,
         ),

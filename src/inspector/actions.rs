@@ -13,6 +13,7 @@ use base64::Engine;
 use super::endpoints::Refusal;
 use crate::proto::connection::acting::RawFrame;
 use crate::proto::knobs::sendable_code;
+use crate::proto::units::parse_hex;
 use crate::proto::MessageKind;
 
 /// Raw frames' payloads in one request, at most.
@@ -276,8 +277,7 @@ fn frames(body: &[u8]) -> Result<Action, Refusal> {
         let mask = match f.mask.as_deref() {
             None => None,
             Some(hex) => Some(
-                decode_hex(hex)
-                    .ok()
+                parse_hex(hex)
                     .and_then(|b| <[u8; 4]>::try_from(b).ok())
                     .ok_or_else(|| at(format!("mask {hex:?} is not 8 hex digits")))?,
             ),
@@ -285,8 +285,8 @@ fn frames(body: &[u8]) -> Result<Action, Refusal> {
         let payload = match (f.payload, f.payload_hex, f.payload_base64) {
             (None, None, None) => Vec::new(),
             (Some(text), None, None) => text.into_bytes(),
-            (None, Some(hex), None) => decode_hex(&hex)
-                .map_err(|()| at("payload_hex is not hex digits in pairs".into()))?,
+            (None, Some(hex), None) => parse_hex(&hex)
+                .ok_or_else(|| at("payload_hex is not hex digits in pairs".into()))?,
             (None, None, Some(b64)) => STANDARD
                 .decode(b64.as_bytes())
                 .map_err(|e| at(format!("payload_base64 is not base64 ({e})")))?,
@@ -312,19 +312,6 @@ fn frames(body: &[u8]) -> Result<Action, Refusal> {
         });
     }
     Ok(Action::Frames(out))
-}
-
-fn decode_hex(hex: &str) -> Result<Vec<u8>, ()> {
-    let hex = hex.as_bytes();
-    if hex.len() % 2 != 0 {
-        return Err(());
-    }
-    hex.chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).map_err(|_| ())?;
-            u8::from_str_radix(s, 16).map_err(|_| ())
-        })
-        .collect()
 }
 
 impl Action {

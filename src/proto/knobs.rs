@@ -120,7 +120,7 @@ pub const MAX_PUSH_SIZE: usize = 64 << 20;
 
 /// Decodes `%XX` and `+` in a query component (invalid escapes are kept as
 /// they are).
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -26,6 +26,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
+/// Bytes written as hex digits in pairs (`ff00`, either case). `None` for
+/// an odd count or a non-hex digit (a sign included).
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 /// What [`parse_duration`] accepts, for error messages.
 pub const DURATION_FORMS: &str = "a duration like 500ms, 10s, 2m or 1h";
 

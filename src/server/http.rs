@@ -75,7 +75,9 @@ impl Server {
         // connection answers whole messages: it does not stream.
         let echo = matches!(route, Route::Echo);
         let stubbed = echo && self.stubbing.covers(&req.path);
-        let headers = if echo && self.stubbing.wants_headers() {
+        // Parsed only where something reads them: an upgrade rule, or a
+        // stub session's `{{header.NAME}}`.
+        let headers = if echo && (stubbed || self.stubbing.has_upgrades()) {
             crate::stubs::head_headers(req.head.as_deref())
         } else {
             Vec::new()

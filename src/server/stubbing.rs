@@ -175,9 +175,9 @@ impl Stubbing {
         self.rules.covers(path)
     }
 
-    /// Whether any rule is there to use a request's headers.
-    pub(super) fn wants_headers(&self) -> bool {
-        !self.rules.stubs.is_empty() || !self.rules.upgrades.is_empty()
+    /// Whether an upgrade rule may look at a request's headers.
+    pub(super) fn has_upgrades(&self) -> bool {
+        !self.rules.upgrades.is_empty()
     }
 
     /// The first upgrade rule a request on an echo path meets, if any.

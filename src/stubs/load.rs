@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::template::{JsonTemplate, Template};
 use super::{Body, On, Otherwise, PathPattern, Reply, Stub, Stubs, Then, Upgrade, Verdict};
 use crate::proto::knobs::sendable_code;
-use crate::proto::units::{parse_duration, DURATION_FORMS};
+use crate::proto::units::{parse_duration, parse_hex, DURATION_FORMS};
 
 impl Stubs {
     /// Parses and checks a stubs file; an error says where
@@ -325,18 +325,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 fn hex(text: &str) -> Result<Vec<u8>, String> {
-    let b = text.as_bytes();
-    if b.len() % 2 != 0 {
-        return Err(format!("{text:?} is not hex digits in pairs"));
-    }
-    b.chunks(2)
-        .map(|p| {
-            std::str::from_utf8(p)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .ok_or_else(|| format!("{text:?} is not hex digits in pairs"))
-        })
-        .collect()
+    parse_hex(text).ok_or_else(|| format!("{text:?} is not hex digits in pairs"))
 }
 
 impl RawStub {

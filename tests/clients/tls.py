@@ -45,6 +45,7 @@ for url, kw in [
             a.send(p)
             assert a.recv() == p and b.recv() == p, url
             checked += 2
+# docs/limits.md: "TLS session resumption"
 # No TLS 1.3 session ticket after the handshake (they raced with the sync
 # client's first write and lost its request now and then): the 101 is the
 # first thing the client reads, and no ticket came before it.

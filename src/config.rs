@@ -90,6 +90,10 @@ pub struct Config {
     pub room_history: usize,
     /// How long a room without members is kept (its history and ids).
     pub room_linger: Duration,
+    /// Rooms shared through Redis with other instances (`--cluster`).
+    pub cluster: Option<crate::cluster::Url>,
+    /// `SO_REUSEPORT` on the listening socket (`--reuse-port`).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -115,6 +119,8 @@ impl Default for Config {
             inspect_preview: crate::proto::inspect::MESSAGE_PREVIEW,
             room_history: 100,
             room_linger: Duration::from_secs(60),
+            cluster: None,
+            reuse_port: false,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! server.stop().unwrap();
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod handler;
 pub mod health;

@@ -220,6 +220,17 @@ struct Args {
     /// proxies keep it open; 0 turns it off
     #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
     sse_keepalive: Duration,
+
+    /// Share rooms with other echocast processes through Redis
+    /// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): one order, ids and
+    /// history per room on every instance
+    #[arg(long, value_name = "URL", value_parser = parse_cluster)]
+    cluster: Option<echocast::cluster::Url>,
+
+    /// SO_REUSEPORT: several processes listen on one port and the kernel
+    /// spreads connections across them (one process per core)
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -312,6 +323,10 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
 }
 
 /// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
+fn parse_cluster(s: &str) -> Result<echocast::cluster::Url, String> {
+    echocast::cluster::Url::parse(s)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     units::parse_duration(s).ok_or_else(|| format!("{s:?} is not {}", units::DURATION_FORMS))
 }
@@ -402,6 +417,8 @@ fn main() -> ExitCode {
         inspect_secrets: args.inspect_secrets,
         room_history: args.room_history,
         room_linger: args.room_linger,
+        cluster: args.cluster,
+        reuse_port: args.reuse_port,
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

@@ -13,6 +13,9 @@ impl CloseCode {
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013 Try Again Later (IANA registry): the server is temporarily
+    /// unable to take the message (a `--cluster` Redis away).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// "No status received" (RFC 6455 §7.4.1): what a close frame with an
     /// empty body is reported as. Never put on the wire.
     pub const NO_STATUS: CloseCode = CloseCode(1005);

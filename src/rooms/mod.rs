@@ -248,6 +248,37 @@ impl<M: Copy + Eq, S: Sequencer> Rooms<M, S> {
         msg_id
     }
 
+    /// A message whose id was given elsewhere (the cluster's one order):
+    /// retained, and for every member now (copied into `to`), as
+    /// [`publish`](Self::publish) does with an id of its own.
+    pub fn publish_as(
+        &mut self,
+        id: RoomId,
+        msg_id: u64,
+        kind: MessageKind,
+        data: &[u8],
+        to: &mut Vec<M>,
+    ) {
+        self.sequencer.advance(id, msg_id);
+        self.retain(id, msg_id, kind, data);
+        to.clear();
+        to.extend_from_slice(&self.room(id).members);
+    }
+
+    /// The room's history and last id as the cluster has them (this
+    /// instance starts watching it): what was kept here is replaced.
+    pub fn restore(&mut self, id: RoomId, last: u64, messages: &[(u64, MessageKind, Vec<u8>)]) {
+        let room = self.room_mut(id);
+        let dropped = room.history_bytes;
+        room.history.clear();
+        room.history_bytes = 0;
+        self.history_bytes -= dropped;
+        self.sequencer.advance(id, last);
+        for (msg_id, kind, data) in messages {
+            self.retain(id, *msg_id, *kind, data);
+        }
+    }
+
     /// Keeps a message in its room's history, evicting the oldest past the
     /// count or the bytes a room keeps.
     fn retain(&mut self, id: RoomId, msg_id: u64, kind: MessageKind, data: &[u8]) {

@@ -17,6 +17,9 @@ pub trait Sequencer {
     fn last_id(&self, room: RoomId) -> u64;
     /// `room` was forgotten: a room that takes its place starts again from 1.
     fn forget(&mut self, room: RoomId);
+    /// `room`'s last id is `id`, given elsewhere (the cluster's order in
+    /// Redis, `crate::cluster`): the next local one would follow it.
+    fn advance(&mut self, room: RoomId, id: u64);
 }
 
 /// The order of one process: a counter per room.
@@ -44,5 +47,13 @@ impl Sequencer for Local {
         if let Some(n) = self.last.get_mut(room.index()) {
             *n = 0;
         }
+    }
+
+    fn advance(&mut self, room: RoomId, id: u64) {
+        let i = room.index();
+        if self.last.len() <= i {
+            self.last.resize(i + 1, 0);
+        }
+        self.last[i] = id;
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use log::{debug, info};
 use mio::Token;
 
-use super::{room_http, stats, Server, PAGE};
+use super::{clustering, room_http, stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::inspector::endpoints as inspector_endpoints;
 use crate::proto::handshake::{
@@ -146,8 +146,21 @@ impl Server {
         c.proto.set_streaming(stream);
         c.proto
             .accept_upgrade_with(now, Some((&deflate, &codec)), protocol, &stub_headers);
-        if let (Some(room), Some(n)) = (room, history) {
-            self.replay_history(t, room, n);
+        if let Some(room) = room {
+            let mut replay = history;
+            // With --cluster, a room not caught up yet replays later.
+            if let Some(cl) = self.cluster.as_mut() {
+                let name = self.rooms.name(room);
+                if !cl.core.watch(name) {
+                    if let Some(n) = replay.take() {
+                        let wait = (t, room, clustering::Waiting::History(n));
+                        cl.waiting.entry(name.to_owned()).or_default().push(wait);
+                    }
+                }
+            }
+            if let Some(n) = replay {
+                self.replay_history(t, room, n);
+            }
         }
         if stubbed {
             let id = self.conns.get(t).map_or(0, |c| c.id.0);
@@ -237,6 +250,15 @@ impl Server {
                 }
             };
             c.proto.respond(response, now);
+            return;
+        }
+        if get && bare == "/healthz" && self.cluster.as_ref().is_some_and(|c| !c.core.is_up()) {
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
+            debug!("{}: {method} {path}: 503 (cluster: connecting)", c.id);
+            let answer = line_response(503, "Service Unavailable", "cluster: connecting");
+            c.proto.respond(with_headers(answer, "Retry-After: 1\r\n"), now);
             return;
         }
         // What a GET is answered with (the numbers are computed only when asked).

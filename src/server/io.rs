@@ -197,7 +197,7 @@ impl Server {
                         let from = c.id.0;
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
-                        self.publish(from, room, kind, &data, now);
+                        self.publish_member(t, from, room, kind, &data, now);
                         if let Some(c) = self.conns.get_mut(t) {
                             c.proto.recycle(data);
                         }

@@ -26,6 +26,7 @@
 
 mod admission;
 mod budget;
+mod clustering;
 mod conns;
 mod handle;
 mod http;
@@ -103,12 +104,25 @@ pub struct Server {
     inspector: Option<Inspector>,
     /// Stub sessions on echo paths (`--stubs`).
     stubbing: stubbing::Stubbing,
+    /// Rooms shared through Redis (`--cluster`).
+    cluster: Option<clustering::Clustering>,
 }
 
 impl Server {
     /// Binds `config.listen`.
     pub fn bind(config: Config) -> std::io::Result<Server> {
-        let listener = std::net::TcpListener::bind(config.listen)?;
+        let listener = if config.reuse_port {
+            // SO_REUSEPORT before bind: several processes on one port.
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&config.listen.into())?;
+            socket.listen(1024)?;
+            socket.into()
+        } else {
+            std::net::TcpListener::bind(config.listen)?
+        };
         Server::from_std(listener, config)
     }
 
@@ -146,7 +160,12 @@ impl Server {
             )
         });
         let now = Instant::now();
+        let cluster = config
+            .cluster
+            .clone()
+            .map(|url| clustering::Clustering::new(url, config.room_history));
         Ok(Server {
+            cluster,
             rooms: Rooms::new(Settings {
                 history: config.room_history,
                 history_bytes: HISTORY_BYTES,
@@ -217,7 +236,8 @@ impl Server {
                 let busy = self.conns.len() > 0 || self.rooms.count() > 0;
                 let sweep = busy.then_some(self.timers.next_sweep());
                 let pause = self.admission.paused_until();
-                [self.timers.next(), stopping, pause, sweep]
+                let cluster = self.cluster.as_ref().and_then(|c| c.deadline());
+                [self.timers.next(), stopping, pause, sweep, cluster]
                     .into_iter()
                     .flatten()
                     .min()
@@ -233,6 +253,9 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
+                    clustering::COMMANDS | clustering::SUBSCRIBER => {
+                        self.cluster_ready(event.token(), now)
+                    }
                     SIGNALS => {
                         let count = self.control.pending_signals();
                         if count > 0 && stopping.is_some() || count > 1 {
@@ -267,6 +290,7 @@ impl Server {
             }
             self.run_timers(now);
             self.sweep(now);
+            self.cluster_turn(now);
             // Records of this turn go to the ring and to live inspectors
             // (whose output is then written with the other dirty connections).
             self.drain_tap(now);
@@ -327,6 +351,10 @@ impl Server {
             return;
         }
         self.rooms.expire(now);
+        if let Some(cl) = self.cluster.as_mut() {
+            let rooms = &self.rooms;
+            cl.core.unwatch_unless(|name| rooms.find(name).is_some());
+        }
         self.stubbing.reload_if_changed();
         for (_, c) in self.conns.iter_mut() {
             if c.proto.release_if_quiet() {
@@ -360,7 +388,8 @@ impl Server {
             let freed = self.rooms.shed(over);
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
-        let fixed = ring + self.rooms.history_bytes();
+        let held = self.cluster.as_ref().map_or(0, |c| c.core.held_bytes());
+        let fixed = ring + self.rooms.history_bytes() + held;
         if self.budget.fits(fixed) {
             self.budget.calm(fixed);
             return;

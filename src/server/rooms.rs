@@ -12,11 +12,13 @@
 
 use std::time::Instant;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::Token;
 
+use super::clustering::{Post, Waiting};
 use super::room_http::{self, PendingPublish};
 use super::{stats, Server};
+use crate::cluster::Event as ClusterEvent;
 use crate::proto::body::BodyError;
 use crate::proto::handshake::{keep_alive_response, line_response, with_headers, PlainRequest};
 use crate::proto::output::Chunk;
@@ -25,6 +27,45 @@ use crate::rooms::forms::{self, Forms};
 use crate::rooms::RoomId;
 
 impl Server {
+    /// A member's message to its room: published here, or (`--cluster`)
+    /// appended in Redis and delivered when it comes back in the room's
+    /// order. With Redis away it is held, in order; a member whose held
+    /// message would take the memory budget over is closed with 1013.
+    pub(super) fn publish_member(
+        &mut self,
+        t: Token,
+        from: u32,
+        room: RoomId,
+        kind: MessageKind,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Some(cl) = self.cluster.as_mut() else {
+            self.publish(from, room, kind, data, now);
+            return;
+        };
+        if !cl.core.is_up() {
+            let ring = self.inspector.as_ref().map_or(0, |i| i.memory());
+            let fixed = ring + self.rooms.history_bytes() + cl.core.held_bytes() + data.len();
+            if !self.budget.fits(fixed) {
+                if let Some(c) = self.conns.get_mut(t) {
+                    info!(
+                        "{}: Redis is away and holding its message would pass --max-memory: \
+                         closing 1013",
+                        c.id
+                    );
+                    c.proto
+                        .close_discarding(CloseCode::TRY_AGAIN_LATER, "cluster unavailable", now);
+                    self.conns.mark_dirty(t);
+                }
+                return;
+            }
+        }
+        let name = self.rooms.name(room);
+        let ticket = cl.core.append(name, kind, data);
+        cl.sent(ticket, name, now);
+    }
+
     /// Publishes a message from connection `from` to a room, delivers it,
     /// and records it once in the inspector. Returns its id and how many
     /// members it went to.
@@ -129,6 +170,96 @@ impl Server {
         };
         for m in self.rooms.last_messages(room, n) {
             c.proto.send(m.kind, m.data.to_vec());
+        }
+    }
+
+    /// An event on one of the cluster's sockets.
+    pub(super) fn cluster_ready(&mut self, token: Token, now: Instant) {
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.ready(self.poll.registry(), token, &mut self.bufs.read, now);
+        }
+        self.cluster_turn(now);
+    }
+
+    /// Once per turn (and after each cluster event): reconnect when due,
+    /// act on what the cluster said, write what it has to say.
+    pub(super) fn cluster_turn(&mut self, now: Instant) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.tick(self.poll.registry(), now);
+        while let Some(event) = self.cluster.as_mut().and_then(|c| c.core.poll_event()) {
+            self.cluster_event(event, now);
+        }
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.flush(self.poll.registry(), now);
+        }
+    }
+
+    fn cluster_event(&mut self, event: ClusterEvent, now: Instant) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        match event {
+            ClusterEvent::Up => cl.came_up(),
+            ClusterEvent::Appended { ticket, id } => {
+                cl.appended(ticket, id);
+                if let Some(p) = cl.posts.remove(&ticket) {
+                    let members = self.rooms.find(&p.room).map_or(0, |r| self.rooms.members(r).len());
+                    self.published(p.token, &p.room, id, members, &p.cors, now);
+                }
+            }
+            ClusterEvent::Refused { ticket, why } => {
+                warn!("cluster: Redis refused an append: {why}");
+                if let Some(p) = cl.posts.remove(&ticket) {
+                    let why = format!("the cluster's Redis refused the message: {why}");
+                    let what = format!("POST {}", p.room);
+                    self.refuse(p.token, &what, (503, "Service Unavailable"), &why, &p.cors, now);
+                }
+            }
+            ClusterEvent::Deliver { room, id, kind, data } => {
+                cl.delivered(&room, id, now);
+                let Some(r) = self.rooms.find(&room) else {
+                    return;
+                };
+                let mut members = std::mem::take(&mut self.bufs.members);
+                self.rooms.publish_as(r, id, kind, &data, &mut members);
+                let sent = self.deliver(&members, id, kind, &data, now);
+                members.clear();
+                self.bufs.members = members;
+                self.inspect_broadcast(0, r, kind, &data, sent, now);
+            }
+            ClusterEvent::Gap { room, from, to } => {
+                let Some(r) = self.rooms.find(&room) else {
+                    return;
+                };
+                for &m in self.rooms.members(r) {
+                    let Some(c) = self.conns.get_mut(m).filter(|c| c.proto.is_event_stream()) else {
+                        continue;
+                    };
+                    let gap = Chunk::Owned(room_http::gap_event((from, to)));
+                    c.proto.send_event(gap, false, now);
+                    self.conns.mark_dirty(m);
+                }
+            }
+            ClusterEvent::Restore { room, last, messages } => {
+                if let Some(r) = self.rooms.find(&room) {
+                    self.rooms.restore(r, last, &messages);
+                }
+            }
+            ClusterEvent::Live { room } => {
+                for (t, r, wait) in cl.waiting.remove(&room).unwrap_or_default() {
+                    match wait {
+                        Waiting::Events(last, history) => self.replay_events(t, r, last, history, now),
+                        Waiting::History(n) => {
+                            if self.conns.get(t).is_some_and(|c| c.room() == Some(r)) {
+                                self.replay_history(t, r, n);
+                                self.conns.mark_dirty(t);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -245,29 +376,56 @@ impl Server {
             return;
         }
         let from = c.id.0;
+        if let Some(cl) = self.cluster.as_mut() {
+            if !cl.core.is_up() {
+                info!("{}: POST {}: 503, Redis is away (--cluster)", c.id, p.room);
+                let answer = line_response(
+                    503,
+                    "Service Unavailable",
+                    "the cluster's Redis is unreachable; nothing was published, try again",
+                );
+                let answer = with_headers(answer, &format!("Retry-After: 1\r\n{}", p.cors));
+                if c.proto.respond_keep_alive(answer, now) {
+                    stats::count(&mut self.stats.http, 503);
+                }
+                return;
+            }
+            self.stats.messages_in += 1;
+            self.stats.bytes_in += body.len() as u64;
+            self.stats.http_publishes += 1;
+            let ticket = cl.core.append(&p.room, p.kind, &body);
+            cl.sent(ticket, &p.room, now);
+            let (room, cors) = (p.room, p.cors);
+            cl.posts.insert(ticket, Post { token: t, room, cors });
+            return;
+        }
         let room = self.rooms.open(&p.room, now);
         self.stats.messages_in += 1;
         self.stats.bytes_in += body.len() as u64;
         self.stats.http_publishes += 1;
         let (id, members) = self.publish(from, room, p.kind, &body, now);
-        let json = room_http::published_json(&p.room, id, members);
+        self.published(t, &p.room, id, members, &p.cors, now);
+    }
+
+    /// A `POST`'s message has its id: 200 with the room, the id and how
+    /// many members (of this instance) it went to.
+    fn published(&mut self, t: Token, room: &str, id: u64, members: usize, cors: &str, now: Instant) {
+        let json = room_http::published_json(room, id, members);
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        debug!(
-            "{}: POST {}: 200, id {id} to {members} members",
-            c.id, p.room
-        );
+        debug!("{}: POST {room}: 200, id {id} to {members} members", c.id);
         let answer = keep_alive_response(
             200,
             "OK",
             "application/json",
-            &format!("Cache-Control: no-store\r\n{}", p.cors),
+            &format!("Cache-Control: no-store\r\n{cors}"),
             json.as_bytes(),
         );
         if c.proto.respond_keep_alive(answer, now) {
             stats::count(&mut self.stats.http, 200);
         }
+        self.conns.mark_dirty(t);
     }
 
     /// A `GET` with `Accept: text/event-stream` on a room: the stream's
@@ -303,8 +461,34 @@ impl Server {
         let head = room_http::stream_head(&cors, greeting.as_deref());
         c.proto.start_events(head, drop_after, now);
         info!("{}: subscribed to {} ({})", c.id, room, c.http_scheme());
+        self.conns.mark_dirty(t);
+        if let Some(cl) = self.cluster.as_mut() {
+            if !cl.core.watch(room) {
+                // Replayed once the room is caught up with the cluster.
+                let wait = Waiting::Events(last, knobs.history);
+                cl.waiting.entry(room.to_owned()).or_default().push((t, id, wait));
+                return;
+            }
+        }
+        self.replay_events(t, id, last, knobs.history, now);
+    }
+
+    /// What an event-stream subscriber missed (after `last`) or asked for
+    /// (`history`): the gap, then the retained messages.
+    fn replay_events(
+        &mut self,
+        t: Token,
+        id: RoomId,
+        last: Option<u64>,
+        history: Option<usize>,
+        now: Instant,
+    ) {
+        let room = self.rooms.name(id);
+        let Some(c) = self.conns.get_mut(t).filter(|c| c.room() == Some(id)) else {
+            return;
+        };
         // What the client missed, or asked for.
-        let replay = self.rooms.resume(id, last, knobs.history);
+        let replay = self.rooms.resume(id, last, history);
         if let (Some(l), Some(last_id)) = (last, replay.ahead_of) {
             // Not an id of this room as it is now: it was forgotten
             // (`--room-linger`) or the server restarted.

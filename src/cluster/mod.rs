@@ -1,0 +1,487 @@
+//! Rooms across processes (`--cluster redis://…`), sans-IO: no socket, no
+//! clock. The driver (`server/clustering.rs`) owns two connections to
+//! Redis — one for commands, one subscribed to the rooms this instance has
+//! members in — feeds this state machine what it reads, and writes what it
+//! asks for.
+//!
+//! One order per room, the same on every instance: a message is appended in
+//! Redis by a script (`resp::APPEND`) that gives it the room's next id,
+//! keeps it in the room's stream and publishes it; every instance, the
+//! sender's too, delivers in the order the publications arrive. An
+//! instance that starts watching a room (its first member), reconnects, or
+//! sees an id it did not expect, catches up (`resp::CATCH_UP`): it
+//! subscribes first, then reads the room's last id and retained messages,
+//! holding what is published meanwhile, so nothing falls between the two.
+//! Members' messages sent while Redis is away are held in order and
+//! appended when it is back; an append whose reply was lost is resent
+//! under the same key, which Redis remembers, so it is appended once.
+
+pub mod resp;
+mod order;
+mod url;
+
+pub use url::Url;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+
+use crate::proto::MessageKind;
+
+/// One of the two connections to Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Commands and their replies, in order.
+    Commands,
+    /// `SUBSCRIBE`d to the watched rooms' channels.
+    Subscriber,
+}
+
+/// What the driver does for the cluster.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Both connections are ready (logged once per transition).
+    Up,
+    /// A message of `room`, in the room's order: deliver it to this
+    /// instance's members and keep it in the room's history.
+    Deliver {
+        room: String,
+        id: u64,
+        kind: MessageKind,
+        data: Vec<u8>,
+    },
+    /// `room`'s members here missed these ids (inclusive) and no one can
+    /// have them any more: tell the event-stream subscribers (`event: gap`).
+    Gap { room: String, from: u64, to: u64 },
+    /// This instance starts watching `room`: its history is these messages
+    /// (oldest first) and its last id is `last`. Nothing to deliver.
+    Restore {
+        room: String,
+        last: u64,
+        messages: Vec<(u64, MessageKind, Vec<u8>)>,
+    },
+    /// `room` is caught up: members waiting to be replayed can be now.
+    Live { room: String },
+    /// The append with this ticket has its id.
+    Appended { ticket: u64, id: u64 },
+    /// Redis refused the append (its error).
+    Refused { ticket: u64, why: String },
+}
+
+/// What a reply on the command connection answers.
+#[derive(Debug)]
+enum Awaiting {
+    Hello,
+    Append(u64),
+    CatchUp(String),
+}
+
+/// A message to append.
+#[derive(Debug)]
+struct Append {
+    ticket: u64,
+    room: String,
+    kind: MessageKind,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Watch {
+    /// `SUBSCRIBE` sent (or to send once connected), not confirmed.
+    Subscribing,
+    /// Subscribed; the catch-up's reply is awaited.
+    CatchingUp,
+    Live,
+}
+
+/// A room this instance has members in.
+#[derive(Debug)]
+struct Watched {
+    state: Watch,
+    /// The last id delivered here (or restored); `None`: nothing known yet.
+    last: Option<u64>,
+    epoch: Option<Vec<u8>>,
+    /// Publications that came while catching up: applied after it.
+    held: Vec<(u64, Vec<u8>, MessageKind, Vec<u8>)>,
+}
+
+/// The cluster's state in this instance.
+pub struct Cluster {
+    url: Url,
+    /// Keys and channels start with this (channels are not per database).
+    prefix: String,
+    /// Unique to this process: names its appends and any epoch it creates.
+    instance: String,
+    /// `--room-history`: the stream is trimmed to this.
+    history: usize,
+    up: [bool; 2],
+    out: [Vec<u8>; 2],
+    input: [Vec<u8>; 2],
+    awaiting: VecDeque<Awaiting>,
+    /// Sent, not answered: resent first after a reconnect.
+    in_flight: VecDeque<Append>,
+    /// Not sent yet (Redis away).
+    held: VecDeque<Append>,
+    held_bytes: usize,
+    next_ticket: u64,
+    rooms: HashMap<String, Watched>,
+    events: VecDeque<Event>,
+    pub stats: Stats,
+}
+
+/// Counters for `/stats` and `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub reconnects: u64,
+    pub appended: u64,
+    pub delivered: u64,
+    pub catch_ups: u64,
+    pub gaps: u64,
+}
+
+impl Cluster {
+    /// `instance`: a string unique to this process (random).
+    pub fn new(url: Url, history: usize, instance: String) -> Cluster {
+        let prefix = format!("echocast:{}:", url.db);
+        Cluster {
+            url,
+            prefix,
+            instance,
+            history,
+            up: [false; 2],
+            out: [Vec::new(), Vec::new()],
+            input: [Vec::new(), Vec::new()],
+            awaiting: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            next_ticket: 0,
+            rooms: HashMap::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Whether both connections are up.
+    pub fn is_up(&self) -> bool {
+        self.up == [true; 2]
+    }
+
+    /// Bytes of members' messages held while Redis is away (counted in the
+    /// memory budget).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes + self.in_flight.iter().map(|a| a.data.len()).sum::<usize>()
+    }
+
+    /// Appends waiting for Redis (held) or for its reply.
+    pub fn pending_appends(&self) -> usize {
+        self.held.len() + self.in_flight.len()
+    }
+
+    /// The rooms watched here.
+    pub fn watched(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn idx(link: Link) -> usize {
+        match link {
+            Link::Commands => 0,
+            Link::Subscriber => 1,
+        }
+    }
+
+    fn channel(&self, room: &str) -> Vec<u8> {
+        format!("{}room:{room}", self.prefix).into_bytes()
+    }
+
+    fn key(&self, what: &str, room: &str) -> String {
+        format!("{}{what}:{room}", self.prefix)
+    }
+
+    /// A connection was established: it says who we are first.
+    pub fn connected(&mut self, link: Link) {
+        let i = Cluster::idx(link);
+        self.out[i].clear();
+        self.input[i].clear();
+        let mut hello: Vec<Vec<u8>> = Vec::new();
+        if let Some(p) = &self.url.password {
+            hello.push(b"AUTH".to_vec());
+            if let Some(u) = &self.url.user {
+                hello.push(u.clone().into_bytes());
+            }
+            hello.push(p.clone().into_bytes());
+        }
+        if !hello.is_empty() {
+            let args: Vec<&[u8]> = hello.iter().map(Vec::as_slice).collect();
+            resp::command(&mut self.out[i], &args);
+            if link == Link::Commands {
+                self.awaiting.push_back(Awaiting::Hello);
+            }
+        }
+        if link == Link::Commands {
+            let db = self.url.db.to_string();
+            resp::command(&mut self.out[i], &[b"SELECT", db.as_bytes()]);
+            self.awaiting.push_back(Awaiting::Hello);
+        }
+        self.up[i] = true;
+        if self.is_up() {
+            self.came_up();
+        }
+    }
+
+    /// Both links are up: resubscribe, catch up, send what waited.
+    fn came_up(&mut self) {
+        self.events.push_back(Event::Up);
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.subscribe(&name);
+        }
+        let resend: Vec<Append> = self.in_flight.drain(..).chain(self.held.drain(..)).collect();
+        self.held_bytes = 0;
+        for a in resend {
+            self.send_append(a);
+        }
+    }
+
+    /// A connection failed or closed: both are dropped (the driver
+    /// reconnects with backoff). Appends in flight wait to be resent.
+    pub fn disconnected(&mut self) {
+        if self.up != [false; 2] || !self.awaiting.is_empty() {
+            self.stats.reconnects += 1;
+        }
+        self.up = [false; 2];
+        self.out = [Vec::new(), Vec::new()];
+        self.input = [Vec::new(), Vec::new()];
+        self.awaiting.clear();
+        for w in self.rooms.values_mut() {
+            w.state = Watch::Subscribing;
+            w.held.clear();
+        }
+    }
+
+    /// Bytes to write on `link`.
+    pub fn output(&self, link: Link) -> &[u8] {
+        &self.out[Cluster::idx(link)]
+    }
+
+    /// `n` bytes of `link`'s output were written.
+    pub fn consume(&mut self, link: Link, n: usize) {
+        self.out[Cluster::idx(link)].drain(..n);
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A member of `room` is here: its messages must reach this instance.
+    /// Returns whether the room is live (a new member's replay can be
+    /// served now) or caught up later (`Event::Live`).
+    pub fn watch(&mut self, room: &str) -> bool {
+        if let Some(w) = self.rooms.get(room) {
+            return w.state == Watch::Live;
+        }
+        self.rooms.insert(
+            room.to_owned(),
+            Watched {
+                state: Watch::Subscribing,
+                last: None,
+                epoch: None,
+                held: Vec::new(),
+            },
+        );
+        if self.is_up() {
+            self.subscribe(room);
+        }
+        false
+    }
+
+    /// Whether `room` is watched and caught up.
+    pub fn is_live(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|w| w.state == Watch::Live)
+    }
+
+    /// Stops watching the rooms `keep` says no (no member left here).
+    pub fn unwatch_unless(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let gone: Vec<String> = self.rooms.keys().filter(|r| !keep(r)).cloned().collect();
+        for room in gone {
+            self.rooms.remove(&room);
+            if self.is_up() {
+                let ch = self.channel(&room);
+                resp::command(&mut self.out[1], &[b"UNSUBSCRIBE", &ch]);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, room: &str) {
+        let ch = self.channel(room);
+        resp::command(&mut self.out[1], &[b"SUBSCRIBE", &ch]);
+        if let Some(w) = self.rooms.get_mut(room) {
+            w.state = Watch::Subscribing;
+        }
+    }
+
+    /// Appends a message to `room` (a member's or a `POST`'s). Returns its
+    /// ticket (`Event::Appended` carries it back with the id). While Redis
+    /// is away it is held, in order.
+    pub fn append(&mut self, room: &str, kind: MessageKind, data: &[u8]) -> u64 {
+        self.next_ticket += 1;
+        let a = Append {
+            ticket: self.next_ticket,
+            room: room.to_owned(),
+            kind,
+            data: data.to_vec(),
+        };
+        if self.is_up() {
+            self.send_append(a);
+        } else {
+            self.held_bytes += a.data.len();
+            self.held.push_back(a);
+        }
+        self.next_ticket
+    }
+
+    fn send_append(&mut self, a: Append) {
+        let room = &a.room;
+        let floor = self
+            .rooms
+            .get(room)
+            .and_then(|w| w.last)
+            .unwrap_or(0)
+            .to_string();
+        let sent = format!("{}sent:{}:{}", self.prefix, self.instance, a.ticket);
+        let (seq, epoch, log) = (self.key("seq", room), self.key("epoch", room), self.key("log", room));
+        let ch = self.channel(room);
+        let history = self.history.to_string();
+        let kind: &[u8] = match a.kind {
+            MessageKind::Text => b"t",
+            MessageKind::Binary => b"b",
+        };
+        let new_epoch = self.new_epoch();
+        resp::command(
+            &mut self.out[0],
+            &[
+                b"EVAL",
+                resp::APPEND.as_bytes(),
+                b"4",
+                seq.as_bytes(),
+                epoch.as_bytes(),
+                log.as_bytes(),
+                sent.as_bytes(),
+                &ch,
+                history.as_bytes(),
+                kind,
+                &a.data,
+                new_epoch.as_bytes(),
+                floor.as_bytes(),
+            ],
+        );
+        self.awaiting.push_back(Awaiting::Append(a.ticket));
+        self.in_flight.push_back(a);
+    }
+
+    fn new_epoch(&self) -> String {
+        format!("{}-{}", self.instance, self.next_ticket)
+    }
+
+    fn catch_up(&mut self, room: &str) {
+        let Some(w) = self.rooms.get_mut(room) else {
+            return;
+        };
+        w.state = Watch::CatchingUp;
+        let after = w.last.map(|l| l.to_string()).unwrap_or_default();
+        let floor = w.last.unwrap_or(0).to_string();
+        let (seq, epoch, log) = (self.key("seq", room), self.key("epoch", room), self.key("log", room));
+        let count = self.history.to_string();
+        let new_epoch = self.new_epoch();
+        resp::command(
+            &mut self.out[0],
+            &[
+                b"EVAL",
+                resp::CATCH_UP.as_bytes(),
+                b"3",
+                seq.as_bytes(),
+                epoch.as_bytes(),
+                log.as_bytes(),
+                after.as_bytes(),
+                count.as_bytes(),
+                floor.as_bytes(),
+                new_epoch.as_bytes(),
+            ],
+        );
+        self.awaiting.push_back(Awaiting::CatchUp(room.to_owned()));
+        self.stats.catch_ups += 1;
+    }
+
+    /// Bytes read from `link`. An error means the connection is not
+    /// speaking RESP or refused us (drop both and reconnect).
+    pub fn receive(&mut self, link: Link, bytes: &[u8]) -> Result<(), String> {
+        let i = Cluster::idx(link);
+        self.input[i].extend_from_slice(bytes);
+        let mut at = 0;
+        let result = loop {
+            match resp::reply(&self.input[i][at..]) {
+                Ok(Some((frame, n))) => {
+                    at += n;
+                    let r = match link {
+                        Link::Commands => self.command_reply(frame),
+                        Link::Subscriber => self.publication(frame),
+                    };
+                    if let Err(e) = r {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.input[i].drain(..at);
+        result
+    }
+
+    fn command_reply(&mut self, frame: OwnedFrame) -> Result<(), String> {
+        let Some(what) = self.awaiting.pop_front() else {
+            return Err("a reply nobody asked for".into());
+        };
+        match what {
+            Awaiting::Hello => match resp::error(&frame) {
+                Some(e) => Err(format!("Redis refused us: {e}")),
+                None => Ok(()),
+            },
+            Awaiting::Append(ticket) => {
+                let Some(a) = self.in_flight.pop_front() else {
+                    return Err("an append reply with nothing in flight".into());
+                };
+                debug_assert_eq!(a.ticket, ticket);
+                if let Some(e) = resp::error(&frame) {
+                    self.events.push_back(Event::Refused {
+                        ticket,
+                        why: e.to_owned(),
+                    });
+                    return Ok(());
+                }
+                let id = match &frame {
+                    OwnedFrame::Array(v) => v.first().and_then(resp::int),
+                    _ => None,
+                };
+                let id = id.ok_or("an append reply without an id")?;
+                self.stats.appended += 1;
+                self.events.push_back(Event::Appended { ticket, id });
+                Ok(())
+            }
+            Awaiting::CatchUp(room) => {
+                if let Some(e) = resp::error(&frame) {
+                    return Err(format!("catching up {room}: {e}"));
+                }
+                self.caught_up(&room, frame)
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! A room's one order as this instance follows it: the catch-up's reply
+//! (what the room kept, and the gap before it), publications delivered in
+//! id order, held while catching up, and a new catch-up when an id is
+//! skipped or the room's epoch changed (Redis lost it).
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::resp::{self, entry, publication};
+use super::{Cluster, Event, Watch};
+use crate::proto::MessageKind;
+
+impl Cluster {
+    /// The catch-up's reply: `{seq, epoch, entries}`.
+    pub(super) fn caught_up(&mut self, room: &str, frame: OwnedFrame) -> Result<(), String> {
+        let OwnedFrame::Array(mut parts) = frame else {
+            return Err("a catch-up reply that is not an array".into());
+        };
+        if parts.len() != 3 {
+            return Err("a catch-up reply of the wrong shape".into());
+        }
+        let entries = parts.pop().unwrap_or(OwnedFrame::Null);
+        let epoch = resp::bytes(&parts[1]).map(<[u8]>::to_vec);
+        let seq = resp::int(&parts[0]).ok_or("a catch-up reply without the room's last id")?;
+        let mut messages = Vec::new();
+        if let OwnedFrame::Array(list) = entries {
+            for e in list {
+                messages.push(entry(&e).ok_or("a stream entry of the wrong shape")?);
+            }
+        }
+        let Some(w) = self.rooms.get_mut(room) else {
+            return Ok(()); // unwatched meanwhile
+        };
+        if w.state != Watch::CatchingUp {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut w.held);
+        match w.last {
+            None => {
+                w.last = Some(seq);
+                w.epoch = epoch;
+                self.events.push_back(Event::Restore {
+                    room: room.to_owned(),
+                    last: seq,
+                    messages,
+                });
+            }
+            Some(last) => {
+                if w.epoch.is_some() && w.epoch != epoch {
+                    log::warn!(
+                        "cluster: room {room}: its history in Redis was lost (new epoch); \
+                         continuing after id {last}"
+                    );
+                }
+                w.epoch = epoch;
+                let start = last;
+                let mut last = last;
+                for (id, kind, data) in messages.into_iter().filter(|m| m.0 > start) {
+                    if id > last + 1 {
+                        self.stats.gaps += 1;
+                        self.events.push_back(Event::Gap {
+                            room: room.to_owned(),
+                            from: last + 1,
+                            to: id - 1,
+                        });
+                    }
+                    self.stats.delivered += 1;
+                    self.events.push_back(Event::Deliver {
+                        room: room.to_owned(),
+                        id,
+                        kind,
+                        data,
+                    });
+                    last = id;
+                }
+                if seq > last {
+                    // Appended but no longer retained (or history is off).
+                    self.stats.gaps += 1;
+                    self.events.push_back(Event::Gap {
+                        room: room.to_owned(),
+                        from: last + 1,
+                        to: seq,
+                    });
+                    last = seq;
+                }
+                if let Some(w) = self.rooms.get_mut(room) {
+                    w.last = Some(last);
+                }
+            }
+        }
+        if let Some(w) = self.rooms.get_mut(room) {
+            w.state = Watch::Live;
+        }
+        self.events.push_back(Event::Live {
+            room: room.to_owned(),
+        });
+        for (id, epoch, kind, data) in held {
+            self.apply(room, id, epoch, kind, data);
+        }
+        Ok(())
+    }
+
+    /// A message on the subscriber connection.
+    pub(super) fn publication(&mut self, frame: OwnedFrame) -> Result<(), String> {
+        if let Some(e) = resp::error(&frame) {
+            return Err(format!("Redis refused us: {e}"));
+        }
+        let OwnedFrame::Array(parts) = frame else {
+            return Ok(()); // AUTH's +OK
+        };
+        let kind = parts.first().and_then(resp::bytes).unwrap_or_default();
+        let channel = parts.get(1).and_then(resp::bytes).unwrap_or_default();
+        let Some(room) = std::str::from_utf8(channel)
+            .ok()
+            .and_then(|c| c.strip_prefix(&self.prefix))
+            .and_then(|c| c.strip_prefix("room:"))
+            .map(str::to_owned)
+        else {
+            return Ok(());
+        };
+        match kind {
+            b"subscribe" => {
+                if self.rooms.get(&room).is_some_and(|w| w.state == Watch::Subscribing) {
+                    self.catch_up(&room);
+                }
+            }
+            b"message" => {
+                let payload = parts.get(2).and_then(resp::bytes).unwrap_or_default();
+                let (id, epoch, kind, data) =
+                    publication(payload).ok_or("a publication of the wrong shape")?;
+                self.apply(&room, id, epoch, kind, data);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A publication in `room`: delivered if it is the next id; held while
+    /// catching up; anything else (ids skipped, another epoch) catches up.
+    fn apply(&mut self, room: &str, id: u64, epoch: Vec<u8>, kind: MessageKind, data: Vec<u8>) {
+        let Some(w) = self.rooms.get_mut(room) else {
+            return;
+        };
+        match w.state {
+            Watch::Subscribing => {} // before the catch-up: it will have it
+            Watch::CatchingUp => w.held.push((id, epoch, kind, data)),
+            Watch::Live => {
+                let last = w.last.unwrap_or(0);
+                if id <= last && w.epoch.as_deref() == Some(&epoch[..]) {
+                    return; // already delivered
+                }
+                if id == last + 1 && w.epoch.as_deref() == Some(&epoch[..]) {
+                    w.last = Some(id);
+                    self.stats.delivered += 1;
+                    self.events.push_back(Event::Deliver {
+                        room: room.to_owned(),
+                        id,
+                        kind,
+                        data,
+                    });
+                } else {
+                    w.held.push((id, epoch, kind, data));
+                    self.catch_up(room);
+                    if let Some(w) = self.rooms.get_mut(room) {
+                        // `catch_up` reset the state; keep what came.
+                        debug_assert_eq!(w.state, Watch::CatchingUp);
+                    }
+                }
+            }
+        }
+    }
+}

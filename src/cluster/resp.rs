@@ -1,0 +1,157 @@
+//! Redis's wire protocol (RESP2) through the `redis-protocol` crate, which
+//! is sans-IO like the rest of the core: commands are encoded into a
+//! buffer, replies decoded from one. And the two server-side scripts that
+//! give a room its one order (`APPEND`) and let an instance catch up with
+//! it (`CATCH_UP`): each runs atomically in Redis, so a message's id, its
+//! place in the room's stream and its publication are one step.
+
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+
+use crate::proto::MessageKind;
+
+/// Appends a message to a room: the id is the room's counter plus one
+/// (raised first to the caller's `floor`, the last id it knows, so ids
+/// never go back after Redis lost them), kept in the room's stream (trimmed
+/// to the history length), published to the instances, and remembered
+/// under the append's key for two minutes so a resent append (its reply
+/// was lost with the connection) is not appended twice.
+///
+/// KEYS: seq, epoch, log, sent. ARGV: channel, history, kind, data, a new
+/// epoch, floor. Returns `{id, epoch}`.
+pub const APPEND: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[3])
+end
+local done = redis.call('GET', KEYS[4])
+if done then return {tonumber(done), epoch} end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq < tonumber(ARGV[6]) then redis.call('SET', KEYS[1], ARGV[6]) end
+local id = redis.call('INCR', KEYS[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], id .. '-1', 'k', ARGV[3], 'd', ARGV[4])
+end
+redis.call('SET', KEYS[4], id, 'EX', 120)
+redis.call('PUBLISH', ARGV[1], id .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\n' .. ARGV[4])
+return {id, epoch}
+"#;
+
+/// Where a room stands: its last id (raised to `floor` as in `APPEND`), its
+/// epoch, and the retained messages after `after` (or, `after` empty, the
+/// last `count`).
+///
+/// KEYS: seq, epoch, log. ARGV: after, count, floor, a new epoch.
+/// Returns `{seq, epoch, entries}`, entries oldest first as XRANGE gives
+/// them (`[["ID-1", ["k", kind, "d", data]], ...]`).
+pub const CATCH_UP: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[3])
+end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq < tonumber(ARGV[3]) then
+  seq = tonumber(ARGV[3])
+  redis.call('SET', KEYS[1], seq)
+end
+local entries = {}
+if tonumber(ARGV[2]) > 0 then
+  if ARGV[1] == '' then
+    local rev = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
+    for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end
+  else
+    entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1] .. '-1', '+', 'COUNT', ARGV[2])
+  end
+end
+return {seq, epoch, entries}
+"#;
+
+/// Appends one command (an array of bulk strings) to `out`.
+pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+    let frame = BorrowedFrame::Array(&parts);
+    let at = out.len();
+    out.resize(at + frame.encode_len(false), 0);
+    // The buffer was sized by the frame's own length: encoding cannot fail.
+    let n = encode_borrowed(&mut out[at..], &frame, false).unwrap_or(0);
+    out.truncate(at + n);
+}
+
+/// The next complete reply in `buf`, and how many bytes it took; `Ok(None)`
+/// if it is not complete yet. An error means the stream is not RESP.
+pub fn reply(buf: &[u8]) -> Result<Option<(OwnedFrame, usize)>, String> {
+    decode(buf).map_err(|e| format!("RESP: {e:?}"))
+}
+
+/// A reply as an integer (RESP integer or a decimal bulk string).
+pub fn int(f: &OwnedFrame) -> Option<u64> {
+    match f {
+        OwnedFrame::Integer(i) => u64::try_from(*i).ok(),
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            std::str::from_utf8(b).ok()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// A reply as bytes.
+pub fn bytes(f: &OwnedFrame) -> Option<&[u8]> {
+    match f {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// The message of an error reply.
+pub fn error(f: &OwnedFrame) -> Option<&str> {
+    match f {
+        OwnedFrame::Error(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// A stream entry `["ID-1", ["k", kind, "d", data]]`.
+pub fn entry(e: &OwnedFrame) -> Option<(u64, MessageKind, Vec<u8>)> {
+    let OwnedFrame::Array(v) = e else {
+        return None;
+    };
+    let id = std::str::from_utf8(bytes(v.first()?)?).ok()?;
+    let id = id.split_once('-')?.0.parse().ok()?;
+    let OwnedFrame::Array(fields) = v.get(1)? else {
+        return None;
+    };
+    let mut kind = None;
+    let mut data = None;
+    for pair in fields.chunks(2) {
+        match (bytes(&pair[0])?, pair.get(1).and_then(bytes)) {
+            (b"k", Some(k)) => kind = Some(kind_of(k)?),
+            (b"d", Some(d)) => data = Some(d.to_vec()),
+            _ => {}
+        }
+    }
+    Some((id, kind?, data?))
+}
+
+fn kind_of(k: &[u8]) -> Option<MessageKind> {
+    match k {
+        b"t" => Some(MessageKind::Text),
+        b"b" => Some(MessageKind::Binary),
+        _ => None,
+    }
+}
+
+/// A publication's payload: `ID EPOCH KIND\nDATA`.
+pub fn publication(p: &[u8]) -> Option<(u64, Vec<u8>, MessageKind, Vec<u8>)> {
+    let nl = p.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&p[..nl]).ok()?;
+    let mut it = head.split(' ');
+    let id = it.next()?.parse().ok()?;
+    let epoch = it.next()?.as_bytes().to_vec();
+    let kind = kind_of(it.next()?.as_bytes())?;
+    Some((id, epoch, kind, p[nl + 1..].to_vec()))
+}

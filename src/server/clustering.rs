@@ -1,0 +1,249 @@
+//! The driver's side of `--cluster`: the two connections to Redis in the
+//! loop's own `Poll` (never a blocking client), reconnecting with backoff
+//! (100 ms doubling to 5 s), the `POST`s waiting for their id, the members
+//! whose replay waits for their room to be caught up, and the delay from
+//! an append to its delivery here. What is said to Redis and what its
+//! replies mean is `crate::cluster` (sans-IO); the loop (rooms.rs) acts on
+//! its events.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::cluster::{Cluster, Link, Url};
+use crate::rooms::RoomId;
+
+pub(super) const COMMANDS: Token = Token(usize::MAX - 4);
+pub(super) const SUBSCRIBER: Token = Token(usize::MAX - 5);
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A member whose replay waits for its room to be caught up.
+pub(super) enum Waiting {
+    /// An event-stream subscriber: resume after this id, or the last N.
+    Events(Option<u64>, Option<usize>),
+    /// A WebSocket member's `?history=N`.
+    History(usize),
+}
+
+/// A `POST` waiting for its message's id.
+pub(super) struct Post {
+    pub token: Token,
+    pub room: String,
+    pub cors: String,
+}
+
+struct Socket {
+    stream: TcpStream,
+    connected: bool,
+}
+
+pub(super) struct Clustering {
+    pub core: Cluster,
+    links: [Option<Socket>; 2],
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Whether the last transition logged was "up".
+    logged_up: Option<bool>,
+    pub posts: HashMap<u64, Post>,
+    pub waiting: HashMap<String, Vec<(Token, RoomId, Waiting)>>,
+    /// Our own appends' (room, id) → when they were appended.
+    sent_at: HashMap<(String, u64), Instant>,
+    tickets: HashMap<u64, (String, Instant)>,
+    /// The last and the largest delay from an append to its delivery here.
+    pub delay_last: Duration,
+    pub delay_max: Duration,
+}
+
+impl Clustering {
+    pub(super) fn new(url: Url, history: usize) -> Clustering {
+        Clustering {
+            core: Cluster::new(url, history, instance_id()),
+            links: [None, None],
+            retry_at: Some(Instant::now()),
+            backoff: FIRST_BACKOFF,
+            logged_up: None,
+            posts: HashMap::new(),
+            waiting: HashMap::new(),
+            sent_at: HashMap::new(),
+            tickets: HashMap::new(),
+            delay_last: Duration::ZERO,
+            delay_max: Duration::ZERO,
+        }
+    }
+
+    /// When the loop must wake up to reconnect.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Reconnects when it is time.
+    pub(super) fn tick(&mut self, registry: &Registry, now: Instant) {
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            if let Err(e) = self.connect(registry) {
+                self.down(registry, &e, now);
+            }
+        }
+    }
+
+    fn connect(&mut self, registry: &Registry) -> Result<(), String> {
+        let url = self.core.url();
+        let addr: SocketAddr = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{}: {e}", url.host))?
+            .next()
+            .ok_or_else(|| format!("{}: no address", url.host))?;
+        for (i, token) in [COMMANDS, SUBSCRIBER].into_iter().enumerate() {
+            let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+            registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            self.links[i] = Some(Socket {
+                stream,
+                connected: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// A connection failed: both are dropped, and retried after the backoff.
+    pub(super) fn down(&mut self, registry: &Registry, why: &str, now: Instant) {
+        for s in self.links.iter_mut().filter_map(Option::take) {
+            let mut stream = s.stream;
+            let _ = registry.deregister(&mut stream);
+        }
+        self.core.disconnected();
+        if self.logged_up != Some(false) {
+            let url = self.core.url();
+            warn!(
+                "cluster: redis://{}:{} unreachable ({why}); retrying every {} ms up to {} s, \
+                 POSTs answered 503, members' messages held",
+                url.host,
+                url.port,
+                FIRST_BACKOFF.as_millis(),
+                MAX_BACKOFF.as_secs()
+            );
+            self.logged_up = Some(false);
+        }
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// The core said both links are up.
+    pub(super) fn came_up(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+        if self.logged_up != Some(true) {
+            let url = self.core.url();
+            info!("cluster: connected to redis://{}:{}/{}", url.host, url.port, url.db);
+            self.logged_up = Some(true);
+        }
+    }
+
+    /// An event on one of the two sockets: completes the connect, reads
+    /// what came (into the core), writes what waits.
+    pub(super) fn ready(&mut self, registry: &Registry, token: Token, buf: &mut [u8], now: Instant) {
+        let (i, link) = if token == COMMANDS {
+            (0, Link::Commands)
+        } else {
+            (1, Link::Subscriber)
+        };
+        if let Err(e) = self.service(i, link, buf) {
+            self.down(registry, &e, now);
+            return;
+        }
+        self.flush(registry, now);
+    }
+
+    fn service(&mut self, i: usize, link: Link, buf: &mut [u8]) -> Result<(), String> {
+        let Some(s) = self.links[i].as_mut() else {
+            return Ok(());
+        };
+        if !s.connected {
+            if let Some(e) = s.stream.take_error().map_err(|e| e.to_string())? {
+                return Err(e.to_string());
+            }
+            match s.stream.peer_addr() {
+                Ok(_) => s.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+            self.core.connected(link);
+        }
+        let Some(s) = self.links[i].as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match s.stream.read(buf) {
+                Ok(0) => return Err("Redis closed the connection".into()),
+                Ok(n) => self.core.receive(link, &buf[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Writes what the core has for each connected link.
+    pub(super) fn flush(&mut self, registry: &Registry, now: Instant) {
+        for (i, link) in [(0, Link::Commands), (1, Link::Subscriber)] {
+            loop {
+                let Some(s) = self.links[i].as_mut().filter(|s| s.connected) else {
+                    break;
+                };
+                let out = self.core.output(link);
+                if out.is_empty() {
+                    break;
+                }
+                match s.stream.write(out) {
+                    Ok(0) => return self.down(registry, "write returned 0", now),
+                    Ok(n) => self.core.consume(link, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return self.down(registry, &e.to_string(), now),
+                }
+            }
+        }
+    }
+
+    /// A local append's ticket, to time it to its delivery.
+    pub(super) fn sent(&mut self, ticket: u64, room: &str, now: Instant) {
+        self.tickets.insert(ticket, (room.to_owned(), now));
+    }
+
+    /// The append with `ticket` got `id`.
+    pub(super) fn appended(&mut self, ticket: u64, id: u64) {
+        if let Some((room, at)) = self.tickets.remove(&ticket) {
+            self.sent_at.insert((room, id), at);
+        }
+    }
+
+    /// `room`'s message `id` was delivered here.
+    pub(super) fn delivered(&mut self, room: &str, id: u64, now: Instant) {
+        if self.sent_at.is_empty() {
+            return;
+        }
+        if let Some(at) = self.sent_at.remove(&(room.to_owned(), id)) {
+            self.delay_last = now.saturating_duration_since(at);
+            self.delay_max = self.delay_max.max(self.delay_last);
+        }
+        if self.sent_at.len() > 10_000 {
+            self.sent_at.clear(); // ids never delivered here (room unwatched)
+        }
+    }
+}
+
+/// A string unique to this process: pid, start time and address mixed.
+fn instance_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{:x}.{:x}", std::process::id(), t)
+}

@@ -16,8 +16,8 @@
 //! appended when it is back; an append whose reply was lost is resent
 //! under the same key, which Redis remembers, so it is appended once.
 
-pub mod resp;
 mod order;
+pub mod resp;
 mod url;
 
 pub use url::Url;
@@ -27,7 +27,6 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 
 use redis_protocol::resp2::types::OwnedFrame;
-
 
 use crate::proto::MessageKind;
 
@@ -190,6 +189,14 @@ impl Cluster {
         self.rooms.len()
     }
 
+    /// The rooms watched here and caught up.
+    pub fn live(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|w| w.state == Watch::Live)
+            .count()
+    }
+
     fn idx(link: Link) -> usize {
         match link {
             Link::Commands => 0,
@@ -243,7 +250,11 @@ impl Cluster {
         for name in names {
             self.subscribe(&name);
         }
-        let resend: Vec<Append> = self.in_flight.drain(..).chain(self.held.drain(..)).collect();
+        let resend: Vec<Append> = self
+            .in_flight
+            .drain(..)
+            .chain(self.held.drain(..))
+            .collect();
         self.held_bytes = 0;
         for a in resend {
             self.send_append(a);
@@ -357,7 +368,11 @@ impl Cluster {
             .unwrap_or(0)
             .to_string();
         let sent = format!("{}sent:{}:{}", self.prefix, self.instance, a.ticket);
-        let (seq, epoch, log) = (self.key("seq", room), self.key("epoch", room), self.key("log", room));
+        let (seq, epoch, log) = (
+            self.key("seq", room),
+            self.key("epoch", room),
+            self.key("log", room),
+        );
         let ch = self.channel(room);
         let history = self.history.to_string();
         let kind: &[u8] = match a.kind {
@@ -398,7 +413,11 @@ impl Cluster {
         w.state = Watch::CatchingUp;
         let after = w.last.map(|l| l.to_string()).unwrap_or_default();
         let floor = w.last.unwrap_or(0).to_string();
-        let (seq, epoch, log) = (self.key("seq", room), self.key("epoch", room), self.key("log", room));
+        let (seq, epoch, log) = (
+            self.key("seq", room),
+            self.key("epoch", room),
+            self.key("log", room),
+        );
         let count = self.history.to_string();
         let new_epoch = self.new_epoch();
         resp::command(

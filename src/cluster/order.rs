@@ -118,10 +118,13 @@ impl Cluster {
             return Ok(());
         };
         match kind {
-            b"subscribe" => {
-                if self.rooms.get(&room).is_some_and(|w| w.state == Watch::Subscribing) {
-                    self.catch_up(&room);
-                }
+            b"subscribe"
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|w| w.state == Watch::Subscribing) =>
+            {
+                self.catch_up(&room);
             }
             b"message" => {
                 let payload = parts.get(2).and_then(resp::bytes).unwrap_or_default();

@@ -15,11 +15,9 @@ impl Url {
         let bad = |why: &str| format!("--cluster {s:?}: {why}");
         let rest = match s.split_once("://") {
             Some(("redis", rest)) => rest,
-            Some(("rediss", _)) => {
-                return Err(bad(
-                    "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network",
-                ))
-            }
+            Some(("rediss", _)) => return Err(bad(
+                "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network",
+            )),
             _ => return Err(bad("expected redis://HOST[:PORT][/DB]")),
         };
         let (auth, rest) = match rest.rsplit_once('@') {
@@ -28,7 +26,10 @@ impl Url {
         };
         let (hostport, db) = match rest.split_once('/') {
             Some((h, "")) => (h, 0),
-            Some((h, d)) => (h, d.parse().map_err(|_| bad("the database is not a number"))?),
+            Some((h, d)) => (
+                h,
+                d.parse().map_err(|_| bad("the database is not a number"))?,
+            ),
             None => (rest, 0),
         };
         let (host, port) = match hostport.rsplit_once(':') {
@@ -58,4 +59,3 @@ impl Url {
         })
     }
 }
-

@@ -142,14 +142,23 @@ impl Clustering {
         self.backoff = FIRST_BACKOFF;
         if self.logged_up != Some(true) {
             let url = self.core.url();
-            info!("cluster: connected to redis://{}:{}/{}", url.host, url.port, url.db);
+            info!(
+                "cluster: connected to redis://{}:{}/{}",
+                url.host, url.port, url.db
+            );
             self.logged_up = Some(true);
         }
     }
 
     /// An event on one of the two sockets: completes the connect, reads
     /// what came (into the core), writes what waits.
-    pub(super) fn ready(&mut self, registry: &Registry, token: Token, buf: &mut [u8], now: Instant) {
+    pub(super) fn ready(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        buf: &mut [u8],
+        now: Instant,
+    ) {
         let (i, link) = if token == COMMANDS {
             (0, Link::Commands)
         } else {
@@ -194,10 +203,7 @@ impl Clustering {
     /// Writes what the core has for each connected link.
     pub(super) fn flush(&mut self, registry: &Registry, now: Instant) {
         for (i, link) in [(0, Link::Commands), (1, Link::Subscriber)] {
-            loop {
-                let Some(s) = self.links[i].as_mut().filter(|s| s.connected) else {
-                    break;
-                };
+            while let Some(s) = self.links[i].as_mut().filter(|s| s.connected) {
                 let out = self.core.output(link);
                 if out.is_empty() {
                     break;

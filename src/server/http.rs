@@ -258,7 +258,8 @@ impl Server {
             };
             debug!("{}: {method} {path}: 503 (cluster: connecting)", c.id);
             let answer = line_response(503, "Service Unavailable", "cluster: connecting");
-            c.proto.respond(with_headers(answer, "Retry-After: 1\r\n"), now);
+            c.proto
+                .respond(with_headers(answer, "Retry-After: 1\r\n"), now);
             return;
         }
         // What a GET is answered with (the numbers are computed only when asked).
@@ -328,6 +329,27 @@ impl Server {
                 bytes: i.memory(),
                 evicted: i.evicted,
                 subscribers: i.subscribers.len(),
+            }),
+            cluster: self.cluster.as_ref().map(|c| {
+                let st = c.core.stats;
+                stats::ClusterJson {
+                    state: if c.core.is_up() {
+                        "connected"
+                    } else {
+                        "connecting"
+                    },
+                    reconnects: st.reconnects,
+                    appends_pending: c.core.pending_appends(),
+                    appends_pending_bytes: c.core.held_bytes(),
+                    appended: st.appended,
+                    delivered: st.delivered,
+                    catch_ups: st.catch_ups,
+                    gaps: st.gaps,
+                    rooms_watched: c.core.watched(),
+                    rooms_live: c.core.live(),
+                    delay_ms_last: c.delay_last.as_secs_f64() * 1000.0,
+                    delay_ms_max: c.delay_max.as_secs_f64() * 1000.0,
+                }
             }),
             ..stats::View::default()
         };

@@ -54,8 +54,11 @@ impl Server {
                          closing 1013",
                         c.id
                     );
-                    c.proto
-                        .close_discarding(CloseCode::TRY_AGAIN_LATER, "cluster unavailable", now);
+                    c.proto.close_discarding(
+                        CloseCode::TRY_AGAIN_LATER,
+                        "cluster unavailable",
+                        now,
+                    );
                     self.conns.mark_dirty(t);
                 }
                 return;
@@ -205,7 +208,10 @@ impl Server {
             ClusterEvent::Appended { ticket, id } => {
                 cl.appended(ticket, id);
                 if let Some(p) = cl.posts.remove(&ticket) {
-                    let members = self.rooms.find(&p.room).map_or(0, |r| self.rooms.members(r).len());
+                    let members = self
+                        .rooms
+                        .find(&p.room)
+                        .map_or(0, |r| self.rooms.members(r).len());
                     self.published(p.token, &p.room, id, members, &p.cors, now);
                 }
             }
@@ -214,10 +220,22 @@ impl Server {
                 if let Some(p) = cl.posts.remove(&ticket) {
                     let why = format!("the cluster's Redis refused the message: {why}");
                     let what = format!("POST {}", p.room);
-                    self.refuse(p.token, &what, (503, "Service Unavailable"), &why, &p.cors, now);
+                    self.refuse(
+                        p.token,
+                        &what,
+                        (503, "Service Unavailable"),
+                        &why,
+                        &p.cors,
+                        now,
+                    );
                 }
             }
-            ClusterEvent::Deliver { room, id, kind, data } => {
+            ClusterEvent::Deliver {
+                room,
+                id,
+                kind,
+                data,
+            } => {
                 cl.delivered(&room, id, now);
                 let Some(r) = self.rooms.find(&room) else {
                     return;
@@ -234,7 +252,8 @@ impl Server {
                     return;
                 };
                 for &m in self.rooms.members(r) {
-                    let Some(c) = self.conns.get_mut(m).filter(|c| c.proto.is_event_stream()) else {
+                    let Some(c) = self.conns.get_mut(m).filter(|c| c.proto.is_event_stream())
+                    else {
                         continue;
                     };
                     let gap = Chunk::Owned(room_http::gap_event((from, to)));
@@ -242,15 +261,22 @@ impl Server {
                     self.conns.mark_dirty(m);
                 }
             }
-            ClusterEvent::Restore { room, last, messages } => {
+            ClusterEvent::Restore {
+                room,
+                last,
+                messages,
+            } => {
                 if let Some(r) = self.rooms.find(&room) {
                     self.rooms.restore(r, last, &messages);
                 }
             }
             ClusterEvent::Live { room } => {
+                debug!("cluster: {room} caught up");
                 for (t, r, wait) in cl.waiting.remove(&room).unwrap_or_default() {
                     match wait {
-                        Waiting::Events(last, history) => self.replay_events(t, r, last, history, now),
+                        Waiting::Events(last, history) => {
+                            self.replay_events(t, r, last, history, now)
+                        }
                         Waiting::History(n) => {
                             if self.conns.get(t).is_some_and(|c| c.room() == Some(r)) {
                                 self.replay_history(t, r, n);
@@ -396,7 +422,14 @@ impl Server {
             let ticket = cl.core.append(&p.room, p.kind, &body);
             cl.sent(ticket, &p.room, now);
             let (room, cors) = (p.room, p.cors);
-            cl.posts.insert(ticket, Post { token: t, room, cors });
+            cl.posts.insert(
+                ticket,
+                Post {
+                    token: t,
+                    room,
+                    cors,
+                },
+            );
             return;
         }
         let room = self.rooms.open(&p.room, now);
@@ -409,7 +442,15 @@ impl Server {
 
     /// A `POST`'s message has its id: 200 with the room, the id and how
     /// many members (of this instance) it went to.
-    fn published(&mut self, t: Token, room: &str, id: u64, members: usize, cors: &str, now: Instant) {
+    fn published(
+        &mut self,
+        t: Token,
+        room: &str,
+        id: u64,
+        members: usize,
+        cors: &str,
+        now: Instant,
+    ) {
         let json = room_http::published_json(room, id, members);
         let Some(c) = self.conns.get_mut(t) else {
             return;
@@ -466,7 +507,10 @@ impl Server {
             if !cl.core.watch(room) {
                 // Replayed once the room is caught up with the cluster.
                 let wait = Waiting::Events(last, knobs.history);
-                cl.waiting.entry(room.to_owned()).or_default().push((t, id, wait));
+                cl.waiting
+                    .entry(room.to_owned())
+                    .or_default()
+                    .push((t, id, wait));
                 return;
             }
         }

@@ -106,6 +106,32 @@ struct StatsJson<'a> {
     http_publishes: u64,
     /// `null` with `--inspect off`.
     inspector: Option<InspectorJson>,
+    /// `null` without `--cluster`.
+    cluster: Option<ClusterJson>,
+}
+
+/// `--cluster`: the link to Redis and what waits for it.
+#[derive(Serialize, Clone, Copy, Default)]
+pub(super) struct ClusterJson {
+    /// `connected` or `connecting`.
+    pub(super) state: &'static str,
+    pub(super) reconnects: u64,
+    /// Members' messages (and POSTs) waiting for Redis or for its answer.
+    pub(super) appends_pending: usize,
+    pub(super) appends_pending_bytes: usize,
+    pub(super) appended: u64,
+    /// Messages of the cluster delivered here, and catch-ups (a room new
+    /// here, a reconnect, an id skipped) and gaps announced.
+    pub(super) delivered: u64,
+    pub(super) catch_ups: u64,
+    pub(super) gaps: u64,
+    /// Rooms this instance watches (has members in), and of those caught up.
+    pub(super) rooms_watched: usize,
+    pub(super) rooms_live: usize,
+    /// From an append of this instance to its delivery here, the last and
+    /// the largest, in milliseconds.
+    pub(super) delay_ms_last: f64,
+    pub(super) delay_ms_max: f64,
 }
 
 #[derive(Serialize)]
@@ -188,6 +214,8 @@ pub(super) struct View<'a> {
     pub(super) history_top: Vec<(&'a str, usize)>,
     /// `None` with `--inspect off`.
     pub(super) inspector: Option<InspectorJson>,
+    /// `None` without `--cluster`.
+    pub(super) cluster: Option<ClusterJson>,
 }
 
 impl Stats {
@@ -244,6 +272,7 @@ impl Stats {
             handshake_failures: &st.handshake_failures,
             http_publishes: st.http_publishes,
             inspector: s.inspector,
+            cluster: s.cluster,
         };
         let mut text = serde_json::to_string(&json).unwrap_or_default();
         text.push('\n');
@@ -321,6 +350,38 @@ impl Stats {
             "Retained room messages dropped to keep --max-memory.",
             &one(s.history_shed),
         );
+        if let Some(c) = s.cluster {
+            metric(
+                "cluster_connected",
+                "gauge",
+                "1 when both connections to the cluster's Redis are up (--cluster).",
+                &one(u64::from(c.state == "connected")),
+            );
+            metric(
+                "cluster_reconnects_total",
+                "counter",
+                "Times the connection to Redis was lost.",
+                &one(c.reconnects),
+            );
+            metric(
+                "cluster_appends_pending",
+                "gauge",
+                "Messages waiting for Redis (held while it is away) or for its answer.",
+                &one(c.appends_pending as u64),
+            );
+            metric(
+                "cluster_delivered_total",
+                "counter",
+                "Room messages of the cluster delivered on this instance.",
+                &one(c.delivered),
+            );
+            metric(
+                "cluster_delay_seconds",
+                "gauge",
+                "From an append of this instance to its delivery here: the last one.",
+                &[(String::new(), c.delay_ms_last / 1000.0)],
+            );
+        }
         metric(
             "http_publishes_total",
             "counter",

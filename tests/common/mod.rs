@@ -2,6 +2,8 @@
 //! blocking std socket, and frame builders for sans-IO conversations.
 #![allow(dead_code)]
 
+pub mod rooms;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs by itself (a Python
 # venv with kosoku and websockets under .venv; Node ws under tests/clients; Debian's chromium and chromium-driver;
-# cargo-fuzz; podman for the image test).
+# cargo-fuzz; podman for the image test; redis-server for tests/cluster.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/cluster.rs starts its own redis-server (Debian's package).
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test

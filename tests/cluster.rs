@@ -453,3 +453,34 @@ fn two_processes_on_one_port_with_reuse_port_share_connections_and_rooms() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_instance_started_before_redis_answers_503_until_it_is_there() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = Config::local();
+    c.cluster = Some(echocast::cluster::Url::parse(&format!("redis://127.0.0.1:{port}")).unwrap());
+    let a = echocast::spawn(c).expect("the server starts without Redis");
+    let addr = a.local_addr();
+    let (head, body) = http_get(addr, "/healthz");
+    assert!(
+        head.contains(" 503 ") && head.contains("Retry-After: 1"),
+        "{head}"
+    );
+    assert_eq!(String::from_utf8_lossy(&body).trim(), "cluster: connecting");
+    // A member can join meanwhile; its messages wait for Redis.
+    let mut m = Client::connect(addr, "/broadcast/early");
+    m.send_text("before Redis");
+    let stats = json(&http_get(addr, "/stats").1);
+    assert_eq!(stats["cluster"]["state"], "connecting");
+    let _redis = Redis::on(port);
+    wait_up(addr);
+    assert_eq!(m.expect_text(), "before Redis");
+    let stats = json(&http_get(addr, "/stats").1);
+    assert_eq!(stats["cluster"]["state"], "connected");
+    assert_eq!(stats["cluster"]["appends_pending"], 0);
+    a.stop().unwrap();
+}

@@ -250,13 +250,34 @@ impl Cluster {
         for name in names {
             self.subscribe(&name);
         }
-        let resend: Vec<Append> = self
-            .in_flight
-            .drain(..)
-            .chain(self.held.drain(..))
-            .collect();
-        self.held_bytes = 0;
-        for a in resend {
+        // Unanswered appends go first, under the keys they had.
+        while let Some(a) = self.in_flight.pop_back() {
+            self.held_bytes += a.data.len();
+            self.held.push_front(a);
+        }
+        self.send_held();
+    }
+
+    /// Sends held appends, in order, while Redis is up and the first one's
+    /// room is not being caught up here: a message of a room this instance
+    /// watches is appended only once it is subscribed, so it comes back to
+    /// its sender (and to the members who joined before it was sent).
+    pub(crate) fn send_held(&mut self) {
+        while self.is_up() {
+            let Some(a) = self.held.front() else {
+                break;
+            };
+            if self
+                .rooms
+                .get(&a.room)
+                .is_some_and(|w| w.state != Watch::Live)
+            {
+                break;
+            }
+            let Some(a) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= a.data.len();
             self.send_append(a);
         }
     }
@@ -341,21 +362,17 @@ impl Cluster {
 
     /// Appends a message to `room` (a member's or a `POST`'s). Returns its
     /// ticket (`Event::Appended` carries it back with the id). While Redis
-    /// is away it is held, in order.
+    /// is away, or its room is being caught up here, it is held, in order.
     pub fn append(&mut self, room: &str, kind: MessageKind, data: &[u8]) -> u64 {
         self.next_ticket += 1;
-        let a = Append {
+        self.held_bytes += data.len();
+        self.held.push_back(Append {
             ticket: self.next_ticket,
             room: room.to_owned(),
             kind,
             data: data.to_vec(),
-        };
-        if self.is_up() {
-            self.send_append(a);
-        } else {
-            self.held_bytes += a.data.len();
-            self.held.push_back(a);
-        }
+        });
+        self.send_held();
         self.next_ticket
     }
 

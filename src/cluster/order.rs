@@ -96,6 +96,7 @@ impl Cluster {
         for (id, epoch, kind, data) in held {
             self.apply(room, id, epoch, kind, data);
         }
+        self.send_held();
         Ok(())
     }
 

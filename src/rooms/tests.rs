@@ -257,3 +257,38 @@ fn members_may_leave_and_join_while_a_message_is_delivered() {
     assert_eq!(to.len(), 3);
     assert_eq!(r.count(), 0);
 }
+
+#[test]
+fn ids_given_elsewhere_are_kept_and_a_restored_room_resumes_from_them() {
+    // `--cluster`: the room's order comes from Redis (crate::cluster).
+    let now = Instant::now();
+    let mut r = rooms(3, HISTORY_BYTES, Duration::from_secs(60));
+    let a = r.join("/broadcast/a", 1, now);
+    r.publish(a, MessageKind::Text, b"local", &mut Vec::new());
+    let kept = [
+        (40, MessageKind::Text, b"forty".to_vec()),
+        (41, MessageKind::Binary, b"\x01".to_vec()),
+    ];
+    r.restore(a, 41, &kept);
+    assert_eq!(r.last_id(a), 41);
+    assert_eq!(
+        text(&r, a, 10),
+        ["forty", "\u{1}"],
+        "what was kept here is replaced"
+    );
+    assert_eq!(r.history_bytes(), 6);
+    let mut to = Vec::new();
+    r.publish_as(a, 42, MessageKind::Text, b"42", &mut to);
+    assert_eq!(to, [1]);
+    assert_eq!(r.last_id(a), 42);
+    let replay = r.resume(a, Some(39), None);
+    assert_eq!((replay.gap, ids(&replay)), (None, vec![40, 41, 42]));
+    r.publish_as(a, 43, MessageKind::Text, b"43", &mut to);
+    let replay = r.resume(a, Some(30), None);
+    assert_eq!(
+        (replay.gap, ids(&replay)),
+        (Some((31, 40)), vec![41, 42, 43])
+    );
+    let replay = r.resume(a, Some(50), None);
+    assert_eq!(replay.ahead_of, Some(43));
+}

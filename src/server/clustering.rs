@@ -95,7 +95,14 @@ impl Clustering {
 
     fn connect(&mut self, registry: &Registry) -> Result<(), String> {
         let url = self.core.url();
-        let addr: SocketAddr = (url.host.as_str(), url.port)
+        // `localhost` without the resolver (the static binary has no NSS);
+        // a name is resolved here, on the loop (a reconnect, not a message).
+        let host = if url.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            url.host.as_str()
+        };
+        let addr: SocketAddr = (host, url.port)
             .to_socket_addrs()
             .map_err(|e| format!("{}: {e}", url.host))?
             .next()

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{masked_frame_op, open_registered, read_available, take_frames};
-use crate::report::{cpu_ns, cpu_per_op, Fanout};
+use crate::report::{cpu_ns, cpu_per_op, Also, Fanout};
 
 pub(crate) struct Sub {
     stream: TcpStream,
@@ -71,6 +71,7 @@ pub(crate) fn broadcast(
 
     let start = Instant::now();
     let cpu0 = pid.and_then(cpu_ns);
+    let also = Also::start();
     let end = start + Duration::from_secs_f64(duration);
     while Instant::now() < end {
         // Publish while the window allows.
@@ -140,6 +141,7 @@ pub(crate) fn broadcast(
         deliveries,
         elapsed,
         cpu_per_delivery: cpu_per_op(pid, cpu0, deliveries),
+        also: also.json(deliveries),
     }
     .print();
     Ok(())

@@ -35,6 +35,41 @@ pub(crate) fn p50_p99_us(latencies: &mut [std::time::Duration]) -> (u128, u128) 
     (pct(0.5), pct(0.99))
 }
 
+/// Other processes measured over the same window as the server
+/// (`ECHOCAST_BENCH_ALSO_PIDS=PID,PID`: a second instance, Redis), for
+/// benchmarks of several processes (bench/cluster.sh).
+pub(crate) struct Also(Vec<(u32, u64)>);
+
+impl Also {
+    /// Their CPU time now.
+    pub(crate) fn start() -> Also {
+        let pids = std::env::var("ECHOCAST_BENCH_ALSO_PIDS").unwrap_or_default();
+        Also(
+            pids.split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .filter_map(|p| Some((p, cpu_ns(p)?)))
+                .collect(),
+        )
+    }
+
+    /// `,"also_cpu_ns_per_delivery":{"PID":ns,…}` since `start` (empty
+    /// without the variable).
+    pub(crate) fn json(&self, ops: u64) -> String {
+        if self.0.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(pid, c0)| {
+                let ns = cpu_ns(pid).map_or(0, |c1| c1 - c0) as f64 / ops.max(1) as f64;
+                format!("\"{pid}\":{ns:.1}")
+            })
+            .collect();
+        format!(",\"also_cpu_ns_per_delivery\":{{{}}}", each.join(","))
+    }
+}
+
 /// What a fan-out scenario (`broadcast`, `sse`) measured.
 pub(crate) struct Fanout<'a> {
     pub(crate) scenario: &'a str,
@@ -48,6 +83,8 @@ pub(crate) struct Fanout<'a> {
     pub(crate) deliveries: u64,
     pub(crate) elapsed: f64,
     pub(crate) cpu_per_delivery: Option<f64>,
+    /// Other processes' CPU per delivery (`Also::json`).
+    pub(crate) also: String,
 }
 
 impl Fanout<'_> {
@@ -63,6 +100,7 @@ impl Fanout<'_> {
             deliveries,
             elapsed,
             cpu_per_delivery,
+            ref also,
         } = *self;
         let rate = deliveries as f64 / elapsed;
         println!("scenario     {scenario}");
@@ -77,7 +115,7 @@ impl Fanout<'_> {
         println!(
             "{{\"scenario\":\"{scenario}\",\"subscribers\":{subscribers},\"size\":{size},\"window\":{window},\
              \"seconds\":{elapsed:.3},\"messages\":{messages},\"deliveries\":{deliveries},\
-             \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}}}",
+             \"deliveries_per_sec\":{rate:.0},\"server_cpu_ns_per_delivery\":{}{also}}}",
             cpu_per_delivery.map_or("null".into(), |c| format!("{c:.1}"))
         );
     }

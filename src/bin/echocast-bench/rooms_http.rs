@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::{
     exchange, masked_frame_op, open_registered, read_available, register, take_frames,
 };
-use crate::report::{cpu_ns, cpu_per_op, Fanout};
+use crate::report::{cpu_ns, cpu_per_op, Also, Fanout};
 
 /// A text message of `size` bytes whose first 20 are `n` in decimal.
 fn payload(n: u64, size: usize) -> Vec<u8> {
@@ -143,6 +143,7 @@ pub(crate) fn sse(
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
     let cpu0 = pid.and_then(cpu_ns);
+    let also = Also::start();
     let end = start + Duration::from_secs_f64(duration);
     while Instant::now() < end {
         let done = subs.iter().map(|s| s.next).min().unwrap_or(sent);
@@ -187,6 +188,7 @@ pub(crate) fn sse(
         deliveries,
         elapsed,
         cpu_per_delivery: cpu_per_op(pid, cpu0, deliveries),
+        also: also.json(deliveries),
     }
     .print();
     Ok(())
@@ -292,6 +294,7 @@ pub(crate) fn publish(
     let (mut published, mut answered, mut deliveries) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     let cpu0 = pid.and_then(cpu_ns);
+    let also = Also::start();
     let end = start + Duration::from_secs_f64(duration);
     while Instant::now() < end {
         // Keep members at most `window` messages behind.
@@ -379,9 +382,10 @@ pub(crate) fn publish(
         "{{\"scenario\":\"publish\",\"members\":{members},\"publishers\":{publishers},\"size\":{size},\
          \"seconds\":{elapsed:.3},\"publishes\":{answered},\"publishes_per_sec\":{rate:.0},\
          \"deliveries\":{deliveries},\"server_cpu_ns_per_publish\":{},\
-         \"server_cpu_ns_per_delivery\":{}}}",
+         \"server_cpu_ns_per_delivery\":{}{}}}",
         num(per_publish),
-        num(per_delivery)
+        num(per_delivery),
+        also.json(deliveries)
     );
     Ok(())
 }

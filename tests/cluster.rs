@@ -484,3 +484,99 @@ fn an_instance_started_before_redis_answers_503_until_it_is_there() {
     assert_eq!(stats["cluster"]["appends_pending"], 0);
     a.stop().unwrap();
 }
+
+/// Sends one command to Redis and returns its reply.
+fn call(redis: &Redis, args: &[&[u8]]) -> redis_protocol::resp2::types::OwnedFrame {
+    use echocast::cluster::resp;
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    resp::command(&mut out, args);
+    s.write_all(&out).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        if let Some((frame, _)) = resp::reply(&buf).unwrap() {
+            return frame;
+        }
+        let mut tmp = [0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut tmp).unwrap();
+        assert!(n > 0, "Redis closed the connection");
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[test]
+fn the_append_script_appends_a_resent_message_once_and_never_goes_below_the_floor() {
+    use echocast::cluster::resp;
+    let redis = Redis::start();
+    let append = |ticket: &str, lo: &str, floor: &str| {
+        let reply = call(
+            &redis,
+            &[
+                b"EVAL",
+                resp::APPEND.as_bytes(),
+                b"4",
+                b"t:seq",
+                b"t:epoch",
+                b"t:log",
+                b"t:sent",
+                b"t:channel",
+                b"3",
+                b"t",
+                ticket.as_bytes(),
+                b"e1",
+                floor.as_bytes(),
+                ticket.as_bytes(),
+                lo.as_bytes(),
+            ],
+        );
+        match reply {
+            redis_protocol::resp2::types::OwnedFrame::Array(v) => resp::int(&v[0]).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(append("5", "5", "0"), 1);
+    assert_eq!(
+        append("5", "5", "0"),
+        1,
+        "resent: the same id, not a new message"
+    );
+    assert_eq!(redis.cmd("GET t:seq"), "$1");
+    assert_eq!(append("6", "6", "0"), 2);
+    assert_eq!(
+        redis.cmd("ZCARD t:sent"),
+        ":1",
+        "answered tickets below lo are forgotten"
+    );
+    assert_eq!(append("7", "7", "10"), 11, "raised to the floor first");
+    assert_eq!(redis.cmd("XLEN t:log"), ":3");
+    let catch_up = call(
+        &redis,
+        &[
+            b"EVAL",
+            resp::CATCH_UP.as_bytes(),
+            b"3",
+            b"t:seq",
+            b"t:epoch",
+            b"t:log",
+            b"1",
+            b"10",
+            b"0",
+            b"e2",
+        ],
+    );
+    let redis_protocol::resp2::types::OwnedFrame::Array(v) = catch_up else {
+        panic!("{catch_up:?}");
+    };
+    assert_eq!(resp::int(&v[0]), Some(11));
+    assert_eq!(
+        resp::bytes(&v[1]),
+        Some(&b"e1"[..]),
+        "the room's epoch is kept"
+    );
+    let redis_protocol::resp2::types::OwnedFrame::Array(entries) = &v[2] else {
+        panic!("{v:?}");
+    };
+    let ids: Vec<u64> = entries.iter().map(|e| resp::entry(e).unwrap().0).collect();
+    assert_eq!(ids, [2, 11], "after id 1");
+}

@@ -116,6 +116,8 @@ pub struct Cluster {
     instance: String,
     /// `--room-history`: the stream is trimmed to this.
     history: usize,
+    /// The SHA-1s of `resp::APPEND` and `resp::CATCH_UP`.
+    scripts: (String, String),
     up: [bool; 2],
     out: [Vec<u8>; 2],
     input: [Vec<u8>; 2],
@@ -150,6 +152,7 @@ impl Cluster {
             prefix,
             instance,
             history,
+            scripts: (resp::sha(resp::APPEND), resp::sha(resp::CATCH_UP)),
             up: [false; 2],
             out: [Vec::new(), Vec::new()],
             input: [Vec::new(), Vec::new()],
@@ -236,6 +239,10 @@ impl Cluster {
             let db = self.url.db.to_string();
             resp::command(&mut self.out[i], &[b"SELECT", db.as_bytes()]);
             self.awaiting.push_back(Awaiting::Hello);
+            for script in [resp::APPEND, resp::CATCH_UP] {
+                resp::command(&mut self.out[i], &[b"SCRIPT", b"LOAD", script.as_bytes()]);
+                self.awaiting.push_back(Awaiting::Hello);
+            }
         }
         self.up[i] = true;
         if self.is_up() {
@@ -384,7 +391,13 @@ impl Cluster {
             .and_then(|w| w.last)
             .unwrap_or(0)
             .to_string();
-        let sent = format!("{}sent:{}:{}", self.prefix, self.instance, a.ticket);
+        let sent = format!("{}sent:{}", self.prefix, self.instance);
+        let ticket = a.ticket.to_string();
+        let lo = self
+            .in_flight
+            .front()
+            .map_or(a.ticket, |f| f.ticket)
+            .to_string();
         let (seq, epoch, log) = (
             self.key("seq", room),
             self.key("epoch", room),
@@ -400,8 +413,8 @@ impl Cluster {
         resp::command(
             &mut self.out[0],
             &[
-                b"EVAL",
-                resp::APPEND.as_bytes(),
+                b"EVALSHA",
+                self.scripts.0.as_bytes(),
                 b"4",
                 seq.as_bytes(),
                 epoch.as_bytes(),
@@ -413,6 +426,8 @@ impl Cluster {
                 &a.data,
                 new_epoch.as_bytes(),
                 floor.as_bytes(),
+                ticket.as_bytes(),
+                lo.as_bytes(),
             ],
         );
         self.awaiting.push_back(Awaiting::Append(a.ticket));
@@ -440,8 +455,8 @@ impl Cluster {
         resp::command(
             &mut self.out[0],
             &[
-                b"EVAL",
-                resp::CATCH_UP.as_bytes(),
+                b"EVALSHA",
+                self.scripts.1.as_bytes(),
                 b"3",
                 seq.as_bytes(),
                 epoch.as_bytes(),

@@ -14,12 +14,14 @@ use crate::proto::MessageKind;
 /// Appends a message to a room: the id is the room's counter plus one
 /// (raised first to the caller's `floor`, the last id it knows, so ids
 /// never go back after Redis lost them), kept in the room's stream (trimmed
-/// to the history length), published to the instances, and remembered
-/// under the append's key for two minutes so a resent append (its reply
-/// was lost with the connection) is not appended twice.
+/// to the history length) and published to the instances. The instance's
+/// answered-but-unacknowledged appends are remembered by ticket in a sorted
+/// set (trimmed below `lo`, the oldest ticket the instance still waits for),
+/// so an append resent after a lost reply is answered with its id, not
+/// appended twice.
 ///
 /// KEYS: seq, epoch, log, sent. ARGV: channel, history, kind, data, a new
-/// epoch, floor. Returns `{id, epoch}`.
+/// epoch, floor, ticket, lo. Returns `{id, epoch}`.
 pub const APPEND: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -27,15 +29,19 @@ if not epoch then
   redis.call('SET', KEYS[2], epoch)
   redis.call('DEL', KEYS[3])
 end
-local done = redis.call('GET', KEYS[4])
-if done then return {tonumber(done), epoch} end
+local done = redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[7], ARGV[7])
+if done[1] then
+  return {tonumber(string.match(done[1], ':(%d+)$')), epoch}
+end
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq < tonumber(ARGV[6]) then redis.call('SET', KEYS[1], ARGV[6]) end
 local id = redis.call('INCR', KEYS[1])
 if tonumber(ARGV[2]) > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], id .. '-1', 'k', ARGV[3], 'd', ARGV[4])
 end
-redis.call('SET', KEYS[4], id, 'EX', 120)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[7] .. ':' .. id)
+redis.call('EXPIRE', KEYS[4], 3600)
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\n' .. ARGV[4])
 return {id, epoch}
 "#;
@@ -70,6 +76,16 @@ if tonumber(ARGV[2]) > 0 then
 end
 return {seq, epoch, entries}
 "#;
+
+/// A script's SHA-1 in hex, as `EVALSHA` names it (loaded with
+/// `SCRIPT LOAD` on every new connection, so it is always there).
+pub fn sha(script: &str) -> String {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(script.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Appends one command (an array of bulk strings) to `out`.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {

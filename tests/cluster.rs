@@ -294,6 +294,7 @@ fn redis_lost_and_back_empty_posts_get_503_members_messages_are_held_and_ids_go_
     ));
 
     redis.stop();
+    // docs/limits.md: "`POST` to a room while the cluster's Redis is away"
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (head, body) = post(aa, room, "text/plain", b"while away");
@@ -579,4 +580,43 @@ fn the_append_script_appends_a_resent_message_once_and_never_goes_below_the_floo
     };
     let ids: Vec<u64> = entries.iter().map(|e| resp::entry(e).unwrap().0).collect();
     assert_eq!(ids, [2, 11], "after id 1");
+}
+
+#[test]
+fn a_member_whose_held_message_would_pass_the_memory_budget_is_closed_1013() {
+    // docs/limits.md: "Members' messages while the cluster's Redis is away (`--cluster`)"
+    let mut redis = Redis::start();
+    let a = instance(&redis, |c| c.max_memory = 8 << 20);
+    let addr = a.local_addr();
+    wait_up(addr);
+    let room = "/broadcast/budget";
+    let mut small = Client::connect(addr, room);
+    let mut big = Client::connect(addr, room);
+    wait_members(addr, room, 2);
+    wait_live(addr, 1);
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(addr, "/healthz").0.contains(" 503 ") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    small.send_text("small, held");
+    big.send_binary(&vec![7u8; 3 << 20]);
+    big.send_binary(&vec![8u8; 3 << 20]);
+    assert_eq!(big.expect_close(), Some(1013));
+    let stats = json(&http_get(addr, "/stats").1);
+    assert_eq!(
+        stats["cluster"]["appends_pending"], 2,
+        "{}",
+        stats["cluster"]
+    );
+    let _redis = Redis::on(redis.port);
+    assert_eq!(small.expect_text(), "small, held");
+    let (op, data, _) = small.read_message();
+    assert_eq!(
+        (op, data.len()),
+        (2, 3 << 20),
+        "the first big one was held and appended"
+    );
+    a.stop().unwrap();
 }

@@ -92,6 +92,8 @@ pub struct Config {
     pub room_linger: Duration,
     /// Rooms shared through Redis with other instances (`--cluster`).
     pub cluster: Option<crate::cluster::Url>,
+    /// The TLS client settings for a `rediss://` cluster (`--cluster-ca`).
+    pub cluster_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// `SO_REUSEPORT` on the listening socket (`--reuse-port`).
     pub reuse_port: bool,
 }
@@ -120,6 +122,7 @@ impl Default for Config {
             room_history: 100,
             room_linger: Duration::from_secs(60),
             cluster: None,
+            cluster_tls: None,
             reuse_port: false,
         }
     }

@@ -222,10 +222,15 @@ struct Args {
     sse_keepalive: Duration,
 
     /// Share rooms with other echocast processes through Redis
-    /// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): one order, ids and
-    /// history per room on every instance
+    /// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss:// over TLS): one
+    /// order, ids and history per room on every instance
     #[arg(long, value_name = "URL", value_parser = parse_cluster)]
     cluster: Option<echocast::cluster::Url>,
+
+    /// With a rediss:// --cluster: the PEM bundle of the certificates to
+    /// trust for Redis (default: the system's)
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    cluster_ca: Option<String>,
 
     /// SO_REUSEPORT: several processes listen on one port and the kernel
     /// spreads connections across them (one process per core)
@@ -371,6 +376,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let cluster_tls = match &args.cluster {
+        Some(url) if url.tls => match echocast::tls::client_config(args.cluster_ca.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("echocast: --cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let stubs = args.stubs.clone();
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
@@ -418,6 +433,7 @@ fn main() -> ExitCode {
         room_history: args.room_history,
         room_linger: args.room_linger,
         cluster: args.cluster,
+        cluster_tls,
         reuse_port: args.reuse_port,
     };
     let mut server = match Server::bind(config) {

@@ -6,7 +6,8 @@
 //! needs cmake and, on some targets, NASM), which keeps `cargo install` and CI
 //! simple, and on x86-64 its P-256, X25519 and AES-GCM are the assembly that
 //! BoringSSL uses: the handshake and record costs are the cryptography's.
-//! ALPN offers `http/1.1` only; no client certificates.
+//! ALPN offers `http/1.1` only; no client certificates. And the client side
+//! for a `rediss://` cluster (`client_config`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -100,6 +101,42 @@ pub fn fingerprint(der: &[u8]) -> String {
         let _ = write!(out, "{b:02X}");
     }
     out
+}
+
+/// Where Debian, Alpine, Fedora and others keep the system's trusted roots
+/// (one PEM bundle), for `rediss://` without `--cluster-ca`.
+const SYSTEM_ROOTS: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// A client configuration for `rediss://` (`--cluster`): the roots of
+/// `ca` (a PEM bundle), or else the system's bundle.
+pub fn client_config(ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let path = match ca {
+        Some(p) => p.to_owned(),
+        None => SYSTEM_ROOTS
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("rediss://: no --cluster-ca and no system CA bundle found")?
+            .to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&path).map_err(|e| format!("{path}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{path}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{path}: no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

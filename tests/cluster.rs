@@ -34,11 +34,17 @@ impl Redis {
     }
 
     fn on(port: u16) -> Redis {
+        Redis::with(port, &[])
+    }
+
+    /// With more arguments (TLS on `port + 1`: waited for there).
+    fn with(port: u16, extra: &[&str]) -> Redis {
         let dir =
             std::env::temp_dir().join(format!("echocast-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
@@ -47,7 +53,9 @@ impl Redis {
             .expect("redis-server (Debian's redis-server package; tests/all.sh installs it)");
         let r = Redis { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while r.cmd("PING") != "+PONG" {
+        while !extra.is_empty() && TcpStream::connect(("127.0.0.1", port + 1)).is_err()
+            || extra.is_empty() && r.cmd("PING") != "+PONG"
+        {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -619,4 +627,73 @@ fn a_member_whose_held_message_would_pass_the_memory_budget_is_closed_1013() {
         "the first big one was held and appended"
     );
     a.stop().unwrap();
+}
+
+#[test]
+fn rediss_with_a_password_and_a_ca_of_our_own() {
+    // Redis over TLS only (the plain port off), requiring a password.
+    let plain = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("echocast-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let tls_port = plain + 1;
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let _redis = Redis::with(
+        plain,
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            c,
+            "--tls-key-file",
+            k,
+            "--tls-ca-cert-file",
+            c,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+        ],
+    );
+    let url = format!("rediss://:s3cret@localhost:{tls_port}");
+    let instances: Vec<ServerHandle> = (0..2)
+        .map(|_| {
+            let mut cfg = Config::local();
+            cfg.cluster = Some(echocast::cluster::Url::parse(&url).unwrap());
+            cfg.cluster_tls = Some(echocast::tls::client_config(Some(c)).unwrap());
+            echocast::spawn(cfg).unwrap()
+        })
+        .collect();
+    let (aa, ba) = (instances[0].local_addr(), instances[1].local_addr());
+    wait_up(aa);
+    wait_up(ba);
+    let room = "/broadcast/tls";
+    let mut m = Client::connect(ba, room);
+    wait_live(ba, 1);
+    let (head, body) = post(aa, room, "text/plain", b"over TLS");
+    assert!(head.contains(" 200 "), "{head}");
+    assert_eq!(json(&body)["id"], 1);
+    assert_eq!(m.expect_text(), "over TLS");
+    // The wrong password: the instance stays "connecting" and says why.
+    let mut cfg = Config::local();
+    cfg.cluster = Some(
+        echocast::cluster::Url::parse(&format!("rediss://:wrong@localhost:{tls_port}")).unwrap(),
+    );
+    cfg.cluster_tls = Some(echocast::tls::client_config(Some(c)).unwrap());
+    let bad = echocast::spawn(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(http_get(bad.local_addr(), "/healthz").0.contains(" 503 "));
+    bad.stop().unwrap();
+    for i in instances {
+        i.stop().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -338,12 +338,15 @@ fn urls() {
     assert_eq!((u.port, u.db, u.password), (6379, 0, None));
     let u = Url::parse("redis://[::1]:7000/").unwrap();
     assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
+    let u = Url::parse("rediss://:pw@localhost").unwrap();
+    assert!(u.tls && u.password.as_deref() == Some("pw") && u.port == 6379);
+    assert!(!Url::parse("redis://h").unwrap().tls);
     for bad in [
         "http://x",
         "redis://",
         "redis://h:port",
         "redis://h/db",
-        "rediss://h",
+        "rediss://",
     ] {
         assert!(Url::parse(bad).is_err(), "{bad}");
     }

@@ -1,6 +1,7 @@
-//! `--cluster redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+//! `--cluster redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
 
-/// Where Redis is, from `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+/// Where Redis is, from `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
+/// (`rediss://`: over TLS).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     pub host: String,
@@ -8,17 +9,18 @@ pub struct Url {
     pub db: u32,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// `rediss://`: TLS (rustls), the server's certificate checked against
+    /// `--cluster-ca` or the system's roots for `host`.
+    pub tls: bool,
 }
 
 impl Url {
     pub fn parse(s: &str) -> Result<Url, String> {
         let bad = |why: &str| format!("--cluster {s:?}: {why}");
-        let rest = match s.split_once("://") {
-            Some(("redis", rest)) => rest,
-            Some(("rediss", _)) => return Err(bad(
-                "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network",
-            )),
-            _ => return Err(bad("expected redis://HOST[:PORT][/DB]")),
+        let (rest, tls) = match s.split_once("://") {
+            Some(("redis", rest)) => (rest, false),
+            Some(("rediss", rest)) => (rest, true),
+            _ => return Err(bad("expected redis://HOST[:PORT][/DB] or rediss://")),
         };
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (Some(a), r),
@@ -56,6 +58,7 @@ impl Url {
             db,
             user,
             password,
+            tls,
         })
     }
 }

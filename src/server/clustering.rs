@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -42,10 +43,15 @@ pub(super) struct Post {
 struct Socket {
     stream: TcpStream,
     connected: bool,
+    /// `rediss://`: the record layer between the socket and the core.
+    tls: Option<rustls::ClientConnection>,
 }
 
 pub(super) struct Clustering {
     pub core: Cluster,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Plaintext out of TLS records.
+    plain: Vec<u8>,
     links: [Option<Socket>; 2],
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -62,9 +68,15 @@ pub(super) struct Clustering {
 }
 
 impl Clustering {
-    pub(super) fn new(url: Url, history: usize) -> Clustering {
+    pub(super) fn new(
+        url: Url,
+        history: usize,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Clustering {
         Clustering {
             core: Cluster::new(url, history, instance_id()),
+            tls,
+            plain: Vec::new(),
             links: [None, None],
             retry_at: Some(Instant::now()),
             backoff: FIRST_BACKOFF,
@@ -107,7 +119,22 @@ impl Clustering {
             .map_err(|e| format!("{}: {e}", url.host))?
             .next()
             .ok_or_else(|| format!("{}: no address", url.host))?;
+        let tls = match (&self.tls, url.tls) {
+            (Some(config), true) => {
+                let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+                    .map_err(|e| format!("{}: {e}", url.host))?;
+                Some((config.clone(), name))
+            }
+            _ => None,
+        };
         for (i, token) in [COMMANDS, SUBSCRIBER].into_iter().enumerate() {
+            let tls = match &tls {
+                Some((config, name)) => Some(
+                    rustls::ClientConnection::new(config.clone(), name.clone())
+                        .map_err(|e| format!("TLS: {e}"))?,
+                ),
+                None => None,
+            };
             let mut stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
             registry
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
@@ -116,6 +143,7 @@ impl Clustering {
             self.links[i] = Some(Socket {
                 stream,
                 connected: false,
+                tls,
             });
         }
         Ok(())
@@ -199,7 +227,23 @@ impl Clustering {
         loop {
             match s.stream.read(buf) {
                 Ok(0) => return Err("Redis closed the connection".into()),
-                Ok(n) => self.core.receive(link, &buf[..n])?,
+                Ok(n) => match s.tls.as_mut() {
+                    None => self.core.receive(link, &buf[..n])?,
+                    Some(tls) => {
+                        let mut cipher = &buf[..n];
+                        while !cipher.is_empty() {
+                            tls.read_tls(&mut cipher).map_err(|e| format!("TLS: {e}"))?;
+                            tls.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+                            self.plain.clear();
+                            match tls.reader().read_to_end(&mut self.plain) {
+                                Ok(_) => return Err("Redis ended the TLS session".into()),
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                Err(e) => return Err(format!("TLS: {e}")),
+                            }
+                            self.core.receive(link, &self.plain)?;
+                        }
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
@@ -211,6 +255,27 @@ impl Clustering {
     pub(super) fn flush(&mut self, registry: &Registry, now: Instant) {
         for (i, link) in [(0, Link::Commands), (1, Link::Subscriber)] {
             while let Some(s) = self.links[i].as_mut().filter(|s| s.connected) {
+                if let Some(tls) = s.tls.as_mut() {
+                    // Plaintext into rustls (buffered until the handshake is
+                    // done), then its records out.
+                    let out = self.core.output(link);
+                    let n = out.len();
+                    if n > 0 {
+                        if let Err(e) = tls.writer().write_all(out) {
+                            return self.down(registry, &format!("TLS: {e}"), now);
+                        }
+                        self.core.consume(link, n);
+                    }
+                    if !tls.wants_write() {
+                        break;
+                    }
+                    match tls.write_tls(&mut s.stream) {
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return self.down(registry, &e.to_string(), now),
+                    }
+                }
                 let out = self.core.output(link);
                 if out.is_empty() {
                     break;

@@ -160,10 +160,20 @@ impl Server {
             )
         });
         let now = Instant::now();
-        let cluster = config
-            .cluster
-            .clone()
-            .map(|url| clustering::Clustering::new(url, config.room_history));
+        let cluster = match config.cluster.clone() {
+            Some(url) if url.tls && config.cluster_tls.is_none() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "rediss:// needs Config::cluster_tls (echocast::tls::client_config)",
+                ))
+            }
+            Some(url) => Some(clustering::Clustering::new(
+                url,
+                config.room_history,
+                config.cluster_tls.clone(),
+            )),
+            None => None,
+        };
         Ok(Server {
             cluster,
             rooms: Rooms::new(Settings {

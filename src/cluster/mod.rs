@@ -351,11 +351,15 @@ impl Cluster {
     pub fn unwatch_unless(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let gone: Vec<String> = self.rooms.keys().filter(|r| !keep(r)).cloned().collect();
         for room in gone {
-            self.rooms.remove(&room);
-            if self.is_up() {
-                let ch = self.channel(&room);
-                resp::command(&mut self.out[1], &[b"UNSUBSCRIBE", &ch]);
-            }
+            self.unwatch(&room);
+        }
+    }
+
+    /// Stops watching `room` (it was forgotten here).
+    pub fn unwatch(&mut self, room: &str) {
+        if self.rooms.remove(room).is_some() && self.is_up() {
+            let ch = self.channel(room);
+            resp::command(&mut self.out[1], &[b"UNSUBSCRIBE", &ch]);
         }
     }
 

@@ -459,7 +459,10 @@ impl Server {
             self.admission.release();
         }
         if let Some(room) = c.room() {
-            let cluster_room = self.cluster.is_some().then(|| self.rooms.name(room).to_owned());
+            let cluster_room = self
+                .cluster
+                .is_some()
+                .then(|| self.rooms.name(room).to_owned());
             self.rooms.leave(room, t, Instant::now());
             // Forgotten at once (no linger): the cluster stops following it
             // too, so a member coming back restores it from Redis.

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # tests/cluster.rs starts its own redis-server (Debian's package).
 if ! command -v redis-server >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 cargo fmt --all -- --check

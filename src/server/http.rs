@@ -149,7 +149,7 @@ impl Server {
         if let Some(room) = room {
             let mut replay = history;
             // With --cluster, a room not caught up yet replays later.
-            if let Some(cl) = self.cluster.as_mut() {
+            if let Some(cl) = self.publishing.cluster.as_mut() {
                 let name = self.rooms.name(room);
                 if !cl.core.watch(name) {
                     if let Some(n) = replay.take() {
@@ -252,7 +252,14 @@ impl Server {
             c.proto.respond(response, now);
             return;
         }
-        if get && bare == "/healthz" && self.cluster.as_ref().is_some_and(|c| !c.core.is_up()) {
+        if get
+            && bare == "/healthz"
+            && self
+                .publishing
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !c.core.is_up())
+        {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
             };
@@ -330,7 +337,7 @@ impl Server {
                 evicted: i.evicted,
                 subscribers: i.subscribers.len(),
             }),
-            cluster: self.cluster.as_ref().map(|c| {
+            cluster: self.publishing.cluster.as_ref().map(|c| {
                 let st = c.core.stats;
                 stats::ClusterJson {
                     state: if c.core.is_up() {

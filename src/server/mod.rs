@@ -97,15 +97,14 @@ pub struct Server {
     budget: budget::Budget,
     stats: stats::Stats,
     rooms: Rooms<Token>,
-    /// `POST`s to rooms whose body is being read (rooms.rs).
-    publishes: HashMap<Token, room_http::PendingPublish>,
+    /// `POST`s to rooms whose body is being read (rooms.rs), and the
+    /// cluster's link to Redis (`--cluster`).
+    publishing: room_http::Publishing,
     /// The frame inspector (`None` with `--inspect off`, or `local` off
     /// loopback).
     inspector: Option<Inspector>,
     /// Stub sessions on echo paths (`--stubs`).
     stubbing: stubbing::Stubbing,
-    /// Rooms shared through Redis (`--cluster`).
-    cluster: Option<clustering::Clustering>,
 }
 
 impl Server {
@@ -175,7 +174,6 @@ impl Server {
             None => None,
         };
         Ok(Server {
-            cluster,
             rooms: Rooms::new(Settings {
                 history: config.room_history,
                 history_bytes: HISTORY_BYTES,
@@ -185,7 +183,10 @@ impl Server {
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
             stubbing,
-            publishes: HashMap::new(),
+            publishing: room_http::Publishing {
+                reading: HashMap::new(),
+                cluster,
+            },
             limits: Rc::new(limits),
             poll,
             listener,
@@ -246,7 +247,7 @@ impl Server {
                 let busy = self.conns.len() > 0 || self.rooms.count() > 0;
                 let sweep = busy.then_some(self.timers.next_sweep());
                 let pause = self.admission.paused_until();
-                let cluster = self.cluster.as_ref().and_then(|c| c.deadline());
+                let cluster = self.publishing.cluster.as_ref().and_then(|c| c.deadline());
                 [self.timers.next(), stopping, pause, sweep, cluster]
                     .into_iter()
                     .flatten()
@@ -361,7 +362,7 @@ impl Server {
             return;
         }
         self.rooms.expire(now);
-        if let Some(cl) = self.cluster.as_mut() {
+        if let Some(cl) = self.publishing.cluster.as_mut() {
             let rooms = &self.rooms;
             cl.core.unwatch_unless(|name| rooms.find(name).is_some());
         }
@@ -398,7 +399,11 @@ impl Server {
             let freed = self.rooms.shed(over);
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
-        let held = self.cluster.as_ref().map_or(0, |c| c.core.held_bytes());
+        let held = self
+            .publishing
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.core.held_bytes());
         let fixed = ring + self.rooms.history_bytes() + held;
         if self.budget.fits(fixed) {
             self.budget.calm(fixed);
@@ -460,20 +465,21 @@ impl Server {
         }
         if let Some(room) = c.room() {
             let cluster_room = self
+                .publishing
                 .cluster
                 .is_some()
                 .then(|| self.rooms.name(room).to_owned());
             self.rooms.leave(room, t, Instant::now());
             // Forgotten at once (no linger): the cluster stops following it
             // too, so a member coming back restores it from Redis.
-            if let (Some(cl), Some(name)) = (self.cluster.as_mut(), cluster_room) {
+            if let (Some(cl), Some(name)) = (self.publishing.cluster.as_mut(), cluster_room) {
                 if self.rooms.find(&name).is_none() {
                     cl.core.unwatch(&name);
                 }
             }
         }
-        if !self.publishes.is_empty() {
-            self.publishes.remove(&t);
+        if !self.publishing.reading.is_empty() {
+            self.publishing.reading.remove(&t);
         }
         self.stubbing.remove(t);
         if let Some(ins) = self.inspector.as_mut().filter(|i| !i.pending.is_empty()) {

@@ -15,6 +15,15 @@ pub const RETRY_MS: u64 = 1000;
 /// The last event of a subscriber too slow to keep up.
 pub(super) const SLOW_EVENT: &[u8] = b"event: error\ndata: slow consumer\n\n";
 
+/// How room messages from outside a room's WebSocket members get out:
+/// `POST`s whose body is being read, and (`--cluster`) the link to Redis
+/// through which every message of a room goes.
+#[derive(Default)]
+pub(super) struct Publishing {
+    pub(super) reading: std::collections::HashMap<mio::Token, PendingPublish>,
+    pub(super) cluster: Option<super::clustering::Clustering>,
+}
+
 /// A `POST` whose body is being read: where it goes and how.
 pub(super) struct PendingPublish {
     pub(super) room: String,

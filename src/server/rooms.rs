@@ -40,7 +40,7 @@ impl Server {
         data: &[u8],
         now: Instant,
     ) {
-        let Some(cl) = self.cluster.as_mut() else {
+        let Some(cl) = self.publishing.cluster.as_mut() else {
             self.publish(from, room, kind, data, now);
             return;
         };
@@ -178,7 +178,7 @@ impl Server {
 
     /// An event on one of the cluster's sockets.
     pub(super) fn cluster_ready(&mut self, token: Token, now: Instant) {
-        if let Some(cl) = self.cluster.as_mut() {
+        if let Some(cl) = self.publishing.cluster.as_mut() {
             cl.ready(self.poll.registry(), token, &mut self.bufs.read, now);
         }
         self.cluster_turn(now);
@@ -187,20 +187,25 @@ impl Server {
     /// Once per turn (and after each cluster event): reconnect when due,
     /// act on what the cluster said, write what it has to say.
     pub(super) fn cluster_turn(&mut self, now: Instant) {
-        let Some(cl) = self.cluster.as_mut() else {
+        let Some(cl) = self.publishing.cluster.as_mut() else {
             return;
         };
         cl.tick(self.poll.registry(), now);
-        while let Some(event) = self.cluster.as_mut().and_then(|c| c.core.poll_event()) {
+        while let Some(event) = self
+            .publishing
+            .cluster
+            .as_mut()
+            .and_then(|c| c.core.poll_event())
+        {
             self.cluster_event(event, now);
         }
-        if let Some(cl) = self.cluster.as_mut() {
+        if let Some(cl) = self.publishing.cluster.as_mut() {
             cl.flush(self.poll.registry(), now);
         }
     }
 
     fn cluster_event(&mut self, event: ClusterEvent, now: Instant) {
-        let Some(cl) = self.cluster.as_mut() else {
+        let Some(cl) = self.publishing.cluster.as_mut() else {
             return;
         };
         match event {
@@ -352,7 +357,8 @@ impl Server {
             // The body may be complete already: `body_read` follows.
             Ok(()) => {
                 let room = room.to_owned();
-                self.publishes
+                self.publishing
+                    .reading
                     .insert(t, PendingPublish { room, kind, cors });
             }
             Err(e) => {
@@ -370,7 +376,7 @@ impl Server {
         if self.stubbing.take_pending(t) {
             return self.stubs_body(t, body, now);
         }
-        let Some(p) = self.publishes.remove(&t) else {
+        let Some(p) = self.publishing.reading.remove(&t) else {
             // Not ours to read: nothing asked for it.
             if let Some(c) = self.conns.get_mut(t) {
                 c.proto.abort();
@@ -402,7 +408,7 @@ impl Server {
             return;
         }
         let from = c.id.0;
-        if let Some(cl) = self.cluster.as_mut() {
+        if let Some(cl) = self.publishing.cluster.as_mut() {
             if !cl.core.is_up() {
                 info!("{}: POST {}: 503, Redis is away (--cluster)", c.id, p.room);
                 let answer = line_response(
@@ -503,7 +509,7 @@ impl Server {
         c.proto.start_events(head, drop_after, now);
         info!("{}: subscribed to {} ({})", c.id, room, c.http_scheme());
         self.conns.mark_dirty(t);
-        if let Some(cl) = self.cluster.as_mut() {
+        if let Some(cl) = self.publishing.cluster.as_mut() {
             if !cl.core.watch(room) {
                 // Replayed once the room is caught up with the cluster.
                 let wait = Waiting::Events(last, knobs.history);

@@ -124,9 +124,10 @@ pub struct Cluster {
     awaiting: VecDeque<Awaiting>,
     /// Sent, not answered: resent first after a reconnect.
     in_flight: VecDeque<Append>,
-    /// Not sent yet (Redis away).
+    /// Not sent yet (Redis away, or the room being caught up here).
     held: VecDeque<Append>,
-    held_bytes: usize,
+    /// Bytes of the messages held or in flight.
+    pending_bytes: usize,
     next_ticket: u64,
     rooms: HashMap<String, Watched>,
     events: VecDeque<Event>,
@@ -159,7 +160,7 @@ impl Cluster {
             awaiting: VecDeque::new(),
             in_flight: VecDeque::new(),
             held: VecDeque::new(),
-            held_bytes: 0,
+            pending_bytes: 0,
             next_ticket: 0,
             rooms: HashMap::new(),
             events: VecDeque::new(),
@@ -179,7 +180,7 @@ impl Cluster {
     /// Bytes of members' messages held while Redis is away (counted in the
     /// memory budget).
     pub fn held_bytes(&self) -> usize {
-        self.held_bytes + self.in_flight.iter().map(|a| a.data.len()).sum::<usize>()
+        self.pending_bytes
     }
 
     /// Appends waiting for Redis (held) or for its reply.
@@ -211,8 +212,10 @@ impl Cluster {
         format!("{}room:{room}", self.prefix).into_bytes()
     }
 
-    fn key(&self, what: &str, room: &str) -> String {
-        format!("{}{what}:{room}", self.prefix)
+    /// A room's keys, as the scripts take them: its counter, its epoch and
+    /// its stream.
+    fn room_keys(&self, room: &str) -> [String; 3] {
+        ["seq", "epoch", "log"].map(|what| format!("{}{what}:{room}", self.prefix))
     }
 
     /// A connection was established: it says who we are first.
@@ -259,7 +262,6 @@ impl Cluster {
         }
         // Unanswered appends go first, under the keys they had.
         while let Some(a) = self.in_flight.pop_back() {
-            self.held_bytes += a.data.len();
             self.held.push_front(a);
         }
         self.send_held();
@@ -284,7 +286,6 @@ impl Cluster {
             let Some(a) = self.held.pop_front() else {
                 break;
             };
-            self.held_bytes -= a.data.len();
             self.send_append(a);
         }
     }
@@ -376,7 +377,7 @@ impl Cluster {
     /// is away, or its room is being caught up here, it is held, in order.
     pub fn append(&mut self, room: &str, kind: MessageKind, data: &[u8]) -> u64 {
         self.next_ticket += 1;
-        self.held_bytes += data.len();
+        self.pending_bytes += data.len();
         self.held.push_back(Append {
             ticket: self.next_ticket,
             room: room.to_owned(),
@@ -402,11 +403,7 @@ impl Cluster {
             .front()
             .map_or(a.ticket, |f| f.ticket)
             .to_string();
-        let (seq, epoch, log) = (
-            self.key("seq", room),
-            self.key("epoch", room),
-            self.key("log", room),
-        );
+        let [seq, epoch, log] = self.room_keys(room);
         let ch = self.channel(room);
         let history = self.history.to_string();
         let kind: &[u8] = match a.kind {
@@ -424,12 +421,12 @@ impl Cluster {
                 epoch.as_bytes(),
                 log.as_bytes(),
                 sent.as_bytes(),
+                new_epoch.as_bytes(),
+                floor.as_bytes(),
                 &ch,
                 history.as_bytes(),
                 kind,
                 &a.data,
-                new_epoch.as_bytes(),
-                floor.as_bytes(),
                 ticket.as_bytes(),
                 lo.as_bytes(),
             ],
@@ -449,11 +446,7 @@ impl Cluster {
         w.state = Watch::CatchingUp;
         let after = w.last.map(|l| l.to_string()).unwrap_or_default();
         let floor = w.last.unwrap_or(0).to_string();
-        let (seq, epoch, log) = (
-            self.key("seq", room),
-            self.key("epoch", room),
-            self.key("log", room),
-        );
+        let [seq, epoch, log] = self.room_keys(room);
         let count = self.history.to_string();
         let new_epoch = self.new_epoch();
         resp::command(
@@ -465,10 +458,10 @@ impl Cluster {
                 seq.as_bytes(),
                 epoch.as_bytes(),
                 log.as_bytes(),
+                new_epoch.as_bytes(),
+                floor.as_bytes(),
                 after.as_bytes(),
                 count.as_bytes(),
-                floor.as_bytes(),
-                new_epoch.as_bytes(),
             ],
         );
         self.awaiting.push_back(Awaiting::CatchUp(room.to_owned()));
@@ -514,6 +507,7 @@ impl Cluster {
                 let Some(a) = self.in_flight.pop_front() else {
                     return Err("an append reply with nothing in flight".into());
                 };
+                self.pending_bytes -= a.data.len();
                 debug_assert_eq!(a.ticket, ticket);
                 if let Some(e) = resp::error(&frame) {
                     self.events.push_back(Event::Refused {

@@ -34,61 +34,38 @@ impl Cluster {
             return Ok(());
         }
         let held = std::mem::take(&mut w.held);
-        match w.last {
+        let known = w.last;
+        if let (Some(last), Some(_)) = (known, &w.epoch) {
+            if w.epoch != epoch {
+                log::warn!(
+                    "cluster: room {room}: its history in Redis was lost (new epoch); \
+                     continuing after id {last}"
+                );
+            }
+        }
+        w.epoch = epoch;
+        w.state = Watch::Live;
+        match known {
             None => {
                 w.last = Some(seq);
-                w.epoch = epoch;
                 self.events.push_back(Event::Restore {
                     room: room.to_owned(),
                     last: seq,
                     messages,
                 });
             }
-            Some(last) => {
-                if w.epoch.is_some() && w.epoch != epoch {
-                    log::warn!(
-                        "cluster: room {room}: its history in Redis was lost (new epoch); \
-                         continuing after id {last}"
-                    );
-                }
-                w.epoch = epoch;
-                let start = last;
-                let mut last = last;
+            Some(start) => {
+                let newest = messages.iter().map(|m| m.0).filter(|&id| id > start).max();
+                w.last = Some(newest.unwrap_or(start).max(seq));
+                let mut last = start;
                 for (id, kind, data) in messages.into_iter().filter(|m| m.0 > start) {
-                    if id > last + 1 {
-                        self.stats.gaps += 1;
-                        self.events.push_back(Event::Gap {
-                            room: room.to_owned(),
-                            from: last + 1,
-                            to: id - 1,
-                        });
-                    }
-                    self.stats.delivered += 1;
-                    self.events.push_back(Event::Deliver {
-                        room: room.to_owned(),
-                        id,
-                        kind,
-                        data,
-                    });
+                    self.gap(room, last, id);
+                    self.deliver(room, id, kind, data);
                     last = id;
                 }
-                if seq > last {
-                    // Appended but no longer retained (or history is off).
-                    self.stats.gaps += 1;
-                    self.events.push_back(Event::Gap {
-                        room: room.to_owned(),
-                        from: last + 1,
-                        to: seq,
-                    });
-                    last = seq;
-                }
-                if let Some(w) = self.rooms.get_mut(room) {
-                    w.last = Some(last);
-                }
+                // Appended but no longer retained (or history is off).
+                self.gap(room, last, seq + 1);
             }
-        }
-        if let Some(w) = self.rooms.get_mut(room) {
-            w.state = Watch::Live;
         }
         self.events.push_back(Event::Live {
             room: room.to_owned(),
@@ -98,6 +75,28 @@ impl Cluster {
         }
         self.send_held();
         Ok(())
+    }
+
+    /// The ids between `last` and `next` (both excluded), if any, are gone.
+    fn gap(&mut self, room: &str, last: u64, next: u64) {
+        if next > last + 1 {
+            self.stats.gaps += 1;
+            self.events.push_back(Event::Gap {
+                room: room.to_owned(),
+                from: last + 1,
+                to: next - 1,
+            });
+        }
+    }
+
+    fn deliver(&mut self, room: &str, id: u64, kind: MessageKind, data: Vec<u8>) {
+        self.stats.delivered += 1;
+        self.events.push_back(Event::Deliver {
+            room: room.to_owned(),
+            id,
+            kind,
+            data,
+        });
     }
 
     /// A message on the subscriber connection.
@@ -149,25 +148,15 @@ impl Cluster {
             Watch::CatchingUp => w.held.push((id, epoch, kind, data)),
             Watch::Live => {
                 let last = w.last.unwrap_or(0);
-                if id <= last && w.epoch.as_deref() == Some(&epoch[..]) {
-                    return; // already delivered
-                }
-                if id == last + 1 && w.epoch.as_deref() == Some(&epoch[..]) {
+                let same_epoch = w.epoch.as_deref() == Some(&epoch[..]);
+                if same_epoch && id <= last {
+                    // Already delivered.
+                } else if same_epoch && id == last + 1 {
                     w.last = Some(id);
-                    self.stats.delivered += 1;
-                    self.events.push_back(Event::Deliver {
-                        room: room.to_owned(),
-                        id,
-                        kind,
-                        data,
-                    });
+                    self.deliver(room, id, kind, data);
                 } else {
                     w.held.push((id, epoch, kind, data));
                     self.catch_up(room);
-                    if let Some(w) = self.rooms.get_mut(room) {
-                        // `catch_up` reset the state; keep what came.
-                        debug_assert_eq!(w.state, Watch::CatchingUp);
-                    }
                 }
             }
         }

@@ -11,71 +11,80 @@ use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
 use crate::proto::MessageKind;
 
-/// Appends a message to a room: the id is the room's counter plus one
-/// (raised first to the caller's `floor`, the last id it knows, so ids
-/// never go back after Redis lost them), kept in the room's stream (trimmed
-/// to the history length) and published to the instances. The instance's
+/// How both scripts start: the room's epoch is created if Redis has none
+/// (a room new to Redis, or lost with its data: its stream, if any, is not
+/// trusted), and its counter is raised to the caller's floor (the last id
+/// it knows), so ids never go back after Redis lost them. KEYS: seq, epoch,
+/// log. ARGV[1]: a new epoch; ARGV[2]: the floor. Leaves `epoch` and `seq`.
+macro_rules! room_prelude {
+    () => {
+        r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[3])
+end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq < tonumber(ARGV[2]) then
+  seq = tonumber(ARGV[2])
+  redis.call('SET', KEYS[1], seq)
+end
+"#
+    };
+}
+
+/// Appends a message to a room (after the prelude): the id is the room's
+/// counter plus one, kept in the room's stream (trimmed to the history
+/// length) and published to the instances. The instance's
 /// answered-but-unacknowledged appends are remembered by ticket in a sorted
 /// set (trimmed below `lo`, the oldest ticket the instance still waits for),
 /// so an append resent after a lost reply is answered with its id, not
 /// appended twice.
 ///
-/// KEYS: seq, epoch, log, sent. ARGV: channel, history, kind, data, a new
-/// epoch, floor, ticket, lo. Returns `{id, epoch}`.
-pub const APPEND: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[5]
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('DEL', KEYS[3])
-end
+/// KEYS: seq, epoch, log, sent. ARGV: a new epoch, floor, channel, history,
+/// kind, data, ticket, lo. Returns `{id, epoch}`.
+pub const APPEND: &str = concat!(
+    room_prelude!(),
+    r#"
 local done = redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[7], ARGV[7])
 if done[1] then
   return {tonumber(string.match(done[1], ':(%d+)$')), epoch}
 end
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if seq < tonumber(ARGV[6]) then redis.call('SET', KEYS[1], ARGV[6]) end
 local id = redis.call('INCR', KEYS[1])
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], id .. '-1', 'k', ARGV[3], 'd', ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], id .. '-1', 'k', ARGV[5], 'd', ARGV[6])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[7] .. ':' .. id)
 redis.call('EXPIRE', KEYS[4], 3600)
-redis.call('PUBLISH', ARGV[1], id .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\n' .. ARGV[4])
+redis.call('PUBLISH', ARGV[3], id .. ' ' .. epoch .. ' ' .. ARGV[5] .. '\n' .. ARGV[6])
 return {id, epoch}
-"#;
+"#
+);
 
-/// Where a room stands: its last id (raised to `floor` as in `APPEND`), its
-/// epoch, and the retained messages after `after` (or, `after` empty, the
-/// last `count`).
+/// Where a room stands (after the prelude): its last id, its epoch, and
+/// the retained messages after `after` (or, `after` empty, the last
+/// `count`).
 ///
-/// KEYS: seq, epoch, log. ARGV: after, count, floor, a new epoch.
+/// KEYS: seq, epoch, log. ARGV: a new epoch, floor, after, count.
 /// Returns `{seq, epoch, entries}`, entries oldest first as XRANGE gives
 /// them (`[["ID-1", ["k", kind, "d", data]], ...]`).
-pub const CATCH_UP: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('DEL', KEYS[3])
-end
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if seq < tonumber(ARGV[3]) then
-  seq = tonumber(ARGV[3])
-  redis.call('SET', KEYS[1], seq)
-end
+pub const CATCH_UP: &str = concat!(
+    room_prelude!(),
+    r#"
 local entries = {}
-if tonumber(ARGV[2]) > 0 then
-  if ARGV[1] == '' then
-    local rev = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
+if tonumber(ARGV[4]) > 0 then
+  if ARGV[3] == '' then
+    local rev = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[4])
     for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end
   else
-    entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1] .. '-1', '+', 'COUNT', ARGV[2])
+    entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[3] .. '-1', '+', 'COUNT', ARGV[4])
   end
 end
 return {seq, epoch, entries}
-"#;
+"#
+);
 
 /// A script's SHA-1 in hex, as `EVALSHA` names it (loaded with
 /// `SCRIPT LOAD` on every new connection, so it is always there).

@@ -40,6 +40,15 @@ pub(super) struct Post {
     pub cors: String,
 }
 
+/// The append being timed: its ticket and room, its id once Redis
+/// answered, and when it was sent.
+struct Probe {
+    ticket: u64,
+    room: String,
+    id: Option<u64>,
+    at: Instant,
+}
+
 struct Socket {
     stream: TcpStream,
     connected: bool,
@@ -59,9 +68,9 @@ pub(super) struct Clustering {
     logged_up: Option<bool>,
     pub posts: HashMap<u64, Post>,
     pub waiting: HashMap<String, Vec<(Token, RoomId, Waiting)>>,
-    /// Our own appends' (room, id) → when they were appended.
-    sent_at: HashMap<(String, u64), Instant>,
-    tickets: HashMap<u64, (String, Instant)>,
+    /// One of our appends being timed to its delivery here (one at a
+    /// time: a sample, not every message).
+    probe: Option<Probe>,
     /// The last and the largest delay from an append to its delivery here.
     pub delay_last: Duration,
     pub delay_max: Duration,
@@ -83,8 +92,7 @@ impl Clustering {
             logged_up: None,
             posts: HashMap::new(),
             waiting: HashMap::new(),
-            sent_at: HashMap::new(),
-            tickets: HashMap::new(),
+            probe: None,
             delay_last: Duration::ZERO,
             delay_max: Duration::ZERO,
         }
@@ -291,29 +299,40 @@ impl Clustering {
         }
     }
 
-    /// A local append's ticket, to time it to its delivery.
+    /// A local append's ticket: timed to its delivery if no other is (or
+    /// the one timed is lost: never delivered here within 10 s).
     pub(super) fn sent(&mut self, ticket: u64, room: &str, now: Instant) {
-        self.tickets.insert(ticket, (room.to_owned(), now));
+        let free = self
+            .probe
+            .as_ref()
+            .is_none_or(|p| now.saturating_duration_since(p.at) > Duration::from_secs(10));
+        // Only a room watched here gets its messages back.
+        if free && self.core.is_live(room) {
+            self.probe = Some(Probe {
+                ticket,
+                room: room.to_owned(),
+                id: None,
+                at: now,
+            });
+        }
     }
 
     /// The append with `ticket` got `id`.
     pub(super) fn appended(&mut self, ticket: u64, id: u64) {
-        if let Some((room, at)) = self.tickets.remove(&ticket) {
-            self.sent_at.insert((room, id), at);
+        if let Some(p) = self.probe.as_mut().filter(|p| p.ticket == ticket) {
+            p.id = Some(id);
         }
     }
 
     /// `room`'s message `id` was delivered here.
     pub(super) fn delivered(&mut self, room: &str, id: u64, now: Instant) {
-        if self.sent_at.is_empty() {
+        let Some(p) = &self.probe else {
             return;
-        }
-        if let Some(at) = self.sent_at.remove(&(room.to_owned(), id)) {
-            self.delay_last = now.saturating_duration_since(at);
+        };
+        if p.id == Some(id) && p.room == room {
+            self.delay_last = now.saturating_duration_since(p.at);
             self.delay_max = self.delay_max.max(self.delay_last);
-        }
-        if self.sent_at.len() > 10_000 {
-            self.sent_at.clear(); // ids never delivered here (room unwatched)
+            self.probe = None;
         }
     }
 }

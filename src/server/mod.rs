@@ -386,6 +386,18 @@ impl Server {
         }
     }
 
+    /// What the budget holds beside the connections: the inspector's ring,
+    /// room history, and (`--cluster`) messages waiting for Redis.
+    fn fixed_memory(&self) -> usize {
+        let ring = self.inspector.as_ref().map_or(0, |i| i.memory());
+        let held = self
+            .publishing
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.core.held_bytes());
+        ring + self.rooms.history_bytes() + held
+    }
+
     /// The memory budget (`--max-memory`), checked before every read and at
     /// the end of every loop turn. The inspector's ring takes its share
     /// first; room history is counted and is the first thing given up (the
@@ -399,12 +411,7 @@ impl Server {
             let freed = self.rooms.shed(over);
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
-        let held = self
-            .publishing
-            .cluster
-            .as_ref()
-            .map_or(0, |c| c.core.held_bytes());
-        let fixed = ring + self.rooms.history_bytes() + held;
+        let fixed = self.fixed_memory();
         if self.budget.fits(fixed) {
             self.budget.calm(fixed);
             return;

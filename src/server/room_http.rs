@@ -18,7 +18,6 @@ pub(super) const SLOW_EVENT: &[u8] = b"event: error\ndata: slow consumer\n\n";
 /// How room messages from outside a room's WebSocket members get out:
 /// `POST`s whose body is being read, and (`--cluster`) the link to Redis
 /// through which every message of a room goes.
-#[derive(Default)]
 pub(super) struct Publishing {
     pub(super) reading: std::collections::HashMap<mio::Token, PendingPublish>,
     pub(super) cluster: Option<super::clustering::Clustering>,

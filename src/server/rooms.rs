@@ -40,30 +40,26 @@ impl Server {
         data: &[u8],
         now: Instant,
     ) {
-        let Some(cl) = self.publishing.cluster.as_mut() else {
+        let Some(up) = self.publishing.cluster.as_ref().map(|c| c.core.is_up()) else {
             self.publish(from, room, kind, data, now);
             return;
         };
-        if !cl.core.is_up() {
-            let ring = self.inspector.as_ref().map_or(0, |i| i.memory());
-            let fixed = ring + self.rooms.history_bytes() + cl.core.held_bytes() + data.len();
-            if !self.budget.fits(fixed) {
-                if let Some(c) = self.conns.get_mut(t) {
-                    info!(
-                        "{}: Redis is away and holding its message would pass --max-memory: \
-                         closing 1013",
-                        c.id
-                    );
-                    c.proto.close_discarding(
-                        CloseCode::TRY_AGAIN_LATER,
-                        "cluster unavailable",
-                        now,
-                    );
-                    self.conns.mark_dirty(t);
-                }
-                return;
+        if !up && !self.budget.fits(self.fixed_memory() + data.len()) {
+            if let Some(c) = self.conns.get_mut(t) {
+                info!(
+                    "{}: Redis is away and holding its message would pass --max-memory: \
+                     closing 1013",
+                    c.id
+                );
+                c.proto
+                    .close_discarding(CloseCode::TRY_AGAIN_LATER, "cluster unavailable", now);
+                self.conns.mark_dirty(t);
             }
+            return;
         }
+        let Some(cl) = self.publishing.cluster.as_mut() else {
+            return;
+        };
         let name = self.rooms.name(room);
         let ticket = cl.core.append(name, kind, data);
         cl.sent(ticket, name, now);
@@ -256,13 +252,13 @@ impl Server {
                 let Some(r) = self.rooms.find(&room) else {
                     return;
                 };
+                let gap: std::rc::Rc<[u8]> = room_http::gap_event((from, to)).into();
                 for &m in self.rooms.members(r) {
                     let Some(c) = self.conns.get_mut(m).filter(|c| c.proto.is_event_stream())
                     else {
                         continue;
                     };
-                    let gap = Chunk::Owned(room_http::gap_event((from, to)));
-                    c.proto.send_event(gap, false, now);
+                    c.proto.send_event(Chunk::Shared(gap.clone()), false, now);
                     self.conns.mark_dirty(m);
                 }
             }

@@ -129,7 +129,7 @@ pub(super) struct ClusterJson {
     pub(super) rooms_watched: usize,
     pub(super) rooms_live: usize,
     /// From an append of this instance to its delivery here, the last and
-    /// the largest, in milliseconds.
+    /// the largest, in milliseconds (sampled: one append timed at a time).
     pub(super) delay_ms_last: f64,
     pub(super) delay_ms_max: f64,
 }

@@ -4,14 +4,16 @@
 //! [`Sequencer`]), a history of its last messages bounded by count and
 //! bytes, and a linger after its last member left so a client can come back
 //! for what it missed. No sockets, no clock (time is passed in), no I/O:
-//! [`Rooms::publish`] says who gets a message, [`forms::Forms`] encodes it
-//! once per form, and the driver queues it (server/rooms.rs).
+//! [`Rooms::publish`] says who gets a message (gathered with the messages
+//! published just before it into a [`Run`]), [`forms::Forms`] encodes the
+//! run once per form, and the driver queues it (server/rooms.rs).
 //!
 //! History across rooms is one budget the driver weighs against
 //! `--max-memory`: [`Rooms::shed`] gives up the oldest retained messages
 //! first, whatever room they are in.
 
 pub mod forms;
+pub mod run;
 pub mod sequencer;
 #[cfg(test)]
 mod tests;
@@ -23,6 +25,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::proto::MessageKind;
+pub use run::Run;
 pub use sequencer::{Local, Sequencer};
 
 /// A room's history holds at most this many payload bytes.
@@ -89,6 +92,9 @@ pub struct Replay {
 struct Room<M> {
     name: String,
     members: Vec<M>,
+    /// Bumped at every join and leave: a [`run::Run`] continues only while
+    /// it is unchanged.
+    generation: u64,
     /// The last messages, oldest first.
     history: VecDeque<Retained>,
     history_bytes: usize,
@@ -102,6 +108,7 @@ impl<M> Room<M> {
         Room {
             name,
             members: Vec::new(),
+            generation: 0,
             history: VecDeque::new(),
             history_bytes: 0,
             empty_since: Some(now),
@@ -188,6 +195,7 @@ impl<M: Copy + Eq, S: Sequencer> Rooms<M, S> {
         let id = self.open(name, now);
         let room = self.room_mut(id);
         room.members.push(member);
+        room.generation += 1;
         room.empty_since = None;
         id
     }
@@ -198,6 +206,7 @@ impl<M: Copy + Eq, S: Sequencer> Rooms<M, S> {
         let room = self.room_mut(id);
         if let Some(pos) = room.members.iter().position(|&m| m == member) {
             room.members.swap_remove(pos);
+            room.generation += 1;
         }
         if room.members.is_empty() {
             room.empty_since = Some(now);
@@ -237,32 +246,53 @@ impl<M: Copy + Eq, S: Sequencer> Rooms<M, S> {
     }
 
     /// Publishes a message: it takes the room's next id from the sequencer,
-    /// is retained, and is for every member of the room now, copied into
-    /// `to` (the driver's reusable list), so members may leave or join the
-    /// room while the driver delivers. Returns the id.
-    pub fn publish(&mut self, id: RoomId, kind: MessageKind, data: &[u8], to: &mut Vec<M>) -> u64 {
+    /// is retained, and is added to `run` for every member of the room now
+    /// (the run keeps its own copy of the list, so members may leave or
+    /// join while the driver delivers). `from` names the publisher in the
+    /// run (see [`run::Entry`]). `run` must be empty or continue in this
+    /// room ([`Rooms::continues`]): the driver delivers and clears it
+    /// first otherwise. Returns the id.
+    pub fn publish(
+        &mut self,
+        id: RoomId,
+        from: u32,
+        kind: MessageKind,
+        data: &[u8],
+        run: &mut Run<M>,
+    ) -> u64 {
         let msg_id = self.sequencer.next_id(id);
-        self.retain(id, msg_id, kind, data);
-        to.clear();
-        to.extend_from_slice(&self.room(id).members);
+        self.publish_as(id, from, msg_id, kind, data, run);
         msg_id
     }
 
     /// A message whose id was given elsewhere (the cluster's one order):
-    /// retained, and for every member now (copied into `to`), as
-    /// [`publish`](Self::publish) does with an id of its own.
+    /// retained and added to `run`, as [`publish`](Self::publish) does
+    /// with an id of its own.
     pub fn publish_as(
         &mut self,
         id: RoomId,
+        from: u32,
         msg_id: u64,
         kind: MessageKind,
         data: &[u8],
-        to: &mut Vec<M>,
+        run: &mut Run<M>,
     ) {
         self.sequencer.advance(id, msg_id);
         self.retain(id, msg_id, kind, data);
-        to.clear();
-        to.extend_from_slice(&self.room(id).members);
+        let room = self.room(id);
+        run.push(
+            (id, room.generation, &room.members),
+            from,
+            msg_id,
+            kind,
+            data,
+        );
+    }
+
+    /// Whether a message to room `id` may join `run`: it is empty, or for
+    /// this room and the very members it has now.
+    pub fn continues(&self, run: &Run<M>, id: RoomId) -> bool {
+        run.continues(id, self.room(id).generation)
     }
 
     /// The room's history and last id as the cluster has them (this

@@ -160,7 +160,14 @@ impl Server {
         self.conns.mark_ready(t);
     }
 
+    /// The connection's events, then the room messages they published
+    /// (gathered into one run: rooms.rs).
     pub(super) fn handle_events(&mut self, t: Token, now: Instant) {
+        self.take_events(t, now);
+        self.deliver_run(now);
+    }
+
+    fn take_events(&mut self, t: Token, now: Instant) {
         loop {
             let Some(c) = self.conns.get_mut(t) else {
                 return;

@@ -57,7 +57,7 @@ use crate::config::{Config, InspectMode};
 use crate::inspector::Inspector;
 use crate::proto::deflate::SharedCodec;
 use crate::proto::{CloseCode, Limits};
-use crate::rooms::{Rooms, Settings, HISTORY_BYTES};
+use crate::rooms::{Rooms, Run, Settings, HISTORY_BYTES};
 
 /// The page served on a plain `GET /` (see `--no-page`).
 pub const PAGE: &str = include_str!("../page.html");
@@ -73,10 +73,10 @@ struct Buffers {
     read: Vec<u8>,
     /// Where TLS connections' plaintext is decrypted into (empty without TLS).
     plain: Vec<u8>,
-    /// Where broadcast frames are encoded before they become one `Rc`.
-    scratch: Vec<u8>,
-    /// The members a message is being delivered to.
-    members: Vec<Token>,
+    /// Room messages gathered to be delivered as one (rooms.rs: a read's
+    /// messages to its room, or a batch from the cluster); empty between
+    /// them.
+    run: Run<Token>,
 }
 
 /// The event loop. Build it with [`Server::bind`] (or [`Server::from_std`]) and
@@ -197,8 +197,7 @@ impl Server {
             bufs: Buffers {
                 read: vec![0; READ_BUF],
                 plain,
-                scratch: Vec::new(),
-                members: Vec::new(),
+                run: Run::default(),
             },
             control,
             stats: stats::Stats::new(),
@@ -305,6 +304,10 @@ impl Server {
             // Records of this turn go to the ring and to live inspectors
             // (whose output is then written with the other dirty connections).
             self.drain_tap(now);
+            debug_assert!(
+                self.bufs.run.is_empty(),
+                "a run is delivered where it is gathered"
+            );
             for t in self.conns.take_dirty() {
                 if self.conns.clean(t) {
                     self.settle(t);

@@ -24,10 +24,11 @@ use crate::proto::handshake::{keep_alive_response, line_response, with_headers, 
 use crate::proto::output::Chunk;
 use crate::proto::{knobs, CloseCode, MessageKind};
 use crate::rooms::forms::{self, Forms};
-use crate::rooms::RoomId;
+use crate::rooms::{RoomId, Run};
 
 impl Server {
-    /// A member's message to its room: published here, or (`--cluster`)
+    /// A member's message to its room: published here (into the run its
+    /// read's messages are gathered in: `gather`), or (`--cluster`)
     /// appended in Redis and delivered when it comes back in the room's
     /// order. With Redis away it is held, in order; a member whose held
     /// message would take the memory budget over is closed with 1013.
@@ -41,7 +42,7 @@ impl Server {
         now: Instant,
     ) {
         let Some(up) = self.publishing.cluster.as_ref().map(|c| c.core.is_up()) else {
-            self.publish(from, room, kind, data, now);
+            self.gather(from, room, None, kind, data, now);
             return;
         };
         if !up && !self.budget.fits(self.fixed_memory() + data.len()) {
@@ -65,10 +66,10 @@ impl Server {
         cl.sent(ticket, name, now);
     }
 
-    /// Publishes a message from connection `from` to a room, delivers it,
-    /// and records it once in the inspector. Returns its id and how many
-    /// members it went to.
-    pub(super) fn publish(
+    /// Publishes a message from connection `from` to a room and delivers
+    /// it at once (a `POST`: its answer says how many members it went to).
+    /// Returns its id and that count.
+    fn publish(
         &mut self,
         from: u32,
         room: RoomId,
@@ -76,31 +77,70 @@ impl Server {
         data: &[u8],
         now: Instant,
     ) -> (u64, usize) {
-        let mut members = std::mem::take(&mut self.bufs.members);
-        let id = self.rooms.publish(room, kind, data, &mut members);
-        let sent = self.deliver(&members, id, kind, data, now);
-        members.clear();
-        self.bufs.members = members;
-        self.inspect_broadcast(from, room, kind, data, sent, now);
-        (id, sent)
+        let id = self.gather(from, room, None, kind, data, now);
+        (id, self.deliver_run(now))
     }
 
-    /// Queues one message on every member: the frame (or event) encoded
-    /// once per form and shared. A member with its own compression context
-    /// gets its own compression. A member over the backpressure budget is
-    /// written to at once; still over, it is closed (or its stream ended).
-    fn deliver(
+    /// Publishes a message to a room (`id`: the one the cluster gave it)
+    /// into the run being gathered, which is delivered first if it is for
+    /// another room or other members. The run is delivered when the input
+    /// that published it is handled (the end of `handle_events`, of the
+    /// cluster's events); until then nothing else is queued on its members.
+    fn gather(
         &mut self,
-        members: &[Token],
-        id: u64,
+        from: u32,
+        room: RoomId,
+        id: Option<u64>,
         kind: MessageKind,
         data: &[u8],
         now: Instant,
-    ) -> usize {
-        let mut forms = Forms::new(id, kind, data);
+    ) -> u64 {
+        if !self.rooms.continues(&self.bufs.run, room) {
+            self.deliver_run(now);
+        }
+        let run = &mut self.bufs.run;
+        match id {
+            None => self.rooms.publish(room, from, kind, data, run),
+            Some(id) => {
+                self.rooms.publish_as(room, from, id, kind, data, run);
+                id
+            }
+        }
+    }
+
+    /// Delivers the run gathered (see `gather`), records each of its
+    /// messages once in the inspector, and empties it. Returns how many
+    /// members it went to.
+    pub(super) fn deliver_run(&mut self, now: Instant) -> usize {
+        if self.bufs.run.is_empty() {
+            return 0;
+        }
+        let mut run = std::mem::take(&mut self.bufs.run);
+        let sent = self.deliver(&run, now);
+        if let Some(room) = run.room() {
+            for (e, data) in run.messages() {
+                self.inspect_broadcast(e.from, room, e.kind, data, sent, now);
+            }
+        }
+        run.clear();
+        self.bufs.run = run;
+        sent
+    }
+
+    /// Queues a run on every member, as one chunk encoded once per form
+    /// and shared (a member that compresses with its own context, asked
+    /// for `fragment`, or ends its event stream after N events is sent the
+    /// messages one by one). A member over the backpressure budget is
+    /// written to first; still over, it is closed (or its stream ended) and
+    /// gets none of the run: what a member receives is always a gap-free
+    /// prefix of the room's order.
+    fn deliver(&mut self, run: &Run<Token>, now: Instant) -> usize {
+        let mut forms = Forms::new(run);
         let budget = self.config.max_backpressure;
+        let threshold = self.config.deflate.threshold;
+        let (count, bytes) = (run.len() as u64, run.payload_bytes() as u64);
         let mut sent = 0;
-        for &m in members {
+        for &m in run.members() {
             let Some(c) = self.conns.get_mut(m) else {
                 continue;
             };
@@ -113,20 +153,27 @@ impl Server {
             let Some(c) = self.conns.get_mut(m) else {
                 continue;
             };
-            let ok = if c.proto.is_event_stream() {
-                c.proto.send_event(Chunk::Shared(forms.event()), true, now)
-            } else {
-                let form = c.proto.broadcast_form(data.len());
-                match forms.frame(form, &mut self.bufs.scratch, &self.deflate_codec) {
-                    Some(f) => c.proto.send_encoded(f),
-                    None => c.proto.send(kind, data.to_vec()),
+            let ok = if !c.proto.is_event_stream() {
+                match forms.frames(c.proto.broadcast_form(), threshold, &self.deflate_codec) {
+                    Some(f) => c.proto.send_encoded(f, run.len()),
+                    None => run
+                        .messages()
+                        .all(|(e, data)| c.proto.send(e.kind, data.to_vec())),
                 }
+            } else if c.proto.counts_events() {
+                run.messages().all(|(e, data)| {
+                    let event = Chunk::Shared(forms::event(e.id, e.kind, data));
+                    c.proto.send_event(event, true, now)
+                })
+            } else {
+                c.proto.send_events(forms.events(), now)
             };
             if ok {
                 sent += 1;
-                self.stats.messages_out += 1;
-                self.stats.bytes_out += data.len() as u64;
-                self.account(m);
+                self.stats.messages_out += count;
+                self.stats.bytes_out += bytes;
+                let held = c.memory();
+                self.budget.account(&mut c.held, held);
                 self.conns.mark_dirty(m);
             }
         }
@@ -195,12 +242,18 @@ impl Server {
         {
             self.cluster_event(event, now);
         }
+        // Consecutive messages of a room from Redis went into one run.
+        self.deliver_run(now);
         if let Some(cl) = self.publishing.cluster.as_mut() {
             cl.flush(self.poll.registry(), now);
         }
     }
 
     fn cluster_event(&mut self, event: ClusterEvent, now: Instant) {
+        if !matches!(event, ClusterEvent::Deliver { .. }) {
+            // What was delivered before it goes out before it.
+            self.deliver_run(now);
+        }
         let Some(cl) = self.publishing.cluster.as_mut() else {
             return;
         };
@@ -238,15 +291,9 @@ impl Server {
                 data,
             } => {
                 cl.delivered(&room, id, now);
-                let Some(r) = self.rooms.find(&room) else {
-                    return;
-                };
-                let mut members = std::mem::take(&mut self.bufs.members);
-                self.rooms.publish_as(r, id, kind, &data, &mut members);
-                let sent = self.deliver(&members, id, kind, &data, now);
-                members.clear();
-                self.bufs.members = members;
-                self.inspect_broadcast(0, r, kind, &data, sent, now);
+                if let Some(r) = self.rooms.find(&room) {
+                    self.gather(0, r, Some(id), kind, &data, now);
+                }
             }
             ClusterEvent::Gap { room, from, to } => {
                 let Some(r) = self.rooms.find(&room) else {

@@ -89,24 +89,21 @@ impl Connection {
         self.ctl.as_mut()?.deflate.as_mut()
     }
 
-    /// How a broadcast message of `len` bytes is to reach this connection:
-    /// plain, as a frame compressed without context (shared among members
-    /// with the same window), or compressed with this connection's own
-    /// context ([`Connection::send`]).
-    /// A connection that asked for `fragment` gets its own frames.
-    pub fn broadcast_form(&self, len: usize) -> BroadcastForm {
+    /// How room messages are to reach this connection: plain, as frames
+    /// compressed without context (shared among members with the same
+    /// window; a message under the threshold stays plain), or each message
+    /// on its own ([`Connection::send`]): compressed with this connection's
+    /// own context, or cut into the frames it asked for with `fragment`.
+    pub fn broadcast_form(&self) -> BroadcastForm {
         if self.fragment_size().is_some() {
             return BroadcastForm::Own;
         }
         match self.ctl.as_ref().and_then(|c| c.deflate.as_ref()) {
-            Some(d) if len >= d.threshold => {
-                if d.agreed.server_no_context_takeover {
-                    BroadcastForm::Compressed(d.agreed.server_max_window_bits)
-                } else {
-                    BroadcastForm::Own
-                }
+            Some(d) if d.agreed.server_no_context_takeover => {
+                BroadcastForm::Compressed(d.agreed.server_max_window_bits)
             }
-            _ => BroadcastForm::Plain,
+            Some(_) => BroadcastForm::Own,
+            None => BroadcastForm::Plain,
         }
     }
 

@@ -102,7 +102,11 @@ pub struct Counters {
 }
 
 fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
+    bump_by(c, 1);
+}
+
+fn bump_by(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
 }
 
 impl Default for Limits {

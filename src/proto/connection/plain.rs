@@ -9,6 +9,7 @@
 //!    └─start_events─► Stream ─end_events / drop=N / EOF─► Flushing / Dead
 //! ```
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::super::body::{self, BodyError, BodyReader, Framing};
@@ -221,6 +222,27 @@ impl Connection {
                 }
             }
         }
+        true
+    }
+
+    /// Whether this event stream ends after a number of events (`drop`):
+    /// room messages then come one by one ([`Connection::send_event`]), so
+    /// that it ends exactly there.
+    pub fn counts_events(&self) -> bool {
+        self.hs.as_ref().is_some_and(|h| h.events_left.is_some())
+    }
+
+    /// Queues a run of room messages' events, encoded once for every
+    /// subscriber, as one chunk (never copied). Returns false (nothing
+    /// queued) unless the stream is on and does not count its events
+    /// ([`Connection::counts_events`]).
+    pub fn send_events(&mut self, events: Rc<[u8]>, now: Instant) -> bool {
+        if !self.is_event_stream() || self.counts_events() {
+            return false;
+        }
+        self.out.push_shared(events);
+        self.recent = true;
+        self.state = State::Stream { last_out: now };
         true
     }
 

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::super::frame::FrameHeader;
 use super::super::inspect::{Dir, MessageInfo};
 use super::super::message::MessageKind;
-use super::{bump, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
+use super::{bump, bump_by, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
 
 /// The encoded header of a server frame (unmasked).
 fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8) -> Chunk {
@@ -127,13 +127,16 @@ impl Connection {
         true
     }
 
-    /// Queues an already encoded server frame (encode once, share among many).
-    pub fn send_encoded(&mut self, frame: Rc<[u8]>) -> bool {
+    /// Queues `count` already encoded server frames, one after the other
+    /// (a run of room messages encoded once and shared by every member),
+    /// as one chunk: never copied, written with whatever else is queued.
+    pub fn send_encoded(&mut self, frames: Rc<[u8]>, count: usize) -> bool {
         if !self.can_send() {
             return false;
         }
-        self.count_frame_out();
-        self.out.push(Chunk::Shared(frame));
+        self.recent = true;
+        bump_by(&self.limits.counters.frames_out, count as u64);
+        self.out.push_shared(frames);
         true
     }
 

@@ -92,6 +92,15 @@ impl OutQueue {
         self.q.get_or_insert_with(Box::default).push(chunk);
     }
 
+    /// Queues a shared buffer of whole frames as its own chunk, never copied
+    /// (however small: it is one iovec among the turn's writes, and copying
+    /// it into every recipient's tail is what sharing avoids).
+    pub fn push_shared(&mut self, frames: Rc<[u8]>) {
+        self.q
+            .get_or_insert_with(Box::default)
+            .push_part(Chunk::Shared(frames), false);
+    }
+
     /// An empty buffer to assemble the next message in (reused storage when
     /// there is some).
     pub fn take_spare(&mut self) -> Vec<u8> {

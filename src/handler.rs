@@ -1,9 +1,13 @@
 //! What the server does with a complete message: routing and the two handlers.
 //! Handlers decide what to send; they do no I/O.
 
-use std::rc::Rc;
+use std::time::Instant;
 
-use crate::proto::{Connection, FrameHeader, MessageKind};
+use crate::proto::deflate::SharedCodec;
+use crate::proto::output::Chunk;
+use crate::proto::{Connection, MessageKind};
+use crate::rooms::forms::{self, Forms};
+use crate::rooms::Run;
 
 /// How paths map to handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,37 +67,36 @@ pub fn echo_fragment(conn: &mut Connection, data: Vec<u8>, first: bool, fin: boo
     conn.send_fragment(data, first, fin)
 }
 
-/// Encodes a broadcast frame once; the same bytes are then queued to every
-/// recipient (a reference count per recipient, no copy).
-pub fn encode_shared(kind: MessageKind, data: &[u8]) -> Rc<[u8]> {
-    encode_shared_with(kind, data, &mut Vec::new())
-}
-
-/// [`encode_shared`] with a caller-kept scratch buffer: one allocation (the
-/// `Rc`) and two `memcpy`s per message. (An iterator `collect` into the `Rc`
-/// goes byte by byte: 7 % of the server's CPU on 16 KiB fan-out.)
-pub fn encode_shared_with(kind: MessageKind, data: &[u8], scratch: &mut Vec<u8>) -> Rc<[u8]> {
-    encode_with(kind, 0, data, scratch)
-}
-
-/// [`encode_shared_with`] for a payload already compressed with
-/// permessage-deflate: RSV1 set (RFC 7692 §6).
-pub fn encode_compressed_with(kind: MessageKind, data: &[u8], scratch: &mut Vec<u8>) -> Rc<[u8]> {
-    encode_with(kind, 4, data, scratch)
-}
-
-fn encode_with(kind: MessageKind, rsv: u8, data: &[u8], scratch: &mut Vec<u8>) -> Rc<[u8]> {
-    let mut header = FrameHeader::server(kind.opcode(), data.len());
-    header.rsv = rsv;
-    let (hdr, n) = header.encode();
-    scratch.clear();
-    scratch.extend_from_slice(&hdr[..n]);
-    scratch.extend_from_slice(data);
-    let frame = Rc::from(&scratch[..]);
-    if scratch.capacity() > 64 * 1024 {
-        *scratch = Vec::new();
+/// The broadcast handler: a run of room messages (see `crate::rooms::Run`)
+/// to one member, in its form. Every member of a form shares one buffer
+/// (`forms`: encoded on first use, a reference count per member, no copy):
+/// plain frames, frames compressed without context for its window, or the
+/// events of an event stream. A member that compresses with its own
+/// context or asked for `fragment` is sent each message on its own, and so
+/// is an event stream that ends after N events (it ends exactly there).
+/// Returns whether the run was queued (the member can still be sent to).
+pub fn broadcast<M: Copy>(
+    conn: &mut Connection,
+    run: &Run<M>,
+    forms: &mut Forms<M>,
+    (threshold, codec): (usize, &SharedCodec),
+    now: Instant,
+) -> bool {
+    if !conn.is_event_stream() {
+        match forms.frames(conn.broadcast_form(), threshold, codec) {
+            Some(frames) => conn.send_encoded(frames, run.len()),
+            None => run
+                .messages()
+                .all(|(e, data)| conn.send(e.kind, data.to_vec())),
+        }
+    } else if conn.counts_events() {
+        run.messages().all(|(e, data)| {
+            let event = Chunk::Shared(forms::event(e.id, e.kind, data));
+            conn.send_event(event, true, now)
+        })
+    } else {
+        conn.send_events(forms.events(), now)
     }
-    frame
 }
 
 #[cfg(test)]
@@ -118,16 +121,5 @@ mod tests {
             Route::Room("/chat".into())
         );
         assert_eq!(route(Mode::Broadcast, "/"), Route::Room("/".into()));
-    }
-
-    #[test]
-    fn shared_frame_is_a_valid_server_frame() {
-        let f = encode_shared(MessageKind::Text, b"hi there");
-        let (h, n) = FrameHeader::decode(&f).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.mask, h.payload_len), (true, 1, None, 8));
-        assert_eq!(&f[n..], b"hi there");
-        let big = vec![7u8; 70_000];
-        let f = encode_shared(MessageKind::Binary, &big);
-        assert_eq!(f.len(), 70_010);
     }
 }

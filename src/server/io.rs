@@ -23,7 +23,7 @@ use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, Tr
 use crate::stubs::session::Out;
 
 /// Reads per connection per loop turn before others get their turn.
-const READS_PER_TURN: usize = 16;
+const READS_PER_TURN: usize = 4;
 /// Slices per vectored write.
 const MAX_IOV: usize = 64;
 
@@ -178,7 +178,13 @@ impl Server {
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest(req) => self.answer_http(t, &req, now),
-                Event::Body(body) => self.body_read(t, body, now),
+                // To whoever asked for it: an inspector's action, a stub,
+                // a room's `POST`.
+                Event::Body(body) => match self.take_pending_action(t) {
+                    Some(p) => self.act(t, p, body, now),
+                    None if self.stubbing.take_pending(t) => self.stubs_body(t, body, now),
+                    None => self.body_read(t, body, now),
+                },
                 // A live inspector's own messages mean nothing.
                 Event::Message { data, .. } if c.inspecting => c.proto.recycle(data),
                 Event::Message { kind, data } => match c.room() {
@@ -242,12 +248,19 @@ impl Server {
         } else {
             loop {
                 let written = {
-                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                    let n = c.proto.fill_output(&mut slices);
-                    if n == 0 {
+                    let front = c.proto.output_front();
+                    if front.is_empty() {
                         break;
                     }
-                    c.stream.write_vectored(&slices[..n])
+                    if front.len() == c.proto.output_len() {
+                        // All of it in one chunk (a room's run, a tail of
+                        // echoes): no iovec array to fill.
+                        c.stream.write(front)
+                    } else {
+                        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                        let n = c.proto.fill_output(&mut slices);
+                        c.stream.write_vectored(&slices[..n])
+                    }
                 };
                 match written {
                     Ok(0) => {

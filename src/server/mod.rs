@@ -66,7 +66,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// Size of the one read buffer the whole loop shares.
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 256 * 1024;
 
 /// The loop's buffers, shared by every connection in turn.
 struct Buffers {
@@ -264,7 +264,11 @@ impl Server {
                     LISTENER => self.accept(now),
                     WAKER => {}
                     clustering::COMMANDS | clustering::SUBSCRIBER => {
-                        self.cluster_ready(event.token(), now)
+                        if let Some(cl) = self.publishing.cluster.as_mut() {
+                            let registry = self.poll.registry();
+                            cl.ready(registry, event.token(), &mut self.bufs.read, now);
+                        }
+                        self.cluster_turn(now);
                     }
                     SIGNALS => {
                         let count = self.control.pending_signals();

@@ -19,6 +19,7 @@ use super::clustering::{Post, Waiting};
 use super::room_http::{self, PendingPublish};
 use super::{stats, Server};
 use crate::cluster::Event as ClusterEvent;
+use crate::handler;
 use crate::proto::body::BodyError;
 use crate::proto::handshake::{keep_alive_response, line_response, with_headers, PlainRequest};
 use crate::proto::output::Chunk;
@@ -153,21 +154,8 @@ impl Server {
             let Some(c) = self.conns.get_mut(m) else {
                 continue;
             };
-            let ok = if !c.proto.is_event_stream() {
-                match forms.frames(c.proto.broadcast_form(), threshold, &self.deflate_codec) {
-                    Some(f) => c.proto.send_encoded(f, run.len()),
-                    None => run
-                        .messages()
-                        .all(|(e, data)| c.proto.send(e.kind, data.to_vec())),
-                }
-            } else if c.proto.counts_events() {
-                run.messages().all(|(e, data)| {
-                    let event = Chunk::Shared(forms::event(e.id, e.kind, data));
-                    c.proto.send_event(event, true, now)
-                })
-            } else {
-                c.proto.send_events(forms.events(), now)
-            };
+            let codec = (threshold, &*self.deflate_codec);
+            let ok = handler::broadcast(&mut c.proto, run, &mut forms, codec, now);
             if ok {
                 sent += 1;
                 self.stats.messages_out += count;
@@ -217,14 +205,6 @@ impl Server {
         for m in self.rooms.last_messages(room, n) {
             c.proto.send(m.kind, m.data.to_vec());
         }
-    }
-
-    /// An event on one of the cluster's sockets.
-    pub(super) fn cluster_ready(&mut self, token: Token, now: Instant) {
-        if let Some(cl) = self.publishing.cluster.as_mut() {
-            cl.ready(self.poll.registry(), token, &mut self.bufs.read, now);
-        }
-        self.cluster_turn(now);
     }
 
     /// Once per turn (and after each cluster event): reconnect when due,
@@ -413,12 +393,6 @@ impl Server {
 
     /// The body of a `POST` to a room arrived (or could not be read).
     pub(super) fn body_read(&mut self, t: Token, body: Result<Vec<u8>, BodyError>, now: Instant) {
-        if let Some(p) = self.take_pending_action(t) {
-            return self.act(t, p, body, now);
-        }
-        if self.stubbing.take_pending(t) {
-            return self.stubs_body(t, body, now);
-        }
         let Some(p) = self.publishing.reading.remove(&t) else {
             // Not ours to read: nothing asked for it.
             if let Some(c) = self.conns.get_mut(t) {
@@ -438,55 +412,54 @@ impl Server {
         };
         if p.kind == MessageKind::Text && std::str::from_utf8(&body).is_err() {
             info!("{}: POST {}: 400, the text body is not UTF-8", c.id, p.room);
-            let answer = line_response(
-                400,
-                "Bad Request",
-                "the body is not valid UTF-8, and its Content-Type says text \
-                 (send binary as application/octet-stream)",
-            );
-            let answer = with_headers(answer, &p.cors);
-            if c.proto.respond_keep_alive(answer, now) {
-                stats::count(&mut self.stats.http, 400);
-            }
-            return;
+            let why = "the body is not valid UTF-8, and its Content-Type says text \
+                       (send binary as application/octet-stream)";
+            return self.answer_line(t, (400, "Bad Request"), why, &p.cors, now);
         }
         let from = c.id.0;
-        if let Some(cl) = self.publishing.cluster.as_mut() {
-            if !cl.core.is_up() {
-                info!("{}: POST {}: 503, Redis is away (--cluster)", c.id, p.room);
-                let answer = line_response(
-                    503,
-                    "Service Unavailable",
-                    "the cluster's Redis is unreachable; nothing was published, try again",
-                );
-                let answer = with_headers(answer, &format!("Retry-After: 1\r\n{}", p.cors));
-                if c.proto.respond_keep_alive(answer, now) {
-                    stats::count(&mut self.stats.http, 503);
-                }
-                return;
-            }
-            self.stats.messages_in += 1;
-            self.stats.bytes_in += body.len() as u64;
-            self.stats.http_publishes += 1;
-            let ticket = cl.core.append(&p.room, p.kind, &body);
-            cl.sent(ticket, &p.room, now);
-            let (room, cors) = (p.room, p.cors);
-            cl.posts.insert(
-                ticket,
-                Post {
-                    token: t,
-                    room,
-                    cors,
-                },
-            );
-            return;
+        if self
+            .publishing
+            .cluster
+            .as_ref()
+            .is_some_and(|cl| !cl.core.is_up())
+        {
+            info!("{}: POST {}: 503, Redis is away (--cluster)", c.id, p.room);
+            let why = "the cluster's Redis is unreachable; nothing was published, try again";
+            let headers = format!("Retry-After: 1\r\n{}", p.cors);
+            return self.answer_line(t, (503, "Service Unavailable"), why, &headers, now);
         }
-        let room = self.rooms.open(&p.room, now);
         self.stats.messages_in += 1;
         self.stats.bytes_in += body.len() as u64;
         self.stats.http_publishes += 1;
+        if let Some(cl) = self.publishing.cluster.as_mut() {
+            let ticket = cl.core.append(&p.room, p.kind, &body);
+            cl.sent(ticket, &p.room, now);
+            let (token, room, cors) = (t, p.room, p.cors);
+            cl.posts.insert(ticket, Post { token, room, cors });
+            return;
+        }
+        let room = self.rooms.open(&p.room, now);
         let (id, members) = self.publish(from, room, p.kind, &body, now);
         self.published(t, &p.room, id, members, &p.cors, now);
+    }
+
+    /// Answers a room request with `status` and one line saying why,
+    /// keeping the connection (`headers`: CORS and the like).
+    fn answer_line(
+        &mut self,
+        t: Token,
+        (status, reason): (u16, &str),
+        why: &str,
+        headers: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let answer = with_headers(line_response(status, reason, why), headers);
+        if c.proto.respond_keep_alive(answer, now) {
+            stats::count(&mut self.stats.http, status);
+        }
     }
 
     /// A `POST`'s message has its id: 200 with the room, the id and how

@@ -20,6 +20,7 @@ pub mod message;
 pub mod opcode;
 pub mod output;
 pub mod sse;
+pub mod stamp;
 pub mod units;
 
 pub use close::CloseCode;

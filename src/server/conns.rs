@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use super::transport;
+use crate::proto::stamp::Stamp;
 use crate::proto::{CloseCode, Connection};
 use crate::rooms::RoomId;
 
@@ -34,7 +35,6 @@ pub(super) struct Client {
     /// with TLS on, a connection whose core has seen no byte and that has no
     /// TLS layer yet is still to be decided.
     pub(super) tls: Option<Box<transport::Tls>>,
-    pub(super) id: Id,
     pub(super) proto: Connection,
     /// The room, set when the upgrade (or subscription) is accepted.
     room: Option<NonZeroU32>,
@@ -48,7 +48,7 @@ pub(super) struct Client {
     /// Has output queued by another connection's message, to write this turn.
     dirty: bool,
     /// The deadline last pushed on the timer heap.
-    pub(super) scheduled: Option<Instant>,
+    pub(super) scheduled: Option<Stamp>,
     /// Stopped reading before `WouldBlock`: must be read again without a new event.
     pub(super) read_pending: bool,
     /// A live frame inspector (`/.inspect`): sent records, its messages ignored.
@@ -56,11 +56,11 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(stream: TcpStream, id: Id, proto: Connection, admitted: bool) -> Client {
+    /// `proto` carries the connection's id ([`Connection::set_id`]).
+    pub(super) fn new(stream: TcpStream, proto: Connection, admitted: bool) -> Client {
         Client {
             stream,
             tls: None,
-            id,
             proto,
             room: None,
             held: 0,
@@ -71,6 +71,11 @@ impl Client {
             read_pending: false,
             inspecting: false,
         }
+    }
+
+    /// The connection's id in the logs (kept once, in the core).
+    pub(super) fn id(&self) -> Id {
+        Id(self.proto.id())
     }
 
     /// What this connection holds, as counted against `--max-memory`: the
@@ -125,7 +130,7 @@ impl Client {
     pub(super) fn log_closed(&self) {
         let p = &self.proto;
         if !p.was_opened() {
-            debug!("{}: closed before upgrade", self.id);
+            debug!("{}: closed before upgrade", self.id());
             return;
         }
         if let Some(unsent) = p.close_unsent() {
@@ -134,20 +139,20 @@ impl Client {
             } else {
                 "the connection ended first"
             };
-            info!("{}: close {} not delivered ({why})", self.id, unsent.0);
+            info!("{}: close {} not delivered ({why})", self.id(), unsent.0);
         }
         let code = |c: Option<CloseCode>| c.map_or("-".to_string(), |c| c.0.to_string());
         match p.error() {
             Some(e) => info!(
                 "{}: closed, sent {} ({e}; {}), received {}",
-                self.id,
+                self.id(),
                 code(p.close_sent().or(p.close_unsent())),
                 e.rule(),
                 code(p.close_received())
             ),
             None => info!(
                 "{}: closed, sent {}, received {}",
-                self.id,
+                self.id(),
                 code(p.close_sent()),
                 code(p.close_received())
             ),
@@ -320,15 +325,15 @@ impl Connections {
 mod tests {
     use super::*;
 
-    /// Idle memory per connection is this slot plus a timer entry: keep it
-    /// small (issue 18: at most 200 bytes of RSS per idle connection; see
-    /// docs/benchmarks.md for the measured figure). In debug builds mio's
-    /// `TcpStream` carries an 8-byte selector id besides the descriptor.
-    /// The TLS layer costs a plain connection one pointer (`Client::tls`).
+    /// Idle memory per connection is this slot (issue 29: at most 150
+    /// bytes of RSS per idle connection; docs/limits.md accounts for every
+    /// byte). In debug builds mio's `TcpStream` carries a selector
+    /// id beside the descriptor (16 bytes). The TLS layer costs a plain connection
+    /// one pointer (`Client::tls`).
     #[test]
     fn connection_slot_stays_small() {
         let slot = std::mem::size_of::<Slot>();
-        let bound = if cfg!(debug_assertions) { 176 } else { 160 };
+        let bound = if cfg!(debug_assertions) { 160 } else { 144 };
         assert!(slot <= bound, "a connection slot grew to {slot} bytes");
     }
 

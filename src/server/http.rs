@@ -19,9 +19,21 @@ use crate::proto::handshake::{
 };
 use crate::proto::knobs;
 use crate::proto::HandshakeError;
+use crate::rooms::RoomId;
 use crate::stubs::Verdict;
 
 impl Server {
+    /// The last `n` retained messages of a room to a new WebSocket member
+    /// (`?history=N`), before live ones.
+    pub(super) fn replay_history(&mut self, t: Token, room: RoomId, n: usize) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        for m in self.rooms.last_messages(room, n) {
+            c.proto.send(m.kind, m.data.to_vec());
+        }
+    }
+
     pub(super) fn open(&mut self, t: Token, req: Request, now: Instant) {
         if req.path.split('?').next() == Some("/.inspect") {
             if self.inspector.is_some() {
@@ -30,7 +42,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
             };
-            info!("{}: /.inspect: 404, the inspector is off", c.id);
+            info!("{}: /.inspect: 404, the inspector is off", c.id());
             c.proto.respond(inspector_endpoints::off(), now);
             return;
         }
@@ -44,7 +56,7 @@ impl Server {
             };
             info!(
                 "{}: 403, origin {:?} not allowed",
-                c.id,
+                c.id(),
                 req.origin.unwrap_or_default()
             );
             c.proto.reject(HandshakeError::ForbiddenOrigin, now);
@@ -64,7 +76,7 @@ impl Server {
                 let Some(c) = self.conns.get_mut(t) else {
                     return;
                 };
-                info!("{}: 400, {e}", c.id);
+                info!("{}: 400, {e}", c.id());
                 c.proto
                     .respond(line_response(400, "Bad Request", &e.to_string()), now);
                 return;
@@ -99,7 +111,7 @@ impl Server {
                 let Some(c) = self.conns.get_mut(t) else {
                     return;
                 };
-                info!("{}: {status}, refused by a stub's upgrade rule", c.id);
+                info!("{}: {status}, refused by a stub's upgrade rule", c.id());
                 let reason = crate::stubs::reason(status);
                 c.proto.respond(
                     http_response(status, reason, "text/plain", &headers, body.as_bytes()),
@@ -121,7 +133,7 @@ impl Server {
             let id = self
                 .conns
                 .get_mut(t)
-                .map(|c| c.id.to_string())
+                .map(|c| c.id().to_string())
                 .unwrap_or_default();
             debug!(
                 "{id}: no subprotocol in common (offered {:?}, supported {:?})",
@@ -135,7 +147,7 @@ impl Server {
             return;
         };
         if let Some(g) = knobs.greeting.as_mut().filter(|g| g.contains("{id}")) {
-            *g = g.replace("{id}", &c.id.0.to_string());
+            *g = g.replace("{id}", &c.id().0.to_string());
         }
         if let Some(room) = room {
             c.set_room(room);
@@ -163,7 +175,7 @@ impl Server {
             }
         }
         if stubbed {
-            let id = self.conns.get(t).map_or(0, |c| c.id.0);
+            let id = self.conns.get(t).map_or(0, |c| c.id().0);
             let out = self.stubbing.open(t, id, &req.path, headers, now);
             self.apply_stub(t, out, None, now);
         }
@@ -177,7 +189,7 @@ impl Server {
                 .stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            info!("{} {peer}: open {} {}", c.id, c.scheme(), req.path);
+            info!("{} {peer}: open {} {}", c.id(), c.scheme(), req.path);
         }
         stats::count(&mut self.stats.http, 101);
         self.inspect_open(t, &req, protocol, now);
@@ -207,7 +219,7 @@ impl Server {
                 let Some(c) = self.conns.get_mut(t) else {
                     return;
                 };
-                info!("{}: POST {path}: 405, not a room", c.id);
+                info!("{}: POST {path}: 405, not a room", c.id());
                 let answer = line_response(
                     405,
                     "Method Not Allowed",
@@ -245,7 +257,7 @@ impl Server {
                     json.as_bytes(),
                 ),
                 Err((status, reason, why)) => {
-                    info!("{}: {method} {path}: {status}, {why}", c.id);
+                    info!("{}: {method} {path}: {status}, {why}", c.id());
                     line_response(status, reason, &why)
                 }
             };
@@ -263,7 +275,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
             };
-            debug!("{}: {method} {path}: 503 (cluster: connecting)", c.id);
+            debug!("{}: {method} {path}: 503 (cluster: connecting)", c.id());
             let answer = line_response(503, "Service Unavailable", "cluster: connecting");
             c.proto
                 .respond(with_headers(answer, "Retry-After: 1\r\n"), now);
@@ -292,7 +304,7 @@ impl Server {
         let Some((content_type, body)) = ok else {
             info!(
                 "{}: {method} {path} over {}: 426 (not a WebSocket upgrade)",
-                c.id,
+                c.id(),
                 c.http_scheme()
             );
             c.proto
@@ -302,11 +314,11 @@ impl Server {
         if bare == "/" {
             info!(
                 "{}: {method} {path} over {}: 200 (page)",
-                c.id,
+                c.id(),
                 c.http_scheme()
             );
         } else {
-            debug!("{}: {method} {path}: 200", c.id);
+            debug!("{}: {method} {path}: 200", c.id());
         }
         let mut response = http_response(
             200,
@@ -446,7 +458,7 @@ impl Server {
                 }
             },
             Err((status, reason, why)) => {
-                info!("{}: {} {bare}: {status}, {why}", c.id, req.method);
+                info!("{}: {} {bare}: {status}, {why}", c.id(), req.method);
                 c.proto.respond(line_response(status, reason, &why), now);
             }
         }
@@ -471,7 +483,7 @@ impl Server {
         };
         match answer {
             Ok(json) => {
-                info!("{}: POST /stubs: 201 {json}", c.id);
+                info!("{}: POST /stubs: 201 {json}", c.id());
                 let head = "Cache-Control: no-store\r\n";
                 c.proto.respond(
                     http_response(201, "Created", "application/json", head, json.as_bytes()),
@@ -479,7 +491,7 @@ impl Server {
                 );
             }
             Err((status, reason, why)) => {
-                info!("{}: POST /stubs: {status}, {why}", c.id);
+                info!("{}: POST /stubs: {status}, {why}", c.id());
                 c.proto.respond(line_response(status, reason, &why), now);
             }
         }

@@ -93,7 +93,7 @@ impl Server {
             return;
         };
         let behind = c.proto.backlog() > SUBSCRIBER_BACKLOG;
-        let Some(dropped) = ins.deliver_to(c.id.0, behind) else {
+        let Some(dropped) = ins.deliver_to(c.id().0, behind) else {
             return;
         };
         if dropped > 0 {
@@ -117,7 +117,7 @@ impl Server {
         let (Some(c), Some(ins)) = (self.conns.get(t), self.inspector.as_mut()) else {
             return;
         };
-        let (id, peer) = (c.id.0, c.stream.peer_addr().ok());
+        let (id, peer) = (c.id().0, c.stream.peer_addr().ok());
         let opened_us = ins.micros(now);
         ins.infos.insert(
             id,
@@ -144,7 +144,7 @@ impl Server {
             return;
         };
         // The inspector's own requests and sockets are not recorded.
-        if ins.ended(c.id.0) || c.inspecting {
+        if ins.ended(c.id().0) || c.inspecting {
             return;
         }
         let body = if c.proto.was_opened() {
@@ -167,7 +167,7 @@ impl Server {
                 _ => return,
             }
         };
-        self.inspect_push(c.id.0, body, Instant::now());
+        self.inspect_push(c.id().0, body, Instant::now());
     }
 
     /// A broadcast, recorded once per message (not once per member).
@@ -240,7 +240,7 @@ impl Server {
             .conns
             .iter()
             .map(|(_, c)| c)
-            .find(|c| c.id.0 == id && !c.inspecting)
+            .find(|c| c.id().0 == id && !c.inspecting)
             .ok_or((404, "Not Found", format!("no open connection {id}")))?;
         Ok(serde_json::to_string(&self.connection_json(ins, c, true)).unwrap_or_default())
     }
@@ -254,7 +254,7 @@ impl Server {
             "closing"
         };
         let mut json = ConnectionJson {
-            id: c.id.0,
+            id: c.id().0,
             peer: c.stream.peer_addr().ok().map(|a| a.to_string()),
             path: None,
             room: c.room().map(|r| self.rooms.name(r).to_string()),
@@ -271,7 +271,7 @@ impl Server {
             tainted: false,
             request: None,
         };
-        ins.describe(c.id.0, &mut json, with_request);
+        ins.describe(c.id().0, &mut json, with_request);
         json
     }
 
@@ -294,10 +294,10 @@ impl Server {
                 c.proto.set_id(INSPECTOR_CONN);
                 c.proto.accept(now);
                 c.inspecting = true;
-                info!("{}: inspector subscribed ({filter:?})", c.id);
+                info!("{}: inspector subscribed ({filter:?})", c.id());
                 ins.subscribers.push(Subscriber {
                     key: t.0,
-                    conn: c.id.0,
+                    conn: c.id().0,
                     filter,
                     only_messages,
                     dropped: 0,
@@ -305,7 +305,7 @@ impl Server {
                 return;
             }
         };
-        info!("{}: /.inspect: {status}, {why}", c.id);
+        info!("{}: /.inspect: {status}, {why}", c.id());
         c.proto.respond(line_response(status, reason, &why), now);
     }
 }
@@ -378,7 +378,7 @@ impl Server {
         let (t, c) = self
             .conns
             .iter()
-            .find(|(_, c)| c.id.0 == id && !c.inspecting)
+            .find(|(_, c)| c.id().0 == id && !c.inspecting)
             .ok_or((404, "Not Found", format!("no open connection {id}")))?;
         if !c.proto.is_open() {
             return Err((409, "Conflict", NotNow::NotOpen.message().into()));
@@ -427,7 +427,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        info!("{}: {what}: 200, {described}", c.id);
+        info!("{}: {what}: 200, {described}", c.id());
         let json = format!("{{\"conn\":{},\"queued\":{queued}}}", p.id);
         let answer = keep_alive_response(
             200,
@@ -467,7 +467,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        info!("{}: {what}: {status}, {why}", c.id);
+        info!("{}: {what}: {status}, {why}", c.id());
         c.proto.respond(line_response(status, reason, &why), now);
     }
 }

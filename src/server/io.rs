@@ -79,8 +79,7 @@ impl Server {
             info!("{id} {peer}: 503, at --max-connections");
             proto.reject(HandshakeError::Overloaded, now);
         }
-        self.conns
-            .insert(t, Client::new(stream, id, proto, admitted));
+        self.conns.insert(t, Client::new(stream, proto, admitted));
         debug!("{id} {peer}: accepted");
         self.settle(t);
     }
@@ -124,12 +123,12 @@ impl Server {
                         match transport::sniff(bytes, config) {
                             Ok(tls) => client.tls = tls,
                             Err(e) => {
-                                info!("{}: TLS: {e}", client.id);
+                                info!("{}: TLS: {e}", client.id());
                                 client.proto.abort();
                                 return;
                             }
                         }
-                        debug!("{}: {}", client.id, client.scheme());
+                        debug!("{}: {}", client.id(), client.scheme());
                     }
                     match client.tls.as_mut() {
                         None => client.proto.receive(bytes, now),
@@ -138,7 +137,7 @@ impl Server {
                                 tls.receive(bytes, &mut self.bufs.plain, &mut client.proto, now)
                             {
                                 // rustls queued its alert; settle writes it, then drops us.
-                                info!("{}: TLS: {e}", client.id);
+                                info!("{}: TLS: {e}", client.id());
                                 client.proto.abort();
                                 return;
                             }
@@ -151,7 +150,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    debug!("{}: read: {e}", client.id);
+                    debug!("{}: read: {e}", client.id());
                     return client.receive_eof(now);
                 }
             }
@@ -191,7 +190,7 @@ impl Server {
                     None if self.stubbing.is_stubbed(t) => {
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
-                        let conn = c.id.0;
+                        let conn = c.id().0;
                         let out = self.stubbing.message(t, conn, kind, &data, now);
                         self.apply_stub(t, out, Some((kind, data)), now);
                     }
@@ -207,7 +206,7 @@ impl Server {
                         }
                     }
                     Some(room) => {
-                        let from = c.id.0;
+                        let from = c.id().0;
                         self.stats.messages_in += 1;
                         self.stats.bytes_in += data.len() as u64;
                         self.publish_member(t, from, room, kind, &data, now);
@@ -241,7 +240,7 @@ impl Server {
         };
         if let Some(tls) = c.tls.as_mut() {
             if let Err(e) = tls.flush(&mut c.stream, &mut c.proto) {
-                debug!("{}: write: {e}", c.id);
+                debug!("{}: write: {e}", c.id());
                 c.proto.abort();
                 return;
             }
@@ -271,7 +270,7 @@ impl Server {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        debug!("{}: write: {e}", c.id);
+                        debug!("{}: write: {e}", c.id());
                         c.proto.abort();
                         return;
                     }
@@ -304,7 +303,7 @@ impl Server {
             TransportAction::Reset => {
                 // The `drop=N&reset=1` knob: SO_LINGER 0 makes the close an RST.
                 if let Err(e) = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO)) {
-                    debug!("{}: SO_LINGER: {e}", c.id);
+                    debug!("{}: SO_LINGER: {e}", c.id());
                 }
                 return self.remove(t);
             }
@@ -345,11 +344,11 @@ impl Server {
                     }
                 }
                 Out::Close(code, reason) => {
-                    debug!("{}: a stub closes with {code}", c.id);
+                    debug!("{}: a stub closes with {code}", c.id());
                     let _ = c.proto.close_now(Some(CloseCode(code)), &reason, now);
                 }
                 Out::Drop(reset) => {
-                    debug!("{}: a stub drops the connection", c.id);
+                    debug!("{}: a stub drops the connection", c.id());
                     let _ = c.proto.hang_up(reset, now);
                 }
             }

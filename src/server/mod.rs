@@ -435,10 +435,10 @@ impl Server {
             match c.proto.shed(now) {
                 None if stream => info!(
                     "{}: event stream holds {held} bytes, ended with event: error (memory budget)",
-                    c.id
+                    c.id()
                 ),
-                Some(code) => info!("{}: holds {held} bytes, closing with {}", c.id, code.0),
-                None => info!("{}: holds {held} bytes while closing, dropped", c.id),
+                Some(code) => info!("{}: holds {held} bytes, closing with {}", c.id(), code.0),
+                None => info!("{}: holds {held} bytes while closing, dropped", c.id()),
             }
             self.settle(v);
             if self.conns.get(v).is_some_and(|c| c.held >= held) {
@@ -459,7 +459,7 @@ impl Server {
     fn check_accounting(&self) {
         let mut sum = 0;
         for (_, c) in self.conns.iter() {
-            assert_eq!(c.held, c.memory(), "{}: memory not accounted", c.id);
+            assert_eq!(c.held, c.memory(), "{}: memory not accounted", c.id());
             sum += c.held;
         }
         assert_eq!(sum, self.budget.total(), "memory total out of step");

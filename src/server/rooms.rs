@@ -51,7 +51,7 @@ impl Server {
                 info!(
                     "{}: Redis is away and holding its message would pass --max-memory: \
                      closing 1013",
-                    c.id
+                    c.id()
                 );
                 c.proto
                     .close_discarding(CloseCode::TRY_AGAIN_LATER, "cluster unavailable", now);
@@ -182,11 +182,11 @@ impl Server {
         if c.proto.is_event_stream() {
             info!(
                 "{}: slow subscriber ({unsent} bytes unsent), ending its stream",
-                c.id
+                c.id()
             );
             c.proto.end_events(room_http::SLOW_EVENT, true, now);
         } else {
-            info!("{}: slow consumer ({unsent} bytes unsent), closing", c.id);
+            info!("{}: slow consumer ({unsent} bytes unsent), closing", c.id());
             c.proto
                 .close_discarding(CloseCode::POLICY_VIOLATION, "slow consumer", now);
         }
@@ -194,17 +194,6 @@ impl Server {
         self.account(m);
         self.conns.mark_dirty(m);
         false
-    }
-
-    /// The last `n` retained messages of a room to a new WebSocket member
-    /// (`?history=N`), before live ones.
-    pub(super) fn replay_history(&mut self, t: Token, room: RoomId, n: usize) {
-        let Some(c) = self.conns.get_mut(t) else {
-            return;
-        };
-        for m in self.rooms.last_messages(room, n) {
-            c.proto.send(m.kind, m.data.to_vec());
-        }
     }
 
     /// Once per turn (and after each cluster event): reconnect when due,
@@ -350,7 +339,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(t) else {
                 return true;
             };
-            debug!("{}: OPTIONS {}: 204 (preflight)", c.id, req.path);
+            debug!("{}: OPTIONS {}: 204 (preflight)", c.id(), req.path);
             if c.proto.respond_keep_alive(room_http::preflight(&cors), now) {
                 stats::count(&mut self.stats.http, 204);
             }
@@ -411,19 +400,27 @@ impl Server {
             return;
         };
         if p.kind == MessageKind::Text && std::str::from_utf8(&body).is_err() {
-            info!("{}: POST {}: 400, the text body is not UTF-8", c.id, p.room);
+            info!(
+                "{}: POST {}: 400, the text body is not UTF-8",
+                c.id(),
+                p.room
+            );
             let why = "the body is not valid UTF-8, and its Content-Type says text \
                        (send binary as application/octet-stream)";
             return self.answer_line(t, (400, "Bad Request"), why, &p.cors, now);
         }
-        let from = c.id.0;
+        let from = c.id().0;
         if self
             .publishing
             .cluster
             .as_ref()
             .is_some_and(|cl| !cl.core.is_up())
         {
-            info!("{}: POST {}: 503, Redis is away (--cluster)", c.id, p.room);
+            info!(
+                "{}: POST {}: 503, Redis is away (--cluster)",
+                c.id(),
+                p.room
+            );
             let why = "the cluster's Redis is unreachable; nothing was published, try again";
             let headers = format!("Retry-After: 1\r\n{}", p.cors);
             return self.answer_line(t, (503, "Service Unavailable"), why, &headers, now);
@@ -477,7 +474,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        debug!("{}: POST {room}: 200, id {id} to {members} members", c.id);
+        debug!("{}: POST {room}: 200, id {id} to {members} members", c.id());
         let answer = keep_alive_response(
             200,
             "OK",
@@ -519,11 +516,11 @@ impl Server {
         };
         let greeting = knobs
             .greeting
-            .map(|g| g.replace("{id}", &c.id.0.to_string()));
+            .map(|g| g.replace("{id}", &c.id().0.to_string()));
         c.set_room(id);
         let head = room_http::stream_head(&cors, greeting.as_deref());
         c.proto.start_events(head, drop_after, now);
-        info!("{}: subscribed to {} ({})", c.id, room, c.http_scheme());
+        info!("{}: subscribed to {} ({})", c.id(), room, c.http_scheme());
         self.conns.mark_dirty(t);
         if let Some(cl) = self.publishing.cluster.as_mut() {
             if !cl.core.watch(room) {
@@ -561,7 +558,7 @@ impl Server {
             info!(
                 "{}: Last-Event-ID {l} is ahead of {room} (last id {last_id}): \
                  resuming from its start",
-                c.id
+                c.id()
             );
         }
         let gap = replay
@@ -593,7 +590,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        info!("{}: {what}: {status}, {why}", c.id);
+        info!("{}: {what}: {status}, {why}", c.id());
         let answer = with_headers(line_response(status, reason, why), cors);
         c.proto.respond(answer, now);
     }

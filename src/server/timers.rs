@@ -3,7 +3,7 @@
 //! deadline that moved later keeps its entry (when it fires the core finds
 //! nothing due and the loop re-arms it); only an earlier one adds an entry,
 //! and stale entries are dropped once they are most of the heap, so idle
-//! connections do not keep 24 bytes each there. Knows tokens and instants,
+//! connections do not keep 16 bytes each there. Knows tokens and instants,
 //! nothing of connections: the loop says which entries are still live.
 
 use std::cmp::Reverse;
@@ -11,6 +11,8 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use mio::Token;
+
+use crate::proto::stamp::Stamp;
 
 /// How often quiet connections give back their reusable buffers and
 /// lingering rooms are expired: one quiet for a whole period (between one
@@ -21,7 +23,8 @@ pub(super) const SWEEP: Duration = Duration::from_secs(1);
 const STALE_MIN: usize = 1024;
 
 pub(super) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Deadlines as [`Stamp`]s: 16 bytes an entry.
+    heap: BinaryHeap<Reverse<(Stamp, Token)>>,
     /// Entries (about) that no longer match their connection's deadline.
     stale: usize,
     next_sweep: Instant,
@@ -42,10 +45,10 @@ impl Timers {
     pub(super) fn arm(
         &mut self,
         t: Token,
-        scheduled: &mut Option<Instant>,
+        scheduled: &mut Option<Stamp>,
         deadline: Option<Instant>,
     ) -> bool {
-        match (deadline, *scheduled) {
+        match (deadline.map(Stamp::from), *scheduled) {
             (Some(d), s) if s.is_none_or(|s| d < s) => {
                 if s.is_some() {
                     self.stale += 1; // superseded by the earlier one
@@ -64,7 +67,7 @@ impl Timers {
     }
 
     /// A connection with an entry on the heap is gone: its entry is stale.
-    pub(super) fn forget(&mut self, scheduled: Option<Instant>) {
+    pub(super) fn forget(&mut self, scheduled: Option<Stamp>) {
         if scheduled.is_some() {
             self.stale += 1;
         }
@@ -72,7 +75,7 @@ impl Timers {
 
     /// Keeps the entries `live` says still match their connection, and gives
     /// the memory back.
-    pub(super) fn compact(&mut self, live: impl Fn(Token, Instant) -> bool) {
+    pub(super) fn compact(&mut self, live: impl Fn(Token, Stamp) -> bool) {
         self.heap.retain(|Reverse((when, t))| live(*t, *when));
         self.heap.shrink_to_fit();
         self.stale = 0;
@@ -80,9 +83,9 @@ impl Timers {
 
     /// The next entry due at `now`, taken off the heap. The caller checks it
     /// still matches its connection, and calls [`Timers::stale_popped`] if not.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Token)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Stamp, Token)> {
         let &Reverse((when, t)) = self.heap.peek()?;
-        if when > now {
+        if when > Stamp::from(now) {
             return None;
         }
         self.heap.pop();
@@ -95,7 +98,7 @@ impl Timers {
 
     /// The earliest deadline on the heap.
     pub(super) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        self.heap.peek().map(|Reverse((t, _))| t.instant())
     }
 
     pub(super) fn next_sweep(&self) -> Instant {
@@ -129,18 +132,19 @@ mod tests {
         let s = Duration::from_secs(1);
         timers.arm(t, &mut scheduled, Some(t0 + 10 * s));
         timers.arm(t, &mut scheduled, Some(t0 + 20 * s));
+        let at = |d: Duration| Stamp::from(t0 + d);
         assert_eq!(
             (timers.len(), scheduled),
-            (1, Some(t0 + 10 * s)),
+            (1, Some(at(10 * s))),
             "later: kept"
         );
         timers.arm(t, &mut scheduled, Some(t0 + 5 * s));
-        assert_eq!((timers.len(), scheduled), (2, Some(t0 + 5 * s)));
+        assert_eq!((timers.len(), scheduled), (2, Some(at(5 * s))));
         assert_eq!(timers.next(), Some(t0 + 5 * s));
         assert_eq!(timers.pop_due(t0 + 4 * s), None);
-        assert_eq!(timers.pop_due(t0 + 5 * s), Some((t0 + 5 * s, t)));
+        assert_eq!(timers.pop_due(t0 + 5 * s), Some((at(5 * s), t)));
         // The superseded entry comes out later, and the caller finds it stale.
-        assert_eq!(timers.pop_due(t0 + 60 * s), Some((t0 + 10 * s, t)));
+        assert_eq!(timers.pop_due(t0 + 60 * s), Some((at(10 * s), t)));
         assert_eq!(timers.pop_due(t0 + 60 * s), None);
     }
 
@@ -148,7 +152,7 @@ mod tests {
     fn stale_entries_are_compacted_once_they_are_most_of_the_heap() {
         let t0 = Instant::now();
         let mut timers = Timers::new(t0);
-        let mut scheduled: Vec<Option<Instant>> = vec![None; 3000];
+        let mut scheduled: Vec<Option<Stamp>> = vec![None; 3000];
         for (i, s) in scheduled.iter_mut().enumerate() {
             timers.arm(Token(i), s, Some(t0 + Duration::from_secs(5)));
         }

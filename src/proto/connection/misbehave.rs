@@ -192,7 +192,7 @@ impl Connection {
             }),
             Some(d) => {
                 // The messages handed out came in the last `receive`.
-                let due = self.last_rx + d;
+                let due = self.last_rx() + d;
                 self.recent = true;
                 let m = self.mis_mut().expect("shapes echoes");
                 for p in copies {
@@ -221,7 +221,7 @@ impl Connection {
         let Some(m) = self.mis_mut() else { return };
         m.answered += 1;
         // The message arrived in the last `receive`: its time is the clock.
-        let now = self.last_rx;
+        let now = self.last_rx();
         self.check_fire(now);
     }
 

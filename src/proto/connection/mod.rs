@@ -29,6 +29,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::stamp::Stamp;
+
 use super::close::CloseCode;
 use super::error::ProtocolError;
 use super::frame::MAX_HEADER_LEN;
@@ -261,8 +263,8 @@ impl State {
 pub struct Connection {
     state: State,
     limits: Rc<Limits>,
-    /// When bytes last arrived.
-    last_rx: Instant,
+    /// When bytes last arrived ([`Stamp`]: 8 bytes).
+    last_rx: Stamp,
     /// `Some` until the connection opens (or is refused).
     hs: Option<Box<Handshake>>,
     /// What receiving holds between reads; `None` while quiet between
@@ -344,7 +346,7 @@ impl Connection {
             state: State::Handshake {
                 deadline: now + limits.handshake_timeout,
             },
-            last_rx: now,
+            last_rx: now.into(),
             limits,
             hs: Some(Box::default()),
             rx: None,
@@ -361,10 +363,15 @@ impl Connection {
         }
     }
 
+    /// When bytes last arrived.
+    fn last_rx(&self) -> Instant {
+        self.last_rx.instant()
+    }
+
     /// Feeds bytes read from the peer.
     pub fn receive(&mut self, data: &[u8], now: Instant) {
         if !data.is_empty() {
-            self.last_rx = now;
+            self.last_rx = now.into();
             self.recent = true;
         }
         match self.state {
@@ -492,6 +499,11 @@ impl Connection {
     /// Tags this connection's inspector records (the driver's connection id).
     pub fn set_id(&mut self, id: u32) {
         self.id = id;
+    }
+
+    /// The id given with [`Connection::set_id`] (0 if none).
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// The frame inspector's tap these connections share.

@@ -46,7 +46,7 @@ impl Connection {
         } else {
             self.state.deadline()
         };
-        match self.mis().and_then(|m| m.next_due(open, self.last_rx)) {
+        match self.mis().and_then(|m| m.next_due(open, self.last_rx())) {
             Some(k) => Some(own.map_or(k, |o| o.min(k))),
             None => own,
         }
@@ -55,7 +55,7 @@ impl Connection {
     // A zero interval means "off" (it could never be satisfied).
     fn idle_due(&self) -> Option<Instant> {
         let t = self.limits.idle_timeout.filter(|d| !d.is_zero())?;
-        Some(self.last_rx + t)
+        Some(self.last_rx() + t)
     }
 
     /// A keepalive ping is due once nothing arrived, and no ping went out,
@@ -64,7 +64,7 @@ impl Connection {
         let State::Open { last_ping } = self.state else {
             return None;
         };
-        let quiet_since = last_ping.map_or(self.last_rx, |p| p.max(self.last_rx));
+        let quiet_since = last_ping.map_or(self.last_rx(), |p| p.max(self.last_rx()));
         Some(quiet_since + self.limits.ping_interval.filter(|d| !d.is_zero())?)
     }
 }

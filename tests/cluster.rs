@@ -37,8 +37,12 @@ impl Redis {
         Redis::with(port, &[])
     }
 
-    /// With more arguments (TLS on `port + 1`: waited for there).
+    /// With more arguments (with `--tls-port`: waited for there).
     fn with(port: u16, extra: &[&str]) -> Redis {
+        let tls_port = extra
+            .iter()
+            .position(|a| *a == "--tls-port")
+            .and_then(|i| extra.get(i + 1)?.parse::<u16>().ok());
         let dir =
             std::env::temp_dir().join(format!("echocast-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -53,9 +57,10 @@ impl Redis {
             .expect("redis-server (Debian's redis-server package; tests/all.sh installs it)");
         let r = Redis { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !extra.is_empty() && TcpStream::connect(("127.0.0.1", port + 1)).is_err()
-            || extra.is_empty() && r.cmd("PING") != "+PONG"
-        {
+        while match tls_port {
+            Some(tls) => TcpStream::connect(("127.0.0.1", tls)).is_err(),
+            None => r.cmd("PING") != "+PONG",
+        } {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -647,7 +652,13 @@ fn rediss_with_a_password_and_a_ca_of_our_own() {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, made.cert.pem()).unwrap();
     std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-    let tls_port = plain + 1;
+    // A port of its own (not `plain + 1`, which another test's connection
+    // may hold while tests run in parallel).
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let _redis = Redis::with(
         plain,

@@ -39,7 +39,6 @@ pub struct Run<M> {
     /// The messages' plain frames, one after the other: what a plain
     /// member is sent.
     frames: Vec<u8>,
-    payload_bytes: usize,
 }
 
 impl<M> Default for Run<M> {
@@ -49,13 +48,13 @@ impl<M> Default for Run<M> {
             members: Vec::new(),
             entries: Vec::new(),
             frames: Vec::new(),
-            payload_bytes: 0,
         }
     }
 }
 
-/// Buffers above this are not kept once a run is delivered.
-const KEEP_BYTES: usize = 256 * 1024;
+/// Buffers above this are not kept once a run is delivered (a run of one
+/// full 256 KiB read, headers included, is kept).
+const KEEP_BYTES: usize = 512 * 1024;
 
 impl<M: Copy> Run<M> {
     pub fn is_empty(&self) -> bool {
@@ -99,7 +98,6 @@ impl<M: Copy> Run<M> {
         self.frames.extend_from_slice(&header[..n]);
         let start = self.frames.len();
         self.frames.extend_from_slice(data);
-        self.payload_bytes += data.len();
         self.entries.push(Entry {
             from,
             id,
@@ -127,7 +125,7 @@ impl<M: Copy> Run<M> {
 
     /// Payload bytes of every message.
     pub fn payload_bytes(&self) -> usize {
-        self.payload_bytes
+        self.entries.iter().map(|e| e.payload.len()).sum()
     }
 
     /// Empties the run (delivered), keeping its buffers unless large.
@@ -136,7 +134,6 @@ impl<M: Copy> Run<M> {
         self.members.clear();
         self.entries.clear();
         self.frames.clear();
-        self.payload_bytes = 0;
         if self.frames.capacity() > KEEP_BYTES {
             self.frames = Vec::new();
         }

@@ -160,8 +160,7 @@ impl Server {
                 sent += 1;
                 self.stats.messages_out += count;
                 self.stats.bytes_out += bytes;
-                let held = c.memory();
-                self.budget.account(&mut c.held, held);
+                self.account(m);
                 self.conns.mark_dirty(m);
             }
         }

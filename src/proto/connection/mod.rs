@@ -29,8 +29,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::stamp::Stamp;
-
 use super::close::CloseCode;
 use super::error::ProtocolError;
 use super::frame::MAX_HEADER_LEN;
@@ -38,6 +36,7 @@ use super::inspect::{FrameInfo, Tap, What};
 use super::message::{MessageBuffer, MessageKind};
 use super::opcode::OpCode;
 use super::output::{Chunk, OutQueue};
+use super::stamp::Stamp;
 
 pub mod acting;
 mod assembly;

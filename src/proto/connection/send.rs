@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::super::frame::FrameHeader;
 use super::super::inspect::{Dir, MessageInfo};
 use super::super::message::MessageKind;
-use super::{bump, bump_by, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
+use super::{bump_by, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
 
 /// The encoded header of a server frame (unmasked).
 fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8) -> Chunk {
@@ -134,8 +134,7 @@ impl Connection {
         if !self.can_send() {
             return false;
         }
-        self.recent = true;
-        bump_by(&self.limits.counters.frames_out, count as u64);
+        self.count_frames_out(count as u64);
         self.out.push_shared(frames);
         true
     }
@@ -271,7 +270,11 @@ impl Connection {
 
     /// Every frame we queue is counted once and marks the connection busy.
     pub(super) fn count_frame_out(&mut self) {
+        self.count_frames_out(1);
+    }
+
+    fn count_frames_out(&mut self, n: u64) {
         self.recent = true;
-        bump(&self.limits.counters.frames_out);
+        bump_by(&self.limits.counters.frames_out, n);
     }
 }

@@ -94,6 +94,10 @@ pub struct Config {
     pub cluster: Option<crate::cluster::Url>,
     /// The TLS client settings for a `rediss://` cluster (`--cluster-ca`).
     pub cluster_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// How long a reply from the cluster's Redis may be overdue before the
+    /// link is declared lost, and how long a `POST` waits for its id
+    /// (`--cluster-timeout`).
+    pub cluster_timeout: Duration,
     /// `SO_REUSEPORT` on the listening socket (`--reuse-port`).
     pub reuse_port: bool,
 }
@@ -123,6 +127,7 @@ impl Default for Config {
             room_linger: Duration::from_secs(60),
             cluster: None,
             cluster_tls: None,
+            cluster_timeout: Duration::from_secs(3),
             reuse_port: false,
         }
     }

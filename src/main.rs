@@ -232,6 +232,12 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "cluster")]
     cluster_ca: Option<String>,
 
+    /// With --cluster: a reply from Redis overdue by this long (it stopped
+    /// answering) drops the link and reconnects; a POST waits this long for
+    /// its id at most (then 503 or 504). 100ms to 60s
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_cluster_timeout)]
+    cluster_timeout: Duration,
+
     /// SO_REUSEPORT: several processes listen on one port and the kernel
     /// spreads connections across them (one process per core)
     #[arg(long)]
@@ -328,6 +334,14 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
 }
 
 /// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
+fn parse_cluster_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        return Err(format!("{s:?}: between 100ms and 60s"));
+    }
+    Ok(d)
+}
+
 fn parse_cluster(s: &str) -> Result<echocast::cluster::Url, String> {
     echocast::cluster::Url::parse(s)
 }
@@ -434,6 +448,7 @@ fn main() -> ExitCode {
         room_linger: args.room_linger,
         cluster: args.cluster,
         cluster_tls,
+        cluster_timeout: args.cluster_timeout,
         reuse_port: args.reuse_port,
     };
     let mut server = match Server::bind(config) {

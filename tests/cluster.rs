@@ -529,11 +529,13 @@ fn the_append_script_appends_a_resent_message_once_and_never_goes_below_the_floo
             &[
                 b"EVAL",
                 resp::APPEND.as_bytes(),
-                b"4",
+                b"6",
                 b"t:seq",
                 b"t:epoch",
                 b"t:log",
                 b"t:sent",
+                b"t:keys",
+                b"t:keyids",
                 b"e1",
                 floor.as_bytes(),
                 b"t:channel",
@@ -542,6 +544,9 @@ fn the_append_script_appends_a_resent_message_once_and_never_goes_below_the_floo
                 ticket.as_bytes(),
                 ticket.as_bytes(),
                 lo.as_bytes(),
+                b"",
+                b"600000",
+                b"100000",
             ],
         );
         match reply {

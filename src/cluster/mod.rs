@@ -15,7 +15,14 @@
 //! Members' messages sent while Redis is away are held in order and
 //! appended when it is back; an append whose reply was lost is resent
 //! under the same key, which Redis remembers, so it is appended once.
+//!
+//! Redis that stops answering with its sockets open (a paused VM, a
+//! partition, SIGSTOP) is found by `liveness`: the driver ticks the core
+//! with the time, and an overdue reply makes `tick` say the link is lost,
+//! which the driver treats as a refused connection. A message may carry an
+//! idempotency key: Redis appends a room's key once (`resp::APPEND`).
 
+mod liveness;
 mod order;
 pub mod resp;
 mod url;
@@ -25,6 +32,7 @@ pub use url::Url;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -42,7 +50,7 @@ pub enum Link {
 /// What the driver does for the cluster.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Both connections are ready (logged once per transition).
+    /// Both connections answered their hello (logged once per transition).
     Up,
     /// A message of `room`, in the room's order: deliver it to this
     /// instance's members and keep it in the room's history.
@@ -64,8 +72,14 @@ pub enum Event {
     },
     /// `room` is caught up: members waiting to be replayed can be now.
     Live { room: String },
-    /// The append with this ticket has its id.
-    Appended { ticket: u64, id: u64 },
+    /// The append with this ticket has its id; `duplicate`: its
+    /// idempotency key was appended before, under this id, and it was not
+    /// appended again.
+    Appended {
+        ticket: u64,
+        id: u64,
+        duplicate: bool,
+    },
     /// Redis refused the append (its error).
     Refused { ticket: u64, why: String },
 }
@@ -74,6 +88,9 @@ pub enum Event {
 #[derive(Debug)]
 enum Awaiting {
     Hello,
+    /// The last reply of the hello: the link is ready.
+    Ready,
+    Ping,
     Append(u64),
     CatchUp(String),
 }
@@ -85,6 +102,26 @@ struct Append {
     room: String,
     kind: MessageKind,
     data: Vec<u8>,
+    /// `Idempotency-Key`: appended once per room within the window.
+    key: Option<Vec<u8>>,
+}
+
+/// An idempotency key is remembered this long in a room (unless 100,000
+/// newer keys of the room pushed it out first).
+pub const KEY_WINDOW: Duration = Duration::from_secs(600);
+/// The keys a room remembers at most.
+pub const KEY_COUNT: usize = 100_000;
+
+/// Where an append stood when it was withdrawn (`Cluster::withdraw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// Never sent to Redis: dropped, it will not be appended.
+    Unsent,
+    /// Sent and not answered: it may have been appended, and is still
+    /// resent after a reconnect (Redis remembers its ticket).
+    InFlight,
+    /// Already answered (or unknown).
+    Answered,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +155,14 @@ pub struct Cluster {
     history: usize,
     /// The SHA-1s of `resp::APPEND` and `resp::CATCH_UP`.
     scripts: (String, String),
+    /// Per link: its hello was answered.
     up: [bool; 2],
+    /// Per link: the socket is connected (its hello sent).
+    linked: [bool; 2],
+    /// Replies the subscriber connection waits for (AUTH, PING,
+    /// (UN)SUBSCRIBE: one each).
+    sub_awaiting: usize,
+    liveness: liveness::Liveness,
     out: [Vec<u8>; 2],
     input: [Vec<u8>; 2],
     awaiting: VecDeque<Awaiting>,
@@ -138,6 +182,10 @@ pub struct Cluster {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub reconnects: u64,
+    /// Of those, links declared lost because Redis stopped answering.
+    pub timeouts: u64,
+    /// Appends whose idempotency key Redis had seen: not appended again.
+    pub duplicates: u64,
     pub appended: u64,
     pub delivered: u64,
     pub catch_ups: u64,
@@ -145,8 +193,10 @@ pub struct Stats {
 }
 
 impl Cluster {
-    /// `instance`: a string unique to this process (random).
-    pub fn new(url: Url, history: usize, instance: String) -> Cluster {
+    /// `instance`: a string unique to this process (random); `timeout`:
+    /// how long a reply may be overdue before the link is lost
+    /// (`--cluster-timeout`).
+    pub fn new(url: Url, history: usize, instance: String, timeout: Duration) -> Cluster {
         let prefix = format!("echocast:{}:", url.db);
         Cluster {
             url,
@@ -155,6 +205,9 @@ impl Cluster {
             history,
             scripts: (resp::sha(resp::APPEND), resp::sha(resp::CATCH_UP)),
             up: [false; 2],
+            linked: [false; 2],
+            sub_awaiting: 0,
+            liveness: liveness::Liveness::new(timeout),
             out: [Vec::new(), Vec::new()],
             input: [Vec::new(), Vec::new()],
             awaiting: VecDeque::new(),
@@ -172,9 +225,67 @@ impl Cluster {
         &self.url
     }
 
-    /// Whether both connections are up.
+    /// Whether both connections are up (their hello answered).
     pub fn is_up(&self) -> bool {
         self.up == [true; 2]
+    }
+
+    /// `--cluster-timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.liveness.timeout()
+    }
+
+    /// The driver opens the two sockets: the attempt must be answered
+    /// within the timeout.
+    pub fn connecting(&mut self) {
+        self.liveness.connecting();
+    }
+
+    /// Checks that Redis answers (time passed in): `PING`s a quiet link,
+    /// and says `Err` (why) when a reply is overdue by the timeout or an
+    /// attempt was not answered in time. The driver then drops both links
+    /// (`disconnected`) and reconnects.
+    pub fn tick(&mut self, now: Instant) -> Result<(), String> {
+        let awaited = [self.awaiting.len(), self.sub_awaiting];
+        match self.liveness.tick(now, awaited, self.up) {
+            liveness::Verdict::Lost(why) => {
+                self.stats.timeouts += 1;
+                Err(why)
+            }
+            liveness::Verdict::Fine(ping) => {
+                if ping[0] {
+                    resp::command(&mut self.out[0], &[b"PING"]);
+                    self.awaiting.push_back(Awaiting::Ping);
+                    self.liveness.pinged(0, now);
+                }
+                if ping[1] {
+                    resp::command(&mut self.out[1], &[b"PING"]);
+                    self.sub_awaiting += 1;
+                    self.liveness.pinged(1, now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// When `tick` must run next.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.liveness.next()
+    }
+
+    /// Takes back the append `ticket` (its `POST` is answered without
+    /// waiting more): dropped if it was never sent.
+    pub fn withdraw(&mut self, ticket: u64) -> Withdrawn {
+        if let Some(i) = self.held.iter().position(|a| a.ticket == ticket) {
+            if let Some(a) = self.held.remove(i) {
+                self.pending_bytes -= a.data.len();
+            }
+            return Withdrawn::Unsent;
+        }
+        if self.in_flight.iter().any(|a| a.ticket == ticket) {
+            return Withdrawn::InFlight;
+        }
+        Withdrawn::Answered
     }
 
     /// Bytes of members' messages held while Redis is away (counted in the
@@ -218,6 +329,12 @@ impl Cluster {
         ["seq", "epoch", "log"].map(|what| format!("{}{what}:{room}", self.prefix))
     }
 
+    /// A room's idempotency keys: by time (a sorted set) and their ids (a
+    /// hash).
+    fn key_keys(&self, room: &str) -> [String; 2] {
+        ["keys", "keyids"].map(|what| format!("{}{what}:{room}", self.prefix))
+    }
+
     /// A connection was established: it says who we are first.
     pub fn connected(&mut self, link: Link) {
         let i = Cluster::idx(link);
@@ -238,14 +355,34 @@ impl Cluster {
                 self.awaiting.push_back(Awaiting::Hello);
             }
         }
-        if link == Link::Commands {
-            let db = self.url.db.to_string();
-            resp::command(&mut self.out[i], &[b"SELECT", db.as_bytes()]);
-            self.awaiting.push_back(Awaiting::Hello);
-            for script in [resp::APPEND, resp::CATCH_UP] {
-                resp::command(&mut self.out[i], &[b"SCRIPT", b"LOAD", script.as_bytes()]);
+        match link {
+            Link::Commands => {
+                let db = self.url.db.to_string();
+                resp::command(&mut self.out[i], &[b"SELECT", db.as_bytes()]);
                 self.awaiting.push_back(Awaiting::Hello);
+                for script in [resp::APPEND, resp::CATCH_UP] {
+                    resp::command(&mut self.out[i], &[b"SCRIPT", b"LOAD", script.as_bytes()]);
+                    self.awaiting.push_back(Awaiting::Hello);
+                }
+                // The last one's reply makes the link ready.
+                if let Some(last) = self.awaiting.back_mut() {
+                    *last = Awaiting::Ready;
+                }
             }
+            Link::Subscriber => {
+                // AUTH's reply, then PING's: ready (`publication`).
+                self.sub_awaiting = hello.len().min(1);
+                resp::command(&mut self.out[i], &[b"PING"]);
+                self.sub_awaiting += 1;
+            }
+        }
+        self.linked[i] = true;
+    }
+
+    /// Link `i` answered its hello.
+    fn ready(&mut self, i: usize) {
+        if self.up[i] || !self.linked[i] {
+            return;
         }
         self.up[i] = true;
         if self.is_up() {
@@ -297,6 +434,9 @@ impl Cluster {
             self.stats.reconnects += 1;
         }
         self.up = [false; 2];
+        self.linked = [false; 2];
+        self.sub_awaiting = 0;
+        self.liveness.reset();
         self.out = [Vec::new(), Vec::new()];
         self.input = [Vec::new(), Vec::new()];
         self.awaiting.clear();
@@ -361,12 +501,14 @@ impl Cluster {
         if self.rooms.remove(room).is_some() && self.is_up() {
             let ch = self.channel(room);
             resp::command(&mut self.out[1], &[b"UNSUBSCRIBE", &ch]);
+            self.sub_awaiting += 1;
         }
     }
 
     fn subscribe(&mut self, room: &str) {
         let ch = self.channel(room);
         resp::command(&mut self.out[1], &[b"SUBSCRIBE", &ch]);
+        self.sub_awaiting += 1;
         if let Some(w) = self.rooms.get_mut(room) {
             w.state = Watch::Subscribing;
         }
@@ -375,7 +517,15 @@ impl Cluster {
     /// Appends a message to `room` (a member's or a `POST`'s). Returns its
     /// ticket (`Event::Appended` carries it back with the id). While Redis
     /// is away, or its room is being caught up here, it is held, in order.
-    pub fn append(&mut self, room: &str, kind: MessageKind, data: &[u8]) -> u64 {
+    /// `key`: an idempotency key (a room appends a key once within
+    /// `KEY_WINDOW` / `KEY_COUNT`).
+    pub fn append(
+        &mut self,
+        room: &str,
+        kind: MessageKind,
+        data: &[u8],
+        key: Option<&[u8]>,
+    ) -> u64 {
         self.next_ticket += 1;
         self.pending_bytes += data.len();
         self.held.push_back(Append {
@@ -383,6 +533,7 @@ impl Cluster {
             room: room.to_owned(),
             kind,
             data: data.to_vec(),
+            key: key.map(<[u8]>::to_vec),
         });
         self.send_held();
         self.next_ticket
@@ -404,8 +555,11 @@ impl Cluster {
             .map_or(a.ticket, |f| f.ticket)
             .to_string();
         let [seq, epoch, log] = self.room_keys(room);
+        let [keys, key_ids] = self.key_keys(room);
         let ch = self.channel(room);
         let history = self.history.to_string();
+        let window = KEY_WINDOW.as_millis().to_string();
+        let count = KEY_COUNT.to_string();
         let kind: &[u8] = match a.kind {
             MessageKind::Text => b"t",
             MessageKind::Binary => b"b",
@@ -416,11 +570,13 @@ impl Cluster {
             &[
                 b"EVALSHA",
                 self.scripts.0.as_bytes(),
-                b"4",
+                b"6",
                 seq.as_bytes(),
                 epoch.as_bytes(),
                 log.as_bytes(),
                 sent.as_bytes(),
+                keys.as_bytes(),
+                key_ids.as_bytes(),
                 new_epoch.as_bytes(),
                 floor.as_bytes(),
                 &ch,
@@ -429,6 +585,9 @@ impl Cluster {
                 &a.data,
                 ticket.as_bytes(),
                 lo.as_bytes(),
+                a.key.as_deref().unwrap_or_default(),
+                window.as_bytes(),
+                count.as_bytes(),
             ],
         );
         self.awaiting.push_back(Awaiting::Append(a.ticket));
@@ -472,6 +631,9 @@ impl Cluster {
     /// speaking RESP or refused us (drop both and reconnect).
     pub fn receive(&mut self, link: Link, bytes: &[u8]) -> Result<(), String> {
         let i = Cluster::idx(link);
+        if !bytes.is_empty() {
+            self.liveness.heard(i);
+        }
         self.input[i].extend_from_slice(bytes);
         let mut at = 0;
         let result = loop {
@@ -499,10 +661,15 @@ impl Cluster {
             return Err("a reply nobody asked for".into());
         };
         match what {
-            Awaiting::Hello => match resp::error(&frame) {
-                Some(e) => Err(format!("Redis refused us: {e}")),
-                None => Ok(()),
-            },
+            Awaiting::Hello | Awaiting::Ready | Awaiting::Ping => {
+                if let Some(e) = resp::error(&frame) {
+                    return Err(format!("Redis refused us: {e}"));
+                }
+                if matches!(what, Awaiting::Ready) {
+                    self.ready(0);
+                }
+                Ok(())
+            }
             Awaiting::Append(ticket) => {
                 let Some(a) = self.in_flight.pop_front() else {
                     return Err("an append reply with nothing in flight".into());
@@ -516,13 +683,21 @@ impl Cluster {
                     });
                     return Ok(());
                 }
-                let id = match &frame {
-                    OwnedFrame::Array(v) => v.first().and_then(resp::int),
-                    _ => None,
+                let (id, duplicate) = match &frame {
+                    OwnedFrame::Array(v) => (v.first().and_then(resp::int), v.len() > 2),
+                    _ => (None, false),
                 };
                 let id = id.ok_or("an append reply without an id")?;
-                self.stats.appended += 1;
-                self.events.push_back(Event::Appended { ticket, id });
+                if duplicate {
+                    self.stats.duplicates += 1;
+                } else {
+                    self.stats.appended += 1;
+                }
+                self.events.push_back(Event::Appended {
+                    ticket,
+                    id,
+                    duplicate,
+                });
                 Ok(())
             }
             Awaiting::CatchUp(room) => {

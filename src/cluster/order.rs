@@ -105,9 +105,16 @@ impl Cluster {
             return Err(format!("Redis refused us: {e}"));
         }
         let OwnedFrame::Array(parts) = frame else {
-            return Ok(()); // AUTH's +OK
+            // AUTH's +OK, or PING's +PONG while subscribed to nothing.
+            self.sub_answered(resp::bytes(&frame) == Some(b"PONG"));
+            return Ok(());
         };
         let kind = parts.first().and_then(resp::bytes).unwrap_or_default();
+        match kind {
+            b"pong" => self.sub_answered(true),
+            b"subscribe" | b"unsubscribe" => self.sub_answered(false),
+            _ => {}
+        }
         let channel = parts.get(1).and_then(resp::bytes).unwrap_or_default();
         let Some(room) = std::str::from_utf8(channel)
             .ok()
@@ -135,6 +142,15 @@ impl Cluster {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A reply the subscriber connection waited for; `pong`: PING's, the
+    /// first of which makes it ready.
+    fn sub_answered(&mut self, pong: bool) {
+        self.sub_awaiting = self.sub_awaiting.saturating_sub(1);
+        if pong {
+            self.ready(1);
+        }
     }
 
     /// A publication in `room`: delivered if it is the next id; held while

@@ -42,14 +42,36 @@ end
 /// so an append resent after a lost reply is answered with its id, not
 /// appended twice.
 ///
-/// KEYS: seq, epoch, log, sent. ARGV: a new epoch, floor, channel, history,
-/// kind, data, ticket, lo. Returns `{id, epoch}`.
+/// An idempotency key (`ARGV[9]`, empty for none) is looked up first in
+/// the room's keys: a sorted set by the time Redis appended them (`TIME`,
+/// in ms) and a hash of their ids. Keys older than the window (`ARGV[10]`,
+/// ms) are dropped then, those past the newest `ARGV[11]` after an append,
+/// and both keys expire with the window, so nothing sweeps them. A key
+/// seen is answered with its id and a third element, and not appended.
+///
+/// KEYS: seq, epoch, log, sent, keys, keyids. ARGV: a new epoch, floor,
+/// channel, history, kind, data, ticket, lo, idempotency key, window,
+/// count. Returns `{id, epoch}`, or `{id, epoch, 1}` for a duplicate.
 pub const APPEND: &str = concat!(
     room_prelude!(),
     r#"
 local done = redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[7], ARGV[7])
 if done[1] then
   return {tonumber(string.match(done[1], ':(%d+)$')), epoch}
+end
+local key = ARGV[9]
+local now = 0
+if key ~= '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local old = now - tonumber(ARGV[10])
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. old)
+  for _, k in ipairs(gone) do redis.call('HDEL', KEYS[6], k) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. old)
+  local first = redis.call('HGET', KEYS[6], key)
+  if first then
+    return {tonumber(first), epoch, 1}
+  end
 end
 local id = redis.call('INCR', KEYS[1])
 if tonumber(ARGV[4]) > 0 then
@@ -59,6 +81,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[7] .. ':' .. id)
 redis.call('EXPIRE', KEYS[4], 3600)
 redis.call('PUBLISH', ARGV[3], id .. ' ' .. epoch .. ' ' .. ARGV[5] .. '\n' .. ARGV[6])
+if key ~= '' then
+  redis.call('ZADD', KEYS[5], now, key)
+  redis.call('HSET', KEYS[6], key, id)
+  local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[11])
+  if over > 0 then
+    for _, k in ipairs(redis.call('ZRANGE', KEYS[5], 0, over - 1)) do
+      redis.call('HDEL', KEYS[6], k)
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, over - 1)
+  end
+  redis.call('PEXPIRE', KEYS[5], ARGV[10])
+  redis.call('PEXPIRE', KEYS[6], ARGV[10])
+end
 return {id, epoch}
 "#
 );

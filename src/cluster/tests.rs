@@ -2,10 +2,12 @@
 //! by hand and fed in; what it asks Redis is read back from its output.
 
 use super::*;
+use std::time::{Duration, Instant};
 
 /// RESP values to feed in.
 enum R<'a> {
     Ok,
+    Pong,
     Int(i64),
     Bulk(&'a [u8]),
     Err(&'a str),
@@ -15,6 +17,7 @@ enum R<'a> {
 fn enc(r: &R, out: &mut Vec<u8>) {
     match r {
         R::Ok => out.extend_from_slice(b"+OK\r\n"),
+        R::Pong => out.extend_from_slice(b"+PONG\r\n"),
         R::Int(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
         R::Bulk(b) => {
             out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
@@ -114,17 +117,34 @@ fn hello(c: &mut Cluster) {
     );
 }
 
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn cluster() -> Cluster {
+    let url = Url::parse("redis://127.0.0.1:1/0").unwrap();
+    Cluster::new(url, 10, "test".into(), TIMEOUT)
+}
+
+/// Both links connected and their hello answered: up.
+fn connect(c: &mut Cluster) {
+    c.connecting();
+    c.connected(Link::Commands);
+    c.connected(Link::Subscriber);
+    assert!(!c.is_up(), "up only once Redis answered");
+    let ask = asked(c, Link::Commands);
+    assert!(ask.contains("SELECT") && ask.contains("SCRIPT") && ask.contains("XREVRANGE"));
+    assert!(asked(c, Link::Subscriber).contains("PING"));
+    hello(c);
+    assert!(!c.is_up());
+    feed(c, Link::Subscriber, R::Pong);
+    assert!(c.is_up());
+    assert_eq!(events(c), [Event::Up]);
+}
+
 /// Connected, `SELECT` answered, `room` watched and caught up at `last`
 /// with epoch `e1`.
 fn live(room: &str, last: i64) -> Cluster {
-    let url = Url::parse("redis://127.0.0.1:1/0").unwrap();
-    let mut c = Cluster::new(url, 10, "test".into());
-    c.connected(Link::Commands);
-    c.connected(Link::Subscriber);
-    assert_eq!(events(&mut c), [Event::Up]);
-    let ask = asked(&mut c, Link::Commands);
-    assert!(ask.contains("SELECT") && ask.contains("SCRIPT") && ask.contains("XREVRANGE"));
-    hello(&mut c);
+    let mut c = cluster();
+    connect(&mut c);
     assert!(!c.watch(room));
     assert!(asked(&mut c, Link::Subscriber).contains("SUBSCRIBE"));
     subscribed(&mut c, room);
@@ -257,22 +277,19 @@ fn history_lost_in_redis_is_a_gap_and_ids_go_on() {
 fn appends_are_held_while_away_and_resent_in_order_with_their_keys() {
     let mut c = live("r", 0);
     events(&mut c);
-    let t1 = c.append("r", MessageKind::Text, b"first");
+    let t1 = c.append("r", MessageKind::Text, b"first", None);
     assert!(asked(&mut c, Link::Commands).contains("first"));
     c.disconnected();
     assert!(!c.is_up() && !c.is_live("r"));
-    let t2 = c.append("r", MessageKind::Text, b"second");
+    let t2 = c.append("r", MessageKind::Text, b"second", None);
     assert_eq!(c.pending_appends(), 2);
     assert_eq!(c.held_bytes(), 11);
-    c.connected(Link::Commands);
-    c.connected(Link::Subscriber);
-    assert_eq!(events(&mut c), [Event::Up]);
+    connect(&mut c);
     // Not before the room is caught up again: they must come back here.
     let ask = asked(&mut c, Link::Commands);
     assert!(!ask.contains("first") && !ask.contains("second"), "{ask}");
     assert!(asked(&mut c, Link::Subscriber).contains("SUBSCRIBE"));
     subscribed(&mut c, "r");
-    hello(&mut c);
     feed(
         &mut c,
         Link::Commands,
@@ -296,7 +313,11 @@ fn appends_are_held_while_away_and_resent_in_order_with_their_keys() {
     assert_eq!(
         events(&mut c),
         [
-            Event::Appended { ticket: t1, id: 1 },
+            Event::Appended {
+                ticket: t1,
+                id: 1,
+                duplicate: false
+            },
             Event::Refused {
                 ticket: t2,
                 why: "OOM command not allowed".into()
@@ -309,7 +330,7 @@ fn appends_are_held_while_away_and_resent_in_order_with_their_keys() {
 #[test]
 fn a_refusal_at_hello_or_garbage_is_an_error() {
     let url = Url::parse("redis://:secret@127.0.0.1:1/2").unwrap();
-    let mut c = Cluster::new(url, 10, "x".into());
+    let mut c = Cluster::new(url, 10, "x".into(), TIMEOUT);
     c.connected(Link::Commands);
     let ask = asked(&mut c, Link::Commands);
     assert!(ask.contains("AUTH") && ask.contains("secret") && ask.contains("SELECT"));
@@ -350,4 +371,126 @@ fn urls() {
     ] {
         assert!(Url::parse(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_quiet_link_is_pinged_and_lost_when_the_pong_is_overdue() {
+    let mut c = live("r", 0);
+    events(&mut c);
+    let t0 = Instant::now();
+    c.tick(t0).unwrap();
+    assert_eq!(c.next_tick(), Some(t0 + liveness::PING_AFTER));
+    c.tick(t0 + Duration::from_millis(999)).unwrap();
+    assert!(asked(&mut c, Link::Commands).is_empty());
+    let t1 = t0 + liveness::PING_AFTER;
+    c.tick(t1).unwrap();
+    assert!(asked(&mut c, Link::Commands).contains("PING"));
+    assert!(asked(&mut c, Link::Subscriber).contains("PING"));
+    // Answered: quiet again, pinged again a second later.
+    feed(&mut c, Link::Commands, R::Pong);
+    feed(
+        &mut c,
+        Link::Subscriber,
+        R::Arr(vec![R::Bulk(b"pong"), R::Bulk(b"")]),
+    );
+    c.tick(t1 + Duration::from_millis(10)).unwrap();
+    let t2 = t1 + Duration::from_millis(10) + liveness::PING_AFTER;
+    c.tick(t2).unwrap();
+    assert!(asked(&mut c, Link::Commands).contains("PING"));
+    // Not answered: lost once a reply is overdue by the timeout.
+    c.tick(t2 + TIMEOUT - Duration::from_millis(1)).unwrap();
+    let why = c.tick(t2 + TIMEOUT).unwrap_err();
+    assert!(why.contains("not answering"), "{why}");
+    assert_eq!(c.stats.timeouts, 1);
+}
+
+#[test]
+fn a_slow_redis_that_keeps_answering_is_not_lost() {
+    let mut c = live("r", 0);
+    events(&mut c);
+    let mut now = Instant::now();
+    let tickets: Vec<u64> = (0..20)
+        .map(|i| c.append("r", MessageKind::Text, format!("m{i}").as_bytes(), None))
+        .collect();
+    c.tick(now).unwrap();
+    // One reply every 2 s: 40 s for all, each answer within the timeout of
+    // the one before it.
+    for (i, _) in tickets.iter().enumerate() {
+        now += Duration::from_secs(2);
+        c.tick(now).unwrap();
+        feed(
+            &mut c,
+            Link::Commands,
+            R::Arr(vec![R::Int(i as i64 + 1), R::Bulk(b"e1")]),
+        );
+        // The subscriber, quiet, is pinged; it answers.
+        if asked(&mut c, Link::Subscriber).contains("PING") {
+            feed(&mut c, Link::Subscriber, R::Pong);
+        }
+        c.tick(now).unwrap();
+    }
+    assert_eq!(c.pending_appends(), 0);
+    assert_eq!(c.stats.timeouts, 0);
+}
+
+#[test]
+fn an_attempt_whose_hello_is_not_answered_in_time_is_lost() {
+    let mut c = cluster();
+    let t0 = Instant::now();
+    c.connecting();
+    c.tick(t0).unwrap();
+    c.connected(Link::Commands);
+    c.connected(Link::Subscriber);
+    c.tick(t0 + Duration::from_secs(1)).unwrap();
+    assert!(!c.is_up());
+    assert!(c.tick(t0 + TIMEOUT).is_err());
+    c.disconnected();
+    assert_eq!(
+        c.next_tick(),
+        None,
+        "nothing to watch until the next attempt"
+    );
+}
+
+#[test]
+fn an_append_withdrawn_before_it_was_sent_is_never_sent() {
+    let mut c = live("r", 0);
+    events(&mut c);
+    let sent = c.append("r", MessageKind::Text, b"sent", Some(b"k1"));
+    let ask = asked(&mut c, Link::Commands);
+    assert!(ask.contains("sent") && ask.contains("\r\nk1\r\n"), "{ask}");
+    c.disconnected();
+    let unsent = c.append("r", MessageKind::Text, b"unsent", None);
+    assert_eq!(c.withdraw(unsent), Withdrawn::Unsent);
+    assert_eq!(c.withdraw(sent), Withdrawn::InFlight);
+    assert_eq!(c.held_bytes(), 4);
+    connect(&mut c);
+    subscribed(&mut c, "r");
+    asked(&mut c, Link::Commands);
+    feed(
+        &mut c,
+        Link::Commands,
+        R::Arr(vec![R::Int(0), R::Bulk(b"e1"), R::Arr(vec![])]),
+    );
+    let ask = asked(&mut c, Link::Commands);
+    assert!(ask.contains("sent") && !ask.contains("unsent"), "{ask}");
+    // Redis had the key: the first id, not appended again.
+    feed(
+        &mut c,
+        Link::Commands,
+        R::Arr(vec![R::Int(7), R::Bulk(b"e1"), R::Int(1)]),
+    );
+    assert_eq!(
+        events(&mut c),
+        [
+            Event::Live { room: "r".into() },
+            Event::Appended {
+                ticket: sent,
+                id: 7,
+                duplicate: true
+            }
+        ]
+    );
+    assert_eq!((c.stats.duplicates, c.stats.appended), (1, 0));
+    assert_eq!(c.withdraw(sent), Withdrawn::Answered);
 }

@@ -13,6 +13,7 @@
 //! first, whatever room they are in.
 
 pub mod forms;
+pub mod keys;
 pub mod run;
 pub mod sequencer;
 #[cfg(test)]

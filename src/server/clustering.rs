@@ -1,12 +1,15 @@
 //! The driver's side of `--cluster`: the two connections to Redis in the
 //! loop's own `Poll` (never a blocking client), reconnecting with backoff
-//! (100 ms doubling to 5 s), the `POST`s waiting for their id, the members
+//! (100 ms doubling to 5 s; at once after Redis stopped answering, whose
+//! timeout already spaced the attempts), dropping both when the core's
+//! liveness check says Redis is not answering, the `POST`s waiting for
+//! their id (each answered by its deadline, `--cluster-timeout`), the members
 //! whose replay waits for their room to be caught up, and the delay from
 //! an append to its delivery here. What is said to Redis and what its
 //! replies mean is `crate::cluster` (sans-IO); the loop (rooms.rs) acts on
 //! its events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use log::{info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::cluster::{Cluster, Link, Url};
+use crate::cluster::{Cluster, Link, Url, Withdrawn};
 use crate::rooms::RoomId;
 
 pub(super) const COMMANDS: Token = Token(usize::MAX - 4);
@@ -38,6 +41,24 @@ pub(super) struct Post {
     pub token: Token,
     pub room: String,
     pub cors: String,
+}
+
+/// Why the link is down, as `/healthz` and `/stats` say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Down {
+    /// Not connected yet, refused or closed.
+    Connecting,
+    /// Redis stopped answering (a reply overdue by `--cluster-timeout`).
+    NotAnswering,
+}
+
+impl Down {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Down::Connecting => "connecting",
+            Down::NotAnswering => "not answering",
+        }
+    }
 }
 
 /// The append being timed: its ticket and room, its id once Redis
@@ -66,7 +87,11 @@ pub(super) struct Clustering {
     backoff: Duration,
     /// Whether the last transition logged was "up".
     logged_up: Option<bool>,
+    /// Why the link went down last.
+    pub down: Down,
     pub posts: HashMap<u64, Post>,
+    /// The `POST`s' deadlines, by ticket (in order: one timeout for all).
+    post_deadlines: VecDeque<(Instant, u64)>,
     pub waiting: HashMap<String, Vec<(Token, RoomId, Waiting)>>,
     /// One of our appends being timed to its delivery here (one at a
     /// time: a sample, not every message).
@@ -81,16 +106,19 @@ impl Clustering {
         url: Url,
         history: usize,
         tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
     ) -> Clustering {
         Clustering {
-            core: Cluster::new(url, history, instance_id()),
+            core: Cluster::new(url, history, instance_id(), timeout),
             tls,
             plain: Vec::new(),
             links: [None, None],
             retry_at: Some(Instant::now()),
             backoff: FIRST_BACKOFF,
             logged_up: None,
+            down: Down::Connecting,
             posts: HashMap::new(),
+            post_deadlines: VecDeque::new(),
             waiting: HashMap::new(),
             probe: None,
             delay_last: Duration::ZERO,
@@ -98,22 +126,56 @@ impl Clustering {
         }
     }
 
-    /// When the loop must wake up to reconnect.
+    /// When the loop must wake up: to reconnect, to check that Redis
+    /// answers, to answer a `POST` that waited long enough.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.retry_at
+        let post = self.post_deadlines.front().map(|d| d.0);
+        [self.retry_at, self.core.next_tick(), post]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Reconnects when it is time.
+    /// Reconnects when it is time; drops both links when Redis stopped
+    /// answering (and reconnects at once).
     pub(super) fn tick(&mut self, registry: &Registry, now: Instant) {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
             if let Err(e) = self.connect(registry) {
-                self.down(registry, &e, now);
+                self.down(registry, &e, Down::Connecting, now);
             }
+        }
+        if let Err(why) = self.core.tick(now) {
+            self.down(registry, &why, Down::NotAnswering, now);
         }
     }
 
+    /// A `POST` waits for `ticket`'s id until `--cluster-timeout` from now.
+    pub(super) fn wait_for(&mut self, ticket: u64, post: Post, now: Instant) {
+        self.posts.insert(ticket, post);
+        self.post_deadlines
+            .push_back((now + self.core.timeout(), ticket));
+    }
+
+    /// The `POST`s whose deadline passed, still unanswered, taken: each with
+    /// whether its message was sent to Redis (and may be appended) or never
+    /// was (and now never will be).
+    pub(super) fn overdue_posts(&mut self, now: Instant) -> Vec<(Post, Withdrawn)> {
+        let mut due = Vec::new();
+        while let Some(&(at, ticket)) = self.post_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.post_deadlines.pop_front();
+            if let Some(post) = self.posts.remove(&ticket) {
+                due.push((post, self.core.withdraw(ticket)));
+            }
+        }
+        due
+    }
+
     fn connect(&mut self, registry: &Registry) -> Result<(), String> {
+        self.core.connecting();
         let url = self.core.url();
         // `localhost` without the resolver (the static binary has no NSS);
         // a name is resolved here, on the loop (a reconnect, not a message).
@@ -157,8 +219,10 @@ impl Clustering {
         Ok(())
     }
 
-    /// A connection failed: both are dropped, and retried after the backoff.
-    pub(super) fn down(&mut self, registry: &Registry, why: &str, now: Instant) {
+    /// A connection failed (or Redis stopped answering): both are dropped,
+    /// and retried after the backoff (at once after `NotAnswering`: the
+    /// timeout already spaced the attempts, and Redis may be back now).
+    fn down(&mut self, registry: &Registry, why: &str, down: Down, now: Instant) {
         for s in self.links.iter_mut().filter_map(Option::take) {
             let mut stream = s.stream;
             let _ = registry.deregister(&mut stream);
@@ -166,8 +230,12 @@ impl Clustering {
         self.core.disconnected();
         if self.logged_up != Some(false) {
             let url = self.core.url();
+            let what = match down {
+                Down::Connecting => "unreachable",
+                Down::NotAnswering => "not answering",
+            };
             warn!(
-                "cluster: redis://{}:{} unreachable ({why}); retrying every {} ms up to {} s, \
+                "cluster: redis://{}:{} {what} ({why}); retrying every {} ms up to {} s, \
                  POSTs answered 503, members' messages held",
                 url.host,
                 url.port,
@@ -176,8 +244,13 @@ impl Clustering {
             );
             self.logged_up = Some(false);
         }
-        self.retry_at = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.down = down;
+        if down == Down::NotAnswering {
+            self.retry_at = Some(now);
+        } else {
+            self.retry_at = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// The core said both links are up.
@@ -208,7 +281,7 @@ impl Clustering {
             (1, Link::Subscriber)
         };
         if let Err(e) = self.service(i, link, buf) {
-            self.down(registry, &e, now);
+            self.down(registry, &e, Down::Connecting, now);
             return;
         }
         self.flush(registry, now);
@@ -270,7 +343,12 @@ impl Clustering {
                     let n = out.len();
                     if n > 0 {
                         if let Err(e) = tls.writer().write_all(out) {
-                            return self.down(registry, &format!("TLS: {e}"), now);
+                            return self.down(
+                                registry,
+                                &format!("TLS: {e}"),
+                                Down::Connecting,
+                                now,
+                            );
                         }
                         self.core.consume(link, n);
                     }
@@ -281,7 +359,9 @@ impl Clustering {
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return self.down(registry, &e.to_string(), now),
+                        Err(e) => {
+                            return self.down(registry, &e.to_string(), Down::Connecting, now)
+                        }
                     }
                 }
                 let out = self.core.output(link);
@@ -289,11 +369,11 @@ impl Clustering {
                     break;
                 }
                 match s.stream.write(out) {
-                    Ok(0) => return self.down(registry, "write returned 0", now),
+                    Ok(0) => return self.down(registry, "write returned 0", Down::Connecting, now),
                     Ok(n) => self.core.consume(link, n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return self.down(registry, &e.to_string(), now),
+                    Err(e) => return self.down(registry, &e.to_string(), Down::Connecting, now),
                 }
             }
         }

@@ -264,19 +264,19 @@ impl Server {
             c.proto.respond(response, now);
             return;
         }
-        if get
-            && bare == "/healthz"
-            && self
-                .publishing
-                .cluster
-                .as_ref()
-                .is_some_and(|c| !c.core.is_up())
-        {
+        let cluster_down = self
+            .publishing
+            .cluster
+            .as_ref()
+            .filter(|c| !c.core.is_up())
+            .map(|c| c.down.as_str());
+        if let (true, "/healthz", Some(down)) = (get, bare, cluster_down) {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
             };
-            debug!("{}: {method} {path}: 503 (cluster: connecting)", c.id());
-            let answer = line_response(503, "Service Unavailable", "cluster: connecting");
+            debug!("{}: {method} {path}: 503 (cluster: {down})", c.id());
+            let why = format!("cluster: {down}");
+            let answer = line_response(503, "Service Unavailable", &why);
             c.proto
                 .respond(with_headers(answer, "Retry-After: 1\r\n"), now);
             return;
@@ -355,9 +355,10 @@ impl Server {
                     state: if c.core.is_up() {
                         "connected"
                     } else {
-                        "connecting"
+                        c.down.as_str()
                     },
                     reconnects: st.reconnects,
+                    timeouts: st.timeouts,
                     appends_pending: c.core.pending_appends(),
                     appends_pending_bytes: c.core.held_bytes(),
                     appended: st.appended,

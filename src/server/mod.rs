@@ -170,6 +170,7 @@ impl Server {
                 url,
                 config.room_history,
                 config.cluster_tls.clone(),
+                config.cluster_timeout,
             )),
             None => None,
         };
@@ -185,6 +186,10 @@ impl Server {
             stubbing,
             publishing: room_http::Publishing {
                 reading: HashMap::new(),
+                keys: crate::rooms::keys::Keys::new(
+                    crate::cluster::KEY_WINDOW,
+                    crate::cluster::KEY_COUNT,
+                ),
                 cluster,
             },
             limits: Rc::new(limits),
@@ -369,6 +374,7 @@ impl Server {
             return;
         }
         self.rooms.expire(now);
+        self.publishing.keys.expire(now);
         if let Some(cl) = self.publishing.cluster.as_mut() {
             let rooms = &self.rooms;
             cl.core.unwatch_unless(|name| rooms.find(name).is_some());
@@ -402,7 +408,7 @@ impl Server {
             .cluster
             .as_ref()
             .map_or(0, |c| c.core.held_bytes());
-        ring + self.rooms.history_bytes() + held
+        ring + self.rooms.history_bytes() + held + self.publishing.keys.bytes()
     }
 
     /// The memory budget (`--max-memory`), checked before every read and at

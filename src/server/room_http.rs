@@ -20,6 +20,9 @@ pub(super) const SLOW_EVENT: &[u8] = b"event: error\ndata: slow consumer\n\n";
 /// through which every message of a room goes.
 pub(super) struct Publishing {
     pub(super) reading: std::collections::HashMap<mio::Token, PendingPublish>,
+    /// `Idempotency-Key`s published without `--cluster` (Redis keeps them
+    /// with it).
+    pub(super) keys: crate::rooms::keys::Keys,
     pub(super) cluster: Option<super::clustering::Clustering>,
 }
 
@@ -28,6 +31,24 @@ pub(super) struct PendingPublish {
     pub(super) room: String,
     pub(super) kind: MessageKind,
     pub(super) cors: String,
+    /// Its `Idempotency-Key`.
+    pub(super) key: Option<Vec<u8>>,
+}
+
+/// The longest `Idempotency-Key`.
+pub const KEY_MAX: usize = 128;
+
+/// A `POST`'s `Idempotency-Key`: 1 to 128 visible ASCII characters.
+pub(super) fn idempotency_key(req: &PlainRequest) -> Result<Option<Vec<u8>>, String> {
+    let Some(k) = req.header("idempotency-key") else {
+        return Ok(None);
+    };
+    if k.is_empty() || k.len() > KEY_MAX || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)"
+        ));
+    }
+    Ok(Some(k.as_bytes().to_vec()))
 }
 
 /// What a `POST`'s `Content-Type` makes its body: text for `text/*`,
@@ -125,7 +146,7 @@ pub(super) fn preflight(cors: &str) -> Vec<u8> {
         "HTTP/1.1 204 No Content\r\n\
          {cors}\
          Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n\
-         Access-Control-Allow-Headers: Content-Type, Last-Event-ID\r\n\
+         Access-Control-Allow-Headers: Content-Type, Last-Event-ID, Idempotency-Key\r\n\
          Access-Control-Max-Age: 600\r\n\
          Server: echocast\r\n\r\n"
     )
@@ -164,15 +185,24 @@ pub(super) fn gap_event((from, to): (u64, u64)) -> Vec<u8> {
     out
 }
 
-/// The body of a publish's 200.
-pub(super) fn published_json(room: &str, id: u64, members: usize) -> String {
+/// The body of a publish's 200; `duplicate`: its `Idempotency-Key` was
+/// published before, as `id`, and this one was not published again.
+pub(super) fn published_json(room: &str, id: u64, members: usize, duplicate: bool) -> String {
     #[derive(Serialize)]
     struct Published<'a> {
         room: &'a str,
         id: u64,
         members: usize,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
     }
-    serde_json::to_string(&Published { room, id, members }).unwrap_or_default() + "\n"
+    let p = Published {
+        room,
+        id,
+        members,
+        duplicate,
+    };
+    serde_json::to_string(&p).unwrap_or_default() + "\n"
 }
 
 #[cfg(test)]
@@ -213,8 +243,12 @@ mod tests {
             b"event: gap\ndata: {\"from\":2,\"to\":5}\n\n"
         );
         assert_eq!(
-            published_json("/broadcast/x", 3, 2),
+            published_json("/broadcast/x", 3, 2, false),
             "{\"room\":\"/broadcast/x\",\"id\":3,\"members\":2}\n"
+        );
+        assert_eq!(
+            published_json("/broadcast/x", 3, 0, true),
+            "{\"room\":\"/broadcast/x\",\"id\":3,\"members\":0,\"duplicate\":true}\n"
         );
     }
 }

@@ -18,7 +18,7 @@ use mio::Token;
 use super::clustering::{Post, Waiting};
 use super::room_http::{self, PendingPublish};
 use super::{stats, Server};
-use crate::cluster::Event as ClusterEvent;
+use crate::cluster::{Event as ClusterEvent, Withdrawn};
 use crate::handler;
 use crate::proto::body::BodyError;
 use crate::proto::handshake::{keep_alive_response, line_response, with_headers, PlainRequest};
@@ -63,7 +63,7 @@ impl Server {
             return;
         };
         let name = self.rooms.name(room);
-        let ticket = cl.core.append(name, kind, data);
+        let ticket = cl.core.append(name, kind, data, None);
         cl.sent(ticket, name, now);
     }
 
@@ -202,6 +202,9 @@ impl Server {
             return;
         };
         cl.tick(self.poll.registry(), now);
+        for (post, withdrawn) in cl.overdue_posts(now) {
+            self.post_overdue(post, withdrawn, now);
+        }
         while let Some(event) = self
             .publishing
             .cluster
@@ -227,14 +230,21 @@ impl Server {
         };
         match event {
             ClusterEvent::Up => cl.came_up(),
-            ClusterEvent::Appended { ticket, id } => {
+            ClusterEvent::Appended {
+                ticket,
+                id,
+                duplicate,
+            } => {
                 cl.appended(ticket, id);
                 if let Some(p) = cl.posts.remove(&ticket) {
-                    let members = self
-                        .rooms
-                        .find(&p.room)
-                        .map_or(0, |r| self.rooms.members(r).len());
-                    self.published(p.token, &p.room, id, members, &p.cors, now);
+                    let members = match duplicate {
+                        true => 0,
+                        false => self
+                            .rooms
+                            .find(&p.room)
+                            .map_or(0, |r| self.rooms.members(r).len()),
+                    };
+                    self.published(p.token, &p.room, (id, duplicate), members, &p.cors, now);
                 }
             }
             ClusterEvent::Refused { ticket, why } => {
@@ -361,6 +371,13 @@ impl Server {
         now: Instant,
     ) {
         let kind = room_http::body_kind(req.header("content-type"));
+        let key = match room_http::idempotency_key(req) {
+            Ok(key) => key,
+            Err(why) => {
+                let what = format!("POST {}", req.path);
+                return self.refuse(t, &what, (400, "Bad Request"), &why, &cors, now);
+            }
+        };
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
@@ -368,9 +385,13 @@ impl Server {
             // The body may be complete already: `body_read` follows.
             Ok(()) => {
                 let room = room.to_owned();
-                self.publishing
-                    .reading
-                    .insert(t, PendingPublish { room, kind, cors });
+                let pending = PendingPublish {
+                    room,
+                    kind,
+                    cors,
+                    key,
+                };
+                self.publishing.reading.insert(t, pending);
             }
             Err(e) => {
                 let what = format!("POST {}", req.path);
@@ -428,15 +449,57 @@ impl Server {
         self.stats.bytes_in += body.len() as u64;
         self.stats.http_publishes += 1;
         if let Some(cl) = self.publishing.cluster.as_mut() {
-            let ticket = cl.core.append(&p.room, p.kind, &body);
+            // Answered on its id (`Appended`) or by its deadline.
+            let ticket = cl.core.append(&p.room, p.kind, &body, p.key.as_deref());
             cl.sent(ticket, &p.room, now);
             let (token, room, cors) = (t, p.room, p.cors);
-            cl.posts.insert(ticket, Post { token, room, cors });
+            cl.wait_for(ticket, Post { token, room, cors }, now);
             return;
+        }
+        let keys = &mut self.publishing.keys;
+        if let Some(first) = p.key.as_deref().and_then(|k| keys.seen(&p.room, k, now)) {
+            return self.published(t, &p.room, (first, true), 0, &p.cors, now);
         }
         let room = self.rooms.open(&p.room, now);
         let (id, members) = self.publish(from, room, p.kind, &body, now);
-        self.published(t, &p.room, id, members, &p.cors, now);
+        if let Some(key) = &p.key {
+            self.publishing.keys.remember(&p.room, key, id, now);
+        }
+        self.published(t, &p.room, (id, false), members, &p.cors, now);
+    }
+
+    /// A `POST` whose message had no id within `--cluster-timeout`: 503 if
+    /// it was never sent to Redis (withdrawn: it never will be), 504 if it
+    /// was (it may have been appended: a retry with the same
+    /// `Idempotency-Key` is not appended twice).
+    fn post_overdue(&mut self, p: Post, withdrawn: Withdrawn, now: Instant) {
+        let ms = self
+            .publishing
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.core.timeout().as_millis());
+        let (status, why) = match withdrawn {
+            Withdrawn::Unsent => (
+                (503, "Service Unavailable"),
+                format!(
+                    "the cluster's Redis did not take the message within {ms} ms; \
+                     nothing was published, try again"
+                ),
+            ),
+            _ => (
+                (504, "Gateway Timeout"),
+                format!(
+                    "the cluster's Redis did not answer within {ms} ms: not known whether it was \
+                     appended; retry with the same Idempotency-Key"
+                ),
+            ),
+        };
+        if let Some(c) = self.conns.get(p.token) {
+            info!("{}: POST {}: {}, {why}", c.id(), p.room, status.0);
+        }
+        let headers = format!("Retry-After: 1\r\n{}", p.cors);
+        self.answer_line(p.token, status, &why, &headers, now);
+        self.conns.mark_dirty(p.token);
     }
 
     /// Answers a room request with `status` and one line saying why,
@@ -464,16 +527,21 @@ impl Server {
         &mut self,
         t: Token,
         room: &str,
-        id: u64,
+        (id, duplicate): (u64, bool),
         members: usize,
         cors: &str,
         now: Instant,
     ) {
-        let json = room_http::published_json(room, id, members);
+        let json = room_http::published_json(room, id, members, duplicate);
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        debug!("{}: POST {room}: 200, id {id} to {members} members", c.id());
+        if duplicate {
+            self.stats.http_duplicates += 1;
+            debug!("{}: POST {room}: 200, a duplicate of id {id}", c.id());
+        } else {
+            debug!("{}: POST {room}: 200, id {id} to {members} members", c.id());
+        }
         let answer = keep_alive_response(
             200,
             "OK",

@@ -35,6 +35,9 @@ pub(super) struct Stats {
     pub(super) handshake_failures: BTreeMap<&'static str, u64>,
     /// Messages published with a `POST`.
     pub(super) http_publishes: u64,
+    /// Of those, answered as a duplicate of an earlier `POST` with the same
+    /// `Idempotency-Key` (not published again).
+    pub(super) http_duplicates: u64,
 }
 
 impl Stats {
@@ -54,6 +57,7 @@ impl Stats {
             http: BTreeMap::new(),
             handshake_failures: BTreeMap::new(),
             http_publishes: 0,
+            http_duplicates: 0,
         }
     }
 
@@ -104,6 +108,9 @@ struct StatsJson<'a> {
     handshake_failures: &'a BTreeMap<&'static str, u64>,
     /// Messages published with a `POST` to a room.
     http_publishes: u64,
+    /// Of those, duplicates of an earlier `Idempotency-Key` (not published
+    /// again).
+    http_duplicates: u64,
     /// `null` with `--inspect off`.
     inspector: Option<InspectorJson>,
     /// `null` without `--cluster`.
@@ -113,9 +120,12 @@ struct StatsJson<'a> {
 /// `--cluster`: the link to Redis and what waits for it.
 #[derive(Serialize, Clone, Copy, Default)]
 pub(super) struct ClusterJson {
-    /// `connected` or `connecting`.
+    /// `connected`, `connecting` (not yet, refused or closed) or `not
+    /// answering` (a reply overdue by `--cluster-timeout`).
     pub(super) state: &'static str,
     pub(super) reconnects: u64,
+    /// Of the reconnects, those because Redis stopped answering.
+    pub(super) timeouts: u64,
     /// Members' messages (and POSTs) waiting for Redis or for its answer.
     pub(super) appends_pending: usize,
     pub(super) appends_pending_bytes: usize,
@@ -271,6 +281,7 @@ impl Stats {
             slow_consumer_closes: st.slow_consumers,
             handshake_failures: &st.handshake_failures,
             http_publishes: st.http_publishes,
+            http_duplicates: st.http_duplicates,
             inspector: s.inspector,
             cluster: s.cluster,
         };
@@ -364,6 +375,12 @@ impl Stats {
                 &one(c.reconnects),
             );
             metric(
+                "cluster_timeouts_total",
+                "counter",
+                "Times the connection to Redis was dropped because a reply was overdue by --cluster-timeout.",
+                &one(c.timeouts),
+            );
+            metric(
                 "cluster_appends_pending",
                 "gauge",
                 "Messages waiting for Redis (held while it is away) or for its answer.",
@@ -387,6 +404,12 @@ impl Stats {
             "counter",
             "Messages published to rooms with a POST.",
             &one(st.http_publishes),
+        );
+        metric(
+            "http_publish_duplicates_total",
+            "counter",
+            "POSTs answered as a duplicate of an earlier Idempotency-Key (not published again).",
+            &one(st.http_duplicates),
         );
         metric(
             "messages_received_total",

@@ -1,156 +1,19 @@
-//! Rooms across processes (`--cluster`, issue 28) against a real
-//! `redis-server` (Debian's package), started by each test on a free port in
-//! a temporary directory with persistence off, and stopped by it: one order
+//! Rooms across processes (`--cluster`) against a real `redis-server`
+//! (common/redis.rs), started by each test and stopped by it: one order
 //! on every instance, resume on another instance, Redis lost and back
 //! (empty), `--reuse-port`, and a slow consumer on one instance.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::*;
 use common::rooms::*;
 use common::*;
 use echocast::{Config, ServerHandle};
-
-/// A `redis-server` of our own; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::on(port)
-    }
-
-    fn on(port: u16) -> Redis {
-        Redis::with(port, &[])
-    }
-
-    /// With more arguments (with `--tls-port`: waited for there).
-    fn with(port: u16, extra: &[&str]) -> Redis {
-        let tls_port = extra
-            .iter()
-            .position(|a| *a == "--tls-port")
-            .and_then(|i| extra.get(i + 1)?.parse::<u16>().ok());
-        let dir =
-            std::env::temp_dir().join(format!("echocast-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra)
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package; tests/all.sh installs it)");
-        let r = Redis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while match tls_port {
-            Some(tls) => TcpStream::connect(("127.0.0.1", tls)).is_err(),
-            None => r.cmd("PING") != "+PONG",
-        } {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-
-    fn url(&self) -> echocast::cluster::Url {
-        echocast::cluster::Url::parse(&format!("redis://127.0.0.1:{}", self.port)).unwrap()
-    }
-
-    /// One inline command's first reply line ("" if Redis is not there).
-    fn cmd(&self, c: &str) -> String {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return String::new();
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        if s.write_all(format!("{c}\r\n").as_bytes()).is_err() {
-            return String::new();
-        }
-        let mut line = String::new();
-        let _ = BufReader::new(s).read_line(&mut line);
-        line.trim_end().to_string()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn instance(redis: &Redis, f: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut c = Config::local();
-    c.cluster = Some(redis.url());
-    f(&mut c);
-    echocast::spawn(c).expect("spawn")
-}
-
-/// Waits until `/healthz` says 200 (the instance reached Redis).
-fn wait_up(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !http_get(addr, "/healthz").0.contains(" 200 ") {
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: the cluster never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the instance watches `n` rooms, caught up with Redis (a
-/// member's join takes effect on an instance new to the room once it is
-/// subscribed: docs/cluster.md).
-fn wait_live(addr: SocketAddr, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = json(&http_get(addr, "/stats").1);
-        if v["cluster"]["rooms_live"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{addr}: {}", v["cluster"]);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A message every reader gets, and its id.
-fn warm_up(
-    addr: SocketAddr,
-    room: &str,
-    members: &mut [&mut Client],
-    subs: &mut [&mut Sse],
-) -> u64 {
-    let (head, body) = post(addr, room, "text/plain", b"warm-up");
-    assert!(head.contains(" 200 "), "{head}");
-    let id = json(&body)["id"].as_u64().unwrap();
-    for m in members.iter_mut() {
-        assert_eq!(m.expect_text(), "warm-up");
-    }
-    for s in subs.iter_mut() {
-        let e = s.expect();
-        assert_eq!((e.id, e.data.as_str()), (Some(id.to_string()), "warm-up"));
-    }
-    id
-}
 
 #[test]
 fn every_member_and_subscriber_of_two_instances_sees_one_order() {
@@ -497,26 +360,6 @@ fn an_instance_started_before_redis_answers_503_until_it_is_there() {
     assert_eq!(stats["cluster"]["state"], "connected");
     assert_eq!(stats["cluster"]["appends_pending"], 0);
     a.stop().unwrap();
-}
-
-/// Sends one command to Redis and returns its reply.
-fn call(redis: &Redis, args: &[&[u8]]) -> redis_protocol::resp2::types::OwnedFrame {
-    use echocast::cluster::resp;
-    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = Vec::new();
-    resp::command(&mut out, args);
-    s.write_all(&out).unwrap();
-    let mut buf = Vec::new();
-    loop {
-        if let Some((frame, _)) = resp::reply(&buf).unwrap() {
-            return frame;
-        }
-        let mut tmp = [0u8; 4096];
-        let n = std::io::Read::read(&mut s, &mut tmp).unwrap();
-        assert!(n > 0, "Redis closed the connection");
-        buf.extend_from_slice(&tmp[..n]);
-    }
 }
 
 #[test]

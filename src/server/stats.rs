@@ -110,7 +110,7 @@ struct StatsJson<'a> {
     http_publishes: u64,
     /// Of those, duplicates of an earlier `Idempotency-Key` (not published
     /// again).
-    http_duplicates: u64,
+    http_publish_duplicates: u64,
     /// `null` with `--inspect off`.
     inspector: Option<InspectorJson>,
     /// `null` without `--cluster`.
@@ -281,7 +281,7 @@ impl Stats {
             slow_consumer_closes: st.slow_consumers,
             handshake_failures: &st.handshake_failures,
             http_publishes: st.http_publishes,
-            http_duplicates: st.http_duplicates,
+            http_publish_duplicates: st.http_duplicates,
             inspector: s.inspector,
             cluster: s.cluster,
         };

@@ -2,6 +2,7 @@
 //! blocking std socket, and frame builders for sans-IO conversations.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod rooms;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -173,7 +173,7 @@ fn redis_that_stops_answering_every_post_gets_a_status_and_retries_never_duplica
 
     // The subscriber on the other instance: every message once, each
     // client's in its order, ids consecutive.
-    let mut next = vec![0usize; CLIENTS];
+    let mut next = [0usize; CLIENTS];
     let (mut last, mut held) = (first, 0);
     while next.iter().sum::<usize>() < CLIENTS * EACH || held < 5 {
         let e = sub.expect();

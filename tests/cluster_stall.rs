@@ -142,6 +142,7 @@ fn redis_that_stops_answering_every_post_gets_a_status_and_retries_never_duplica
     eprintln!("/healthz 200 {back:?} after SIGCONT");
     health_becomes(ba, 200, Duration::from_secs(2));
 
+    // docs/limits.md: "A `POST`'s wait for the cluster's Redis"
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for p in publishers {
         for (status, took) in p.join().unwrap() {
@@ -353,6 +354,7 @@ fn the_append_script_forgets_keys_past_the_window_or_the_count_and_they_expire()
         };
         (resp::int(&v[0]).unwrap(), v.len() == 3)
     };
+    // docs/limits.md: "Idempotency keys a room remembers"
     let hour = "3600000";
     assert_eq!(append("a", hour), (1, false));
     assert_eq!(append("a", hour), (1, true), "the first id, not appended");

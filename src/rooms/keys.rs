@@ -119,6 +119,7 @@ mod tests {
         assert_eq!(k.bytes(), 0);
     }
 
+    // docs/limits.md: "Idempotency keys a room remembers"
     #[test]
     fn a_room_keeps_only_its_newest_keys_and_expire_frees_every_room() {
         let t0 = Instant::now();

@@ -157,19 +157,42 @@ impl Clustering {
             .push_back((now + self.core.timeout(), ticket));
     }
 
-    /// The `POST`s whose deadline passed, still unanswered, taken: each with
-    /// whether its message was sent to Redis (and may be appended) or never
-    /// was (and now never will be).
-    pub(super) fn overdue_posts(&mut self, now: Instant) -> Vec<(Post, Withdrawn)> {
+    /// The `POST`s whose deadline passed, still unanswered, taken, with
+    /// their answer: 503 if the message was never sent to Redis (withdrawn:
+    /// it never will be), 504 if it was (it may have been appended: a retry
+    /// with the same `Idempotency-Key` is not appended twice).
+    pub(super) fn overdue_posts(
+        &mut self,
+        now: Instant,
+    ) -> Vec<(Post, (u16, &'static str), String)> {
+        let ms = self.core.timeout().as_millis();
         let mut due = Vec::new();
         while let Some(&(at, ticket)) = self.post_deadlines.front() {
             if at > now {
                 break;
             }
             self.post_deadlines.pop_front();
-            if let Some(post) = self.posts.remove(&ticket) {
-                due.push((post, self.core.withdraw(ticket)));
-            }
+            let Some(post) = self.posts.remove(&ticket) else {
+                continue;
+            };
+            due.push(match self.core.withdraw(ticket) {
+                Withdrawn::Unsent => (
+                    post,
+                    (503, "Service Unavailable"),
+                    format!(
+                        "the cluster's Redis did not take the message within {ms} ms; \
+                         nothing was published, try again"
+                    ),
+                ),
+                Withdrawn::InFlight | Withdrawn::Answered => (
+                    post,
+                    (504, "Gateway Timeout"),
+                    format!(
+                        "the cluster's Redis did not answer within {ms} ms: not known whether \
+                         it was appended; retry with the same Idempotency-Key"
+                    ),
+                ),
+            });
         }
         due
     }

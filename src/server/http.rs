@@ -497,4 +497,42 @@ impl Server {
             }
         }
     }
+
+    /// Answers a room request with `status` and one line saying why,
+    /// keeping the connection (`headers`: CORS and the like).
+    pub(super) fn answer_line(
+        &mut self,
+        t: Token,
+        (status, reason): (u16, &str),
+        why: &str,
+        headers: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let answer = with_headers(line_response(status, reason, why), headers);
+        if c.proto.respond_keep_alive(answer, now) {
+            stats::count(&mut self.stats.http, status);
+        }
+    }
+
+    /// Refuses a room request with `status` and a one-line body saying why
+    /// (with the CORS headers, so a page can read it), logged; then closes.
+    pub(super) fn refuse(
+        &mut self,
+        t: Token,
+        what: &str,
+        (status, reason): (u16, &str),
+        why: &str,
+        cors: &str,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        info!("{}: {what}: {status}, {why}", c.id());
+        let answer = with_headers(line_response(status, reason, why), cors);
+        c.proto.respond(answer, now);
+    }
 }

@@ -18,10 +18,10 @@ use mio::Token;
 use super::clustering::{Post, Waiting};
 use super::room_http::{self, PendingPublish};
 use super::{stats, Server};
-use crate::cluster::{Event as ClusterEvent, Withdrawn};
+use crate::cluster::Event as ClusterEvent;
 use crate::handler;
 use crate::proto::body::BodyError;
-use crate::proto::handshake::{keep_alive_response, line_response, with_headers, PlainRequest};
+use crate::proto::handshake::{keep_alive_response, PlainRequest};
 use crate::proto::output::Chunk;
 use crate::proto::{knobs, CloseCode, MessageKind};
 use crate::rooms::forms::{self, Forms};
@@ -202,8 +202,13 @@ impl Server {
             return;
         };
         cl.tick(self.poll.registry(), now);
-        for (post, withdrawn) in cl.overdue_posts(now) {
-            self.post_overdue(post, withdrawn, now);
+        for (p, status, why) in cl.overdue_posts(now) {
+            if let Some(c) = self.conns.get(p.token) {
+                info!("{}: POST {}: {}, {why}", c.id(), p.room, status.0);
+            }
+            let headers = format!("Retry-After: 1\r\n{}", p.cors);
+            self.answer_line(p.token, status, &why, &headers, now);
+            self.conns.mark_dirty(p.token);
         }
         while let Some(event) = self
             .publishing
@@ -468,59 +473,6 @@ impl Server {
         self.published(t, &p.room, (id, false), members, &p.cors, now);
     }
 
-    /// A `POST` whose message had no id within `--cluster-timeout`: 503 if
-    /// it was never sent to Redis (withdrawn: it never will be), 504 if it
-    /// was (it may have been appended: a retry with the same
-    /// `Idempotency-Key` is not appended twice).
-    fn post_overdue(&mut self, p: Post, withdrawn: Withdrawn, now: Instant) {
-        let ms = self
-            .publishing
-            .cluster
-            .as_ref()
-            .map_or(0, |c| c.core.timeout().as_millis());
-        let (status, why) = match withdrawn {
-            Withdrawn::Unsent => (
-                (503, "Service Unavailable"),
-                format!(
-                    "the cluster's Redis did not take the message within {ms} ms; \
-                     nothing was published, try again"
-                ),
-            ),
-            _ => (
-                (504, "Gateway Timeout"),
-                format!(
-                    "the cluster's Redis did not answer within {ms} ms: not known whether it was \
-                     appended; retry with the same Idempotency-Key"
-                ),
-            ),
-        };
-        if let Some(c) = self.conns.get(p.token) {
-            info!("{}: POST {}: {}, {why}", c.id(), p.room, status.0);
-        }
-        let headers = format!("Retry-After: 1\r\n{}", p.cors);
-        self.answer_line(p.token, status, &why, &headers, now);
-        self.conns.mark_dirty(p.token);
-    }
-
-    /// Answers a room request with `status` and one line saying why,
-    /// keeping the connection (`headers`: CORS and the like).
-    fn answer_line(
-        &mut self,
-        t: Token,
-        (status, reason): (u16, &str),
-        why: &str,
-        headers: &str,
-        now: Instant,
-    ) {
-        let Some(c) = self.conns.get_mut(t) else {
-            return;
-        };
-        let answer = with_headers(line_response(status, reason, why), headers);
-        if c.proto.respond_keep_alive(answer, now) {
-            stats::count(&mut self.stats.http, status);
-        }
-    }
-
     /// A `POST`'s message has its id: 200 with the room, the id and how
     /// many members (of this instance) it went to.
     fn published(
@@ -641,24 +593,5 @@ impl Server {
             }
         }
         self.conns.mark_dirty(t);
-    }
-
-    /// Refuses a room request with `status` and a one-line body saying why
-    /// (with the CORS headers, so a page can read it), logged; then closes.
-    fn refuse(
-        &mut self,
-        t: Token,
-        what: &str,
-        (status, reason): (u16, &str),
-        why: &str,
-        cors: &str,
-        now: Instant,
-    ) {
-        let Some(c) = self.conns.get_mut(t) else {
-            return;
-        };
-        info!("{}: {what}: {status}, {why}", c.id());
-        let answer = with_headers(line_response(status, reason, why), cors);
-        c.proto.respond(answer, now);
     }
 }

@@ -146,7 +146,10 @@ impl Server {
                 continue;
             };
             if c.proto.output_len() > budget {
+                // The write frees what went out: accounted now, whether or
+                // not the run is queued on it after.
                 self.flush(m);
+                self.account(m);
                 if !self.keeps_up(m, budget, now) {
                     continue;
                 }

@@ -234,7 +234,8 @@ struct Args {
 
     /// With --cluster: a reply from Redis overdue by this long (it stopped
     /// answering) drops the link and reconnects; a POST waits this long for
-    /// its id at most (then 503 or 504). 100ms to 60s
+    /// its id at most (then 503 or 504). 100ms to 60s, shorter than
+    /// --handshake-timeout
     #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_cluster_timeout)]
     cluster_timeout: Duration,
 
@@ -389,6 +390,13 @@ fn main() -> ExitCode {
             eprintln!("echocast: {e}");
             return ExitCode::from(2);
         }
+    }
+    if args.cluster.is_some() && args.cluster_timeout >= args.handshake_timeout {
+        eprintln!(
+            "echocast: --cluster-timeout must be shorter than --handshake-timeout \
+             (a POST waits for Redis on its connection, which that timeout closes)"
+        );
+        return ExitCode::from(2);
     }
     let cluster_tls = match &args.cluster {
         Some(url) if url.tls => match echocast::tls::client_config(args.cluster_ca.as_deref()) {

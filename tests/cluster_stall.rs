@@ -208,6 +208,26 @@ fn redis_that_stops_answering_every_post_gets_a_status_and_retries_never_duplica
 }
 
 #[test]
+fn an_idle_instance_finds_a_stopped_redis_within_the_timeout_and_a_half() {
+    let timeout = Duration::from_secs(1);
+    let redis = Redis::start();
+    let a = instance(&redis, |c| c.cluster_timeout = timeout);
+    let aa = a.local_addr();
+    wait_up(aa);
+    // Quiet links: only the liveness PINGs go to Redis.
+    std::thread::sleep(Duration::from_millis(700));
+    redis.pause();
+    let (took, body) = health_becomes(aa, 503, timeout + Duration::from_secs(1));
+    assert_eq!(body, "cluster: not answering");
+    eprintln!("idle: /healthz 503 {took:?} after SIGSTOP");
+    redis.resume();
+    health_becomes(aa, 200, Duration::from_secs(2));
+    let (head, _) = post(aa, "/broadcast/idle", "text/plain", b"back");
+    assert!(head.contains(" 200 "), "{head}");
+    a.stop().unwrap();
+}
+
+#[test]
 fn a_slow_redis_that_keeps_answering_is_not_declared_lost() {
     let redis = Redis::with(free_port(), &["--enable-debug-command", "yes"]);
     let a = instance(&redis, |c| c.cluster_timeout = Duration::from_secs(2));

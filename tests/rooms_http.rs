@@ -280,7 +280,9 @@ fn cors_on_room_endpoints_only() {
     assert!(head.starts_with("HTTP/1.1 204 "), "{head}");
     assert!(head.contains("Access-Control-Allow-Origin: http://localhost:3000\r\n"));
     assert!(head.contains("Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"));
-    assert!(head.contains("Access-Control-Allow-Headers: Content-Type, Last-Event-ID, Idempotency-Key\r\n"));
+    assert!(head.contains(
+        "Access-Control-Allow-Headers: Content-Type, Last-Event-ID, Idempotency-Key\r\n"
+    ));
     let (head, _) = request(
         addr,
         &format!("POST /broadcast/c HTTP/1.1\r\nHost: x\r\n{origin}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n"),

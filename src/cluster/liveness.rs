@@ -3,7 +3,8 @@
 //! must be answered (its hello) within the timeout; once up, a link that
 //! waits for replies must hear one within the timeout of the wait's start
 //! or of the last reply, whichever is later; a link that waits for nothing
-//! is asked a `PING` after a second of quiet. The check is on an overdue
+//! is asked a `PING` after half a second of quiet (so an idle link to a
+//! Redis that stopped is found within the timeout and a half). The check is on an overdue
 //! answer, not on throughput: a slow Redis that keeps answering (many
 //! commands in flight, a long queue) is never declared lost, one that
 //! answers nothing for the timeout is.
@@ -14,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 /// A link that waits for nothing is asked a `PING` after this long.
-pub const PING_AFTER: Duration = Duration::from_secs(1);
+pub const PING_AFTER: Duration = Duration::from_millis(500);
 
 /// What `tick` found.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl Liveness {
                 self.attempt = None;
             } else if now >= start + self.timeout {
                 return Verdict::Lost(format!(
-                    "not answering: not ready {} ms after connecting",
+                    "no answer {} ms after connecting",
                     self.timeout.as_millis()
                 ));
             }
@@ -100,7 +101,7 @@ impl Liveness {
                     Some(since) if !heard => {
                         if now >= since + self.timeout {
                             return Verdict::Lost(format!(
-                                "not answering: a reply overdue by {} ms",
+                                "a reply overdue by {} ms",
                                 self.timeout.as_millis()
                             ));
                         }

@@ -166,6 +166,12 @@ impl Server {
                     "rediss:// needs Config::cluster_tls (echocast::tls::client_config)",
                 ))
             }
+            Some(_) if config.cluster_timeout >= config.limits.handshake_timeout => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "cluster_timeout must be shorter than limits.handshake_timeout",
+                ))
+            }
             Some(url) => Some(clustering::Clustering::new(
                 url,
                 config.room_history,

@@ -380,7 +380,8 @@ fn a_quiet_link_is_pinged_and_lost_when_the_pong_is_overdue() {
     let t0 = Instant::now();
     c.tick(t0).unwrap();
     assert_eq!(c.next_tick(), Some(t0 + liveness::PING_AFTER));
-    c.tick(t0 + liveness::PING_AFTER - Duration::from_millis(1)).unwrap();
+    c.tick(t0 + liveness::PING_AFTER - Duration::from_millis(1))
+        .unwrap();
     assert!(asked(&mut c, Link::Commands).is_empty());
     let t1 = t0 + liveness::PING_AFTER;
     c.tick(t1).unwrap();

@@ -53,9 +53,18 @@ pub(super) enum Down {
 }
 
 impl Down {
+    /// As `/healthz` and `/stats` say it.
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Down::Connecting => "connecting",
+            Down::NotAnswering => "not answering",
+        }
+    }
+
+    /// What Redis is, as a log line or an answer says it.
+    pub(super) fn what(self) -> &'static str {
+        match self {
+            Down::Connecting => "unreachable",
             Down::NotAnswering => "not answering",
         }
     }
@@ -253,17 +262,23 @@ impl Clustering {
         self.core.disconnected();
         if self.logged_up != Some(false) {
             let url = self.core.url();
-            let what = match down {
-                Down::Connecting => "unreachable",
-                Down::NotAnswering => "not answering",
+            let retry = match down {
+                Down::Connecting => format!(
+                    "retrying every {} ms up to {} s",
+                    FIRST_BACKOFF.as_millis(),
+                    MAX_BACKOFF.as_secs()
+                ),
+                Down::NotAnswering => format!(
+                    "reconnecting, each attempt given {} ms to answer",
+                    self.core.timeout().as_millis()
+                ),
             };
             warn!(
-                "cluster: redis://{}:{} {what} ({why}); retrying every {} ms up to {} s, \
-                 POSTs answered 503, members' messages held",
+                "cluster: redis://{}:{} {} ({why}); {retry}, POSTs answered 503, \
+                 members' messages held",
                 url.host,
                 url.port,
-                FIRST_BACKOFF.as_millis(),
-                MAX_BACKOFF.as_secs()
+                down.what()
             );
             self.logged_up = Some(false);
         }

@@ -15,7 +15,7 @@ use super::{clustering, room_http, stats, Server, PAGE};
 use crate::handler::{self, Route};
 use crate::inspector::endpoints as inspector_endpoints;
 use crate::proto::handshake::{
-    self, http_response, line_response, with_headers, PlainRequest, Request,
+    self, http_response, keep_alive_response, line_response, with_headers, PlainRequest, Request,
 };
 use crate::proto::knobs;
 use crate::proto::HandshakeError;
@@ -511,7 +511,14 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        let answer = with_headers(line_response(status, reason, why), headers);
+        let body = format!("{why}\n");
+        let answer = keep_alive_response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            headers,
+            body.as_bytes(),
+        );
         if c.proto.respond_keep_alive(answer, now) {
             stats::count(&mut self.stats.http, status);
         }

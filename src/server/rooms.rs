@@ -438,18 +438,12 @@ impl Server {
             return self.answer_line(t, (400, "Bad Request"), why, &p.cors, now);
         }
         let from = c.id().0;
-        if self
-            .publishing
-            .cluster
-            .as_ref()
-            .is_some_and(|cl| !cl.core.is_up())
-        {
-            info!(
-                "{}: POST {}: 503, Redis is away (--cluster)",
-                c.id(),
-                p.room
-            );
-            let why = "the cluster's Redis is unreachable; nothing was published, try again";
+        let down = self.publishing.cluster.as_ref();
+        if let Some(down) = down.filter(|cl| !cl.core.is_up()).map(|cl| cl.down) {
+            let (id, room, what) = (c.id(), &p.room, down.what());
+            info!("{id}: POST {room}: 503, Redis is {what} (--cluster)");
+            let why = format!("the cluster's Redis is {what}; nothing was published, try again");
+            let why = why.as_str();
             let headers = format!("Retry-After: 1\r\n{}", p.cors);
             return self.answer_line(t, (503, "Service Unavailable"), why, &headers, now);
         }

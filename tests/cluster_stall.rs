@@ -31,7 +31,10 @@ fn post_keyed(addr: SocketAddr, room: &str, key: &str, body: &str) -> (u16, Stri
         .unwrap_or_else(|| panic!("no status: {head:?}"));
     if status == 503 || status == 504 {
         assert!(head.contains("Retry-After: 1"), "{head}");
-        assert!(!head.contains("Connection: close"), "kept for the retry: {head}");
+        assert!(
+            !head.contains("Connection: close"),
+            "kept for the retry: {head}"
+        );
     }
     (
         status,

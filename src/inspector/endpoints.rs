@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Filter, Inspector};
+use super::{Filter, Inspector, Only};
 use crate::proto::handshake::line_response;
 use crate::proto::inspect::Dir;
 use crate::proto::knobs;
@@ -112,30 +112,34 @@ pub fn connection_id(bare: &str) -> Result<u32, Refusal> {
         .map_err(|_| bad(format!("bad connection id {id_text:?}")))
 }
 
-/// The filter of a live subscriber from `/.inspect`'s query, and whether
-/// it wants message records only (`only=messages`).
-pub fn live_filter(query: &str) -> Result<(Filter, bool), String> {
-    let (mut filter, mut only_messages) = (Filter::All, false);
+/// The filter of a live subscriber from `/.inspect`'s query, and which of
+/// its records it wants (`only=messages`, `only=frames`).
+pub fn live_filter(query: &str) -> Result<(Filter, Only), String> {
+    let (mut filter, mut only) = (Filter::All, Only::Everything);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        if pair == "only=messages" {
-            only_messages = true;
-            continue;
+        match pair {
+            "only=messages" => only = Only::Messages,
+            "only=frames" => only = Only::Frames,
+            _ => filter = live_filter_pair(pair)?,
         }
-        filter = match pair.split_once('=') {
-            Some(("conn", v)) => v
-                .parse()
-                .map(Filter::Conn)
-                .map_err(|_| format!("bad conn: {v:?} is not a connection id"))?,
-            Some(("path", v)) if v.starts_with('/') => Filter::Path(v.to_string()),
-            Some(("path", v)) => return Err(format!("bad path: {v:?} does not start with /")),
-            _ => {
-                return Err(format!(
-                    "unknown parameter {pair:?} (use conn=ID or path=PREFIX, and only=messages)"
-                ))
-            }
-        };
     }
-    Ok((filter, only_messages))
+    Ok((filter, only))
+}
+
+/// One `conn=ID` or `path=PREFIX` of a live filter.
+fn live_filter_pair(pair: &str) -> Result<Filter, String> {
+    match pair.split_once('=') {
+        Some(("conn", v)) => v
+            .parse()
+            .map(Filter::Conn)
+            .map_err(|_| format!("bad conn: {v:?} is not a connection id")),
+        Some(("path", v)) if v.starts_with('/') => Ok(Filter::Path(v.to_string())),
+        Some(("path", v)) => Err(format!("bad path: {v:?} does not start with /")),
+        _ => Err(format!(
+            "unknown parameter {pair:?} (use conn=ID or path=PREFIX, and only=messages \
+             or only=frames)"
+        )),
+    }
 }
 
 /// A connection in `/connections` (and `/connections/ID`, with `request`).
@@ -295,12 +299,20 @@ mod tests {
         assert_eq!(on.records_answer("/messages", "dir=up").unwrap_err().0, 400);
         assert_eq!(connection_id("/connections/17"), Ok(17));
         assert_eq!(connection_id("/connections/x").unwrap_err().0, 400);
-        assert_eq!(live_filter(""), Ok((Filter::All, false)));
-        assert_eq!(live_filter("conn=3"), Ok((Filter::Conn(3), false)));
+        assert_eq!(live_filter(""), Ok((Filter::All, Only::Everything)));
+        assert_eq!(
+            live_filter("conn=3"),
+            Ok((Filter::Conn(3), Only::Everything))
+        );
         assert_eq!(
             live_filter("path=/b&only=messages"),
-            Ok((Filter::Path("/b".into()), true))
+            Ok((Filter::Path("/b".into()), Only::Messages))
         );
+        assert_eq!(
+            live_filter("only=frames&conn=4"),
+            Ok((Filter::Conn(4), Only::Frames))
+        );
+        assert!(live_filter("only=both").is_err());
         assert!(live_filter("path=b").is_err());
         assert!(live_filter("x=1").is_err());
         assert_eq!(

@@ -8,20 +8,20 @@ use serde::Serialize;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::{Body, Entry};
+use super::{Body, Entry, Part};
 use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
 
-/// An entry's records as JSON values, oldest first, each with whether it is
-/// a message record: one record, or two for a message whose frame is folded
+/// An entry's records as JSON values, oldest first, each with what it is
+/// (a frame, a message or an event record): one record, or two for a message whose frame is folded
 /// into it (in: the frame, then the message; out: the message, then the
 /// frame), numbered `seq` and `seq + 1`, as if recorded apart.
-pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
+pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, Part)> {
     let at = rfc3339_micros(e.at_us);
     let value = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
     match &e.body {
         Body::Frame(f) => vec![(
             value(serde_json::to_value(FrameJson::new(e, e.seq, at, f, None))),
-            false,
+            Part::Frame,
         )],
         Body::Broadcast(b) => {
             let (frame, room) = (&b.frame, Some((&*b.room, b.members)));
@@ -29,14 +29,14 @@ pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
                 value(serde_json::to_value(FrameJson::new(
                     e, e.seq, at, frame, room,
                 ))),
-                false,
+                Part::Frame,
             )]
         }
         Body::Message { info, room } => {
             let room = room.as_deref().map(|(r, n)| (&**r, *n));
             let Some(frame) = info.frame() else {
                 let m = MessageJson::new(e, e.seq, at, info, room);
-                return vec![(value(serde_json::to_value(m)), true)];
+                return vec![(value(serde_json::to_value(m)), Part::Message)];
             };
             let (frame_seq, message_seq) = match info.dir {
                 Dir::In => (e.seq, e.seq + 1),
@@ -50,7 +50,7 @@ pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
                     &frame,
                     None,
                 ))),
-                false,
+                Part::Frame,
             );
             let m = (
                 value(serde_json::to_value(MessageJson::new(
@@ -60,7 +60,7 @@ pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
                     info,
                     room,
                 ))),
-                true,
+                Part::Message,
             );
             match info.dir {
                 Dir::In => vec![f, m],
@@ -69,7 +69,7 @@ pub(super) fn values(e: &Entry) -> Vec<(serde_json::Value, bool)> {
         }
         other => vec![(
             value(serde_json::to_value(EventJson::new(e, at, other))),
-            false,
+            Part::Event,
         )],
     }
 }

@@ -134,15 +134,44 @@ pub(crate) enum Filter {
     Path(String),
 }
 
-/// One live subscriber (a WebSocket connection on `/.inspect`).
+/// What a record is: a watcher may want only frames or only messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    Frame,
+    Message,
+    /// `open`, `http`, `error`, `knob`, `action`, `closed`.
+    Event,
+}
+
+/// `?only=messages` / `?only=frames` (or every record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Only {
+    Everything,
+    Messages,
+    Frames,
+}
+
+impl Only {
+    pub(crate) fn passes(self, part: Part) -> bool {
+        match self {
+            Only::Everything => true,
+            Only::Messages => part == Part::Message,
+            Only::Frames => part == Part::Frame,
+        }
+    }
+}
+
+/// One live subscriber (a WebSocket connection on `/.inspect`), known by
+/// its connection's key in the loop: every inspector's connection has the
+/// same id (`u32::MAX`, so its own frames stay out of the ring), never a
+/// way to tell two apart.
 pub(crate) struct Subscriber {
     /// The loop's key for its connection.
     pub(crate) key: usize,
-    pub(crate) conn: u32,
     pub(crate) filter: Filter,
-    /// `?only=messages`: message records only.
-    pub(crate) only_messages: bool,
-    /// Records not sent because it read too slowly, to report.
+    pub(crate) only: Only,
+    /// Records it wanted and was not sent because it read too slowly, to
+    /// report before the next one it is sent.
     pub(crate) dropped: u64,
 }
 
@@ -231,28 +260,34 @@ impl Inspector {
         self.tap_buf = records;
     }
 
-    /// The newest entry's records as JSON, each with whether it is a
-    /// message record, and the keys of the live subscribers that want one
-    /// of them, each with whether it wants only messages (`None`: nobody
-    /// wants any).
+    /// The newest entry's records as JSON, each with what it is, and the
+    /// keys of the live subscribers whose filter passes the entry, each
+    /// with which of its records it wants (`None`: nobody wants any).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn live(&self) -> Option<(Vec<(String, bool)>, Vec<(usize, bool)>)> {
+    pub(crate) fn live(&self) -> Option<(Vec<(String, Part)>, Vec<(usize, Only)>)> {
         let entry = self.last().filter(|_| !self.subscribers.is_empty())?;
-        let message = matches!(entry.body, Body::Message { .. });
-        let keys: Vec<(usize, bool)> = self
+        let keys: Vec<(usize, Only)> = self
             .subscribers
             .iter()
-            .filter(|s| (message || !s.only_messages) && self.matches(&s.filter, entry))
-            .map(|s| (s.key, s.only_messages))
+            .filter(|s| self.matches(&s.filter, entry))
+            .map(|s| (s.key, s.only))
             .collect();
-        (!keys.is_empty()).then(|| (self.json(entry), keys))
+        if keys.is_empty() {
+            return None;
+        }
+        let parts = self.json(entry);
+        let keys: Vec<(usize, Only)> = keys
+            .into_iter()
+            .filter(|(_, only)| parts.iter().any(|(_, p)| only.passes(*p)))
+            .collect();
+        (!keys.is_empty()).then_some((parts, keys))
     }
 
-    /// Whether a record goes to the live subscriber on connection `conn`:
-    /// not while it is `behind` (the record is counted as dropped); once it
-    /// caught up, `Some(n)`: it first learns it missed `n`.
-    pub(crate) fn deliver_to(&mut self, conn: u32, behind: bool) -> Option<u64> {
-        let sub = self.subscribers.iter_mut().find(|s| s.conn == conn)?;
+    /// Whether a record goes to the live subscriber `key`: not while it is
+    /// `behind` (the record is counted as dropped); once it caught up,
+    /// `Some(n)`: it first learns it missed `n`.
+    pub(crate) fn deliver_to(&mut self, key: usize, behind: bool) -> Option<u64> {
+        let sub = self.subscribers.iter_mut().find(|s| s.key == key)?;
         if behind {
             sub.dropped += 1;
             return None;
@@ -260,11 +295,12 @@ impl Inspector {
         Some(std::mem::take(&mut sub.dropped))
     }
 
-    /// Connection `conn` ended: what was kept of it goes. Returns whether
-    /// it was a live subscriber (whose end is not recorded).
-    pub(crate) fn ended(&mut self, conn: u32) -> bool {
+    /// The connection with id `conn` and key `key` ended: what was kept of
+    /// it goes. Returns whether it was a live subscriber (whose end is not
+    /// recorded).
+    pub(crate) fn ended(&mut self, conn: u32, key: usize) -> bool {
         self.infos.remove(&conn);
-        match self.subscribers.iter().position(|s| s.conn == conn) {
+        match self.subscribers.iter().position(|s| s.key == key) {
             Some(pos) => {
                 self.subscribers.swap_remove(pos);
                 true
@@ -374,11 +410,11 @@ impl Inspector {
     ) -> String {
         let mut items = Vec::new();
         for e in self.ring.iter().rev().filter(|e| wanted(e)) {
-            for (v, message) in json::values(e).into_iter().rev() {
+            for (v, part) in json::values(e).into_iter().rev() {
                 if items.len() == limit {
                     break;
                 }
-                if message || !only_messages {
+                if part == Part::Message || !only_messages {
                     items.push(v);
                 }
             }
@@ -393,7 +429,7 @@ impl Inspector {
     /// An entry's records as JSON text (log lines, live messages), each with
     /// whether it is a message record: one, or two for a message with its
     /// frame folded in.
-    pub(crate) fn json(&self, e: &Entry) -> Vec<(String, bool)> {
+    pub(crate) fn json(&self, e: &Entry) -> Vec<(String, Part)> {
         json::values(e)
             .into_iter()
             .map(|(v, message)| (serde_json::to_string(&v).unwrap_or_default(), message))
@@ -448,6 +484,54 @@ mod tests {
             },
             room: None,
         }
+    }
+
+    fn watcher(key: usize, filter: Filter, only: Only) -> Subscriber {
+        Subscriber {
+            key,
+            filter,
+            only,
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn each_watcher_counts_what_it_missed_and_leaves_alone() {
+        let now = Instant::now();
+        let mut ins = Inspector::new(100, 1 << 20, false, false);
+        ins.subscribers
+            .push(watcher(10, Filter::Conn(1), Only::Everything));
+        ins.subscribers
+            .push(watcher(11, Filter::All, Only::Messages));
+        ins.subscribers.push(watcher(12, Filter::All, Only::Frames));
+        // A message on connection 2: only the unfiltered watchers, and of
+        // its two records (frame folded in) each the one it wants.
+        let mut m = message(3);
+        if let Body::Message { info, .. } = &mut m {
+            info.folded = true;
+        }
+        ins.push(2, m, now);
+        let (parts, keys) = ins.live().unwrap();
+        let kinds: Vec<Part> = parts.iter().map(|p| p.1).collect();
+        assert_eq!(kinds, [Part::Frame, Part::Message]);
+        assert_eq!(keys, [(11, Only::Messages), (12, Only::Frames)]);
+        // 11 is behind for 3 records; 12 is not: each its own count.
+        for _ in 0..3 {
+            assert_eq!(ins.deliver_to(11, true), None);
+            assert_eq!(ins.deliver_to(12, false), Some(0));
+        }
+        assert_eq!(ins.deliver_to(11, false), Some(3));
+        assert_eq!(ins.deliver_to(11, false), Some(0));
+        // Every inspector's connection has the same id: the key says which.
+        assert!(ins.ended(u32::MAX, 11));
+        let keys: Vec<usize> = ins.subscribers.iter().map(|s| s.key).collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&10) && keys.contains(&12));
+        assert!(!ins.ended(u32::MAX, 11), "gone once");
+        // An event is neither a frame nor a message.
+        ins.push(1, Body::Knob("drop=1 fired".into()), now);
+        let (_, keys) = ins.live().unwrap();
+        assert_eq!(keys, [(10, Only::Everything)]);
     }
 
     #[test]

@@ -76,9 +76,9 @@ impl Server {
         let Some((parts, keys)) = ins.live() else {
             return;
         };
-        for (text, message) in &parts {
-            for &(key, only_messages) in &keys {
-                if *message || !only_messages {
+        for (text, part) in &parts {
+            for &(key, only) in &keys {
+                if only.passes(*part) {
                     self.send_to_subscriber(Token(key), text);
                 }
             }
@@ -93,7 +93,7 @@ impl Server {
             return;
         };
         let behind = c.proto.backlog() > SUBSCRIBER_BACKLOG;
-        let Some(dropped) = ins.deliver_to(c.id().0, behind) else {
+        let Some(dropped) = ins.deliver_to(t.0, behind) else {
             return;
         };
         if dropped > 0 {
@@ -139,12 +139,12 @@ impl Server {
 
     /// A connection ended: the `closed` record (or, for one that never
     /// opened, the HTTP answer it got), and what was kept of it goes.
-    pub(super) fn inspect_closed(&mut self, c: &Client) {
+    pub(super) fn inspect_closed(&mut self, t: Token, c: &Client) {
         let Some(ins) = self.inspector.as_mut() else {
             return;
         };
         // The inspector's own requests and sockets are not recorded.
-        if ins.ended(c.id().0) || c.inspecting {
+        if ins.ended(c.id().0, t.0) || c.inspecting {
             return;
         }
         let body = if c.proto.was_opened() {
@@ -290,16 +290,15 @@ impl Server {
         let (status, reason, why) = match (refusal, filter) {
             (Err(r), _) => r,
             (Ok(()), Err(why)) => (400, "Bad Request", why),
-            (Ok(()), Ok((filter, only_messages))) => {
+            (Ok(()), Ok((filter, only))) => {
                 c.proto.set_id(INSPECTOR_CONN);
                 c.proto.accept(now);
                 c.inspecting = true;
                 info!("{}: inspector subscribed ({filter:?})", c.id());
                 ins.subscribers.push(Subscriber {
                     key: t.0,
-                    conn: c.id().0,
                     filter,
-                    only_messages,
+                    only,
                     dropped: 0,
                 });
                 return;

@@ -511,7 +511,7 @@ impl Server {
         if let Some(ins) = self.inspector.as_mut().filter(|i| !i.pending.is_empty()) {
             ins.pending.remove(&t.0);
         }
-        self.inspect_closed(&c);
+        self.inspect_closed(t, &c);
         self.stats.count_ended(&c.proto);
         c.log_closed();
     }

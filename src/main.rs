@@ -181,7 +181,8 @@ struct Args {
     greeting: Option<String>,
 
     /// Scripted answers to your client's protocol on echo paths: a JSON file
-    /// of stubs (docs/stubs.md); a bad file stops the server (exit 2) naming
+    /// of stubs (docs/stubs.md), or a browser's HAR file (its WebSocket
+    /// conversations replayed); a bad file stops the server (exit 2) naming
     /// its line and column
     #[arg(long, value_name = "FILE")]
     stubs: Option<std::path::PathBuf>,
@@ -258,6 +259,13 @@ enum Command {
         /// How long to wait for the connection and for the answer
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Print the stubs file a browser's HAR file makes (its WebSocket
+    /// conversations, as --stubs FILE.har loads them), to edit and commit
+    StubsFromHar {
+        /// A HAR file saved by Chrome's or Edge's DevTools ("Save all as HAR
+        /// with content")
+        file: std::path::PathBuf,
     },
 }
 
@@ -361,6 +369,25 @@ fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(Command::StubsFromHar { file }) = &args.command {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("echocast: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        };
+        return match echocast::stubs::stubs_from_har(&text) {
+            Ok(stubs) => {
+                print!("{stubs}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("echocast: {}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Health { addr, timeout }) = args.command {
         return match echocast::health::check(addr.addr, timeout) {
             Ok(line) => {

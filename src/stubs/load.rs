@@ -77,6 +77,10 @@ impl Stubs {
         let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("the body is not JSON: {e}"))?;
+        if super::har::is_har(&value) {
+            let file = from_har(&value, None)?;
+            return Stubs::parse(&file, max_message).map_err(|e| format!("from the HAR: {e}"));
+        }
         let whole = if value.get("stubs").is_some() || value.get("upgrades").is_some() {
             if value.get("otherwise").is_some() {
                 return Err("otherwise is the file's, not for stubs added over HTTP".into());
@@ -89,10 +93,37 @@ impl Stubs {
     }
 }
 
-/// Reads and checks a stubs file: `FILE:LINE:COLUMN: what` when wrong.
+/// Reads and checks a stubs file: `FILE:LINE:COLUMN: what` when wrong. A
+/// browser's HAR file (a top-level `log`) is read as the stubs its
+/// WebSocket conversations make (`stubs_from_har`).
 pub fn read(path: &std::path::Path, max_message: usize) -> Result<Stubs, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let har = serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(super::har::is_har);
+    let text = match har {
+        Some(har) => {
+            from_har(&har, Some("ignore")).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => text,
+    };
     Stubs::parse(&text, max_message).map_err(|e| format!("{}:{e}", path.display()))
+}
+
+/// The stubs file (pretty JSON) a HAR file's WebSocket conversations make:
+/// what `--stubs FILE.har` loads and `echocast stubs-from-har` prints.
+pub fn stubs_from_har(text: &str) -> Result<String, String> {
+    let har: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if !super::har::is_har(&har) {
+        return Err("not a HAR file: no top-level \"log\"".into());
+    }
+    from_har(&har, Some("ignore"))
+}
+
+fn from_har(har: &Value, otherwise: Option<&str>) -> Result<String, String> {
+    let conversations = super::har::conversations(har)?;
+    let file = super::record::stubs_file(&conversations, otherwise);
+    Ok(serde_json::to_string_pretty(&file).unwrap_or_default() + "\n")
 }
 
 /// `LINE:COLUMN` of the `i`-th stub object in the file: found again by

@@ -13,7 +13,9 @@
 //!  "otherwise": "echo"}
 //! ```
 
+pub mod har;
 mod load;
+pub mod record;
 pub mod session;
 pub mod template;
 #[cfg(test)]
@@ -25,7 +27,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::Value;
 
-pub use load::read;
+pub use load::{read, stubs_from_har};
 use template::{JsonTemplate, Template};
 
 /// Every stub, the opening handshake's rules, and what to do with a

@@ -82,7 +82,7 @@ fn var(name: &str) -> Result<Var, String> {
         _ => {
             return Err(format!(
                 "unknown placeholder {{{{{name}}}}} (message, json.PATH, regex.N, regex.NAME, \
-                 query.NAME, header.NAME, conn, n, count, now, now_ms, uuid)"
+                 query.NAME, header.NAME, conn, n, count, now, now_ms, uuid; braces for a literal {{{{)"
             ))
         }
     })
@@ -100,7 +100,11 @@ impl Template {
             let close = after
                 .find("}}")
                 .ok_or_else(|| format!("an unclosed placeholder in {text:?}"))?;
-            segs.push(Seg::Var(var(&after[..close])?));
+            // `{{braces}}` is a literal `{{` (a recorded text that has one).
+            match after[..close].trim() {
+                "braces" => segs.push(Seg::Lit("{{".into())),
+                name => segs.push(Seg::Var(var(name)?)),
+            }
             rest = &after[close + 2..];
         }
         if !rest.is_empty() {

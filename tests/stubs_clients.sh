@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Stubs (issue 27) against real clients: the ticker example from Python
 # websockets (tests/clients/stubs.py) and the graphql-transport-ws example
-# driven by the graphql-ws npm client (tests/clients/graphql.js). Installs
-# websockets into .venv and the Node clients when missing.
+# driven by the graphql-ws npm client (tests/clients/graphql.js); then a HAR
+# that headless Chromium recorded against a Python websockets server,
+# replayed by --stubs to a client with other ids (tests/clients/har_browser.py).
+# Installs websockets into .venv, the Node clients and Chromium when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/clients/setup.sh
@@ -18,3 +20,6 @@ addr=$(sed -n 's/^listening on ws:\/\///p' "$dir/out")
 addr2=$(sed -n 's/^listening on ws:\/\///p' "$dir/out2")
 timeout 60 "$venv/bin/python" tests/clients/stubs.py "$addr"
 timeout 60 node tests/clients/graphql.js "$addr2"
+# shellcheck source=tests/clients/chromium.sh
+. tests/clients/chromium.sh
+timeout 180 "$venv/bin/python" tests/clients/har_browser.py target/release/echocast

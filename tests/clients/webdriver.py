@@ -18,7 +18,7 @@ class Chromium:
     """A chromedriver on a free port and one browser session. `wd` is the raw
     WebDriver call; `s` the session's path prefix; `close` ends both."""
 
-    def __init__(self, extra_args=(), ready_within=60):
+    def __init__(self, extra_args=(), ready_within=60, capabilities=None):
         self.port = free_port()
         self.driver = subprocess.Popen(["chromedriver", f"--port={self.port}"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
@@ -32,7 +32,8 @@ class Chromium:
                 time.sleep(0.1)
             caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": ARGS + [f"--user-data-dir={self.profile}", *extra_args]}}}}
+                "args": ARGS + [f"--user-data-dir={self.profile}", *extra_args]},
+                **(capabilities or {})}}}
             self.session = self.wd("POST", "/session", caps)["sessionId"]
         except BaseException:
             self.close()

@@ -367,35 +367,13 @@ fn the_append_script_appends_a_resent_message_once_and_never_goes_below_the_floo
     use echocast::cluster::resp;
     let redis = Redis::start();
     let append = |ticket: &str, lo: &str, floor: &str| {
-        let reply = call(
-            &redis,
-            &[
-                b"EVAL",
-                resp::APPEND.as_bytes(),
-                b"6",
-                b"t:seq",
-                b"t:epoch",
-                b"t:log",
-                b"t:sent",
-                b"t:keys",
-                b"t:keyids",
-                b"e1",
-                floor.as_bytes(),
-                b"t:channel",
-                b"3",
-                b"t",
-                ticket.as_bytes(),
-                ticket.as_bytes(),
-                lo.as_bytes(),
-                b"",
-                b"600000",
-                b"100000",
-            ],
-        );
-        match reply {
-            redis_protocol::resp2::types::OwnedFrame::Array(v) => resp::int(&v[0]).unwrap(),
-            other => panic!("{other:?}"),
-        }
+        let args = Append {
+            ticket,
+            lo,
+            floor,
+            ..Append::default()
+        };
+        append_script(&redis, &args).0
     };
     assert_eq!(append("5", "5", "0"), 1);
     assert_eq!(

@@ -341,42 +341,20 @@ fn a_duplicate_key_answers_the_first_id_with_and_without_the_cluster() {
 
 #[test]
 fn the_append_script_forgets_keys_past_the_window_or_the_count_and_they_expire() {
-    use echocast::cluster::resp;
-    use redis_protocol::resp2::types::OwnedFrame;
     let redis = Redis::start();
     let mut ticket = 0;
     let mut append = |key: &str, window_ms: &str| {
         ticket += 1;
         let t = ticket.to_string();
-        let reply = call(
-            &redis,
-            &[
-                b"EVAL",
-                resp::APPEND.as_bytes(),
-                b"6",
-                b"t:seq",
-                b"t:epoch",
-                b"t:log",
-                b"t:sent",
-                b"t:keys",
-                b"t:keyids",
-                b"e1",
-                b"0",
-                b"t:channel",
-                b"0",
-                b"t",
-                b"data",
-                t.as_bytes(),
-                t.as_bytes(),
-                key.as_bytes(),
-                window_ms.as_bytes(),
-                b"2",
-            ],
-        );
-        let OwnedFrame::Array(v) = reply else {
-            panic!("{reply:?}");
+        let args = Append {
+            ticket: &t,
+            lo: &t,
+            key,
+            window_ms,
+            count: "2",
+            ..Append::default()
         };
-        (resp::int(&v[0]).unwrap(), v.len() == 3)
+        append_script(&redis, &args)
     };
     // docs/limits.md: "Idempotency keys a room remembers"
     let hour = "3600000";

@@ -258,6 +258,15 @@ impl Clustering {
         for s in self.links.iter_mut().filter_map(Option::take) {
             let mut stream = s.stream;
             let _ = registry.deregister(&mut stream);
+            if down == Down::NotAnswering {
+                // A reset, not a FIN: what Redis has not acknowledged is
+                // discarded at once instead of retransmitted for minutes
+                // across a partition, where it could reach Redis after the
+                // appends resent on the next connection (and after Redis
+                // forgot their tickets). What Redis already holds (a stopped
+                // process's buffer) it reads before any reconnect's hello.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            }
         }
         self.core.disconnected();
         if self.logged_up != Some(false) {

@@ -197,3 +197,65 @@ pub fn warm_up(
     }
     id
 }
+
+/// The append script's arguments a test chooses (the room's keys are
+/// `t:*`); the rest as an instance sends them.
+pub struct Append<'a> {
+    pub ticket: &'a str,
+    pub lo: &'a str,
+    pub floor: &'a str,
+    pub history: &'a str,
+    pub key: &'a str,
+    pub window_ms: &'a str,
+    pub count: &'a str,
+}
+
+impl Default for Append<'_> {
+    fn default() -> Self {
+        Append {
+            ticket: "1",
+            lo: "1",
+            floor: "0",
+            history: "3",
+            key: "",
+            window_ms: "600000",
+            count: "100000",
+        }
+    }
+}
+
+/// Runs the append script (`EVAL`): the id, and whether it was a duplicate
+/// of an idempotency key (not appended).
+pub fn append_script(redis: &Redis, a: &Append) -> (u64, bool) {
+    use echocast::cluster::resp;
+    use redis_protocol::resp2::types::OwnedFrame;
+    let reply = call(
+        redis,
+        &[
+            b"EVAL",
+            resp::APPEND.as_bytes(),
+            b"6",
+            b"t:seq",
+            b"t:epoch",
+            b"t:log",
+            b"t:sent",
+            b"t:keys",
+            b"t:keyids",
+            b"e1",
+            a.floor.as_bytes(),
+            b"t:channel",
+            a.history.as_bytes(),
+            b"t",
+            a.ticket.as_bytes(),
+            a.ticket.as_bytes(),
+            a.lo.as_bytes(),
+            a.key.as_bytes(),
+            a.window_ms.as_bytes(),
+            a.count.as_bytes(),
+        ],
+    );
+    let OwnedFrame::Array(v) = reply else {
+        panic!("{reply:?}");
+    };
+    (resp::int(&v[0]).unwrap(), v.len() == 3)
+}

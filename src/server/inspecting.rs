@@ -291,10 +291,12 @@ impl Server {
             (Err(r), _) => r,
             (Ok(()), Err(why)) => (400, "Bad Request", why),
             (Ok(()), Ok((filter, only))) => {
+                // Its own frames stay out of the ring under this id; the
+                // log names it by the id it had.
+                info!("{}: inspector subscribed ({filter:?}, {only:?})", c.id());
                 c.proto.set_id(INSPECTOR_CONN);
                 c.proto.accept(now);
                 c.inspecting = true;
-                info!("{}: inspector subscribed ({filter:?})", c.id());
                 ins.subscribers.push(Subscriber {
                     key: t.0,
                     filter,

@@ -75,6 +75,8 @@ pub struct Config {
     /// Scripted answers on echo paths (`--stubs FILE`, docs/stubs.md): the
     /// file, read at start and again when it changes.
     pub stubs: Option<std::path::PathBuf>,
+    /// `--stubs-speed`: stubs' delays divided by it (1 as written, 0 none).
+    pub stubs_speed: f64,
     /// The frame inspector: on, off, or on when listening on loopback.
     pub inspect: InspectMode,
     /// Records the inspector's ring keeps for the whole server.
@@ -119,6 +121,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             greeting: None,
             stubs: None,
+            stubs_speed: 1.0,
             inspect: InspectMode::Local,
             inspect_frames: DEFAULT_INSPECT_FRAMES,
             inspect_secrets: false,

@@ -187,6 +187,12 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     stubs: Option<std::path::PathBuf>,
 
+    /// The stubs' delays (after, every) divided by N: 1 as written or
+    /// recorded, 2 twice as fast, 0 no delays (fast tests of a recording).
+    /// 0, or 0.01 to 1000
+    #[arg(long, value_name = "N", default_value_t = 1.0, value_parser = parse_speed)]
+    stubs_speed: f64,
+
     /// The frame inspector (docs/inspector.md): on, off, or local (on when
     /// listening on loopback; it shows other people's traffic)
     #[arg(long, value_enum, default_value = "local")]
@@ -343,6 +349,13 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
 }
 
 /// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n == 0.0 || (0.01..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: 0, or a number from 0.01 to 1000")),
+    }
+}
+
 fn parse_cluster_timeout(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
@@ -471,6 +484,7 @@ fn main() -> ExitCode {
         subprotocols: args.subprotocols,
         greeting: args.greeting,
         stubs,
+        stubs_speed: args.stubs_speed,
         inspect: match args.inspect {
             InspectArg::On => InspectMode::On,
             InspectArg::Off => InspectMode::Off,

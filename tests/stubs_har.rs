@@ -114,6 +114,30 @@ fn a_har_file_answers_a_client_that_picks_other_ids() {
 }
 
 #[test]
+fn stubs_speed_zero_replays_a_recording_without_its_delays() {
+    // The second answer was recorded 3 s after its call.
+    let mut h = har();
+    h["log"]["entries"][1]["_webSocketMessages"][4]["time"] =
+        serde_json::json!(1_796_580_003.2_f64);
+    let file = temp("slow.har", &h.to_string());
+    for (speed, at_least, under) in [("0", 0, 1_000), ("2", 1_400, 3_000)] {
+        let (_s, addr) = spawn_binary(&["--stubs", file.to_str().unwrap(), "--stubs-speed", speed]);
+        let mut c = Client::connect(addr, "/rpc");
+        assert_eq!(json_msg(&mut c), serde_json::json!({"hello": "server"}));
+        c.send_text(r#"{"id":1,"method":"add","params":[2,3]}"#);
+        assert_eq!(json_msg(&mut c)["result"], 5);
+        let start = std::time::Instant::now();
+        c.send_text(r#"{"id":2,"method":"add","params":[10,20]}"#);
+        assert_eq!(json_msg(&mut c), serde_json::json!({"id": 2, "result": 30}));
+        let ms = start.elapsed().as_millis();
+        assert!(
+            ms >= at_least && ms < under,
+            "--stubs-speed {speed}: answered after {ms} ms"
+        );
+    }
+}
+
+#[test]
 fn post_stubs_takes_a_har_body() {
     let (_s, addr) = spawn_binary(&["--stubs", "examples/stubs/ticker.json"]);
     let body = har().to_string();

@@ -139,9 +139,12 @@ impl Server {
             InspectMode::Off => false,
             InspectMode::Local => listener.local_addr()?.ip().is_loopback(),
         };
-        let stubbing =
-            stubbing::Stubbing::new(config.stubs.clone(), config.limits.max_message_size)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let stubbing = stubbing::Stubbing::new(
+            config.stubs.clone(),
+            config.limits.max_message_size,
+            config.stubs_speed,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let mut limits = config.limits.clone();
         // Stubs match on the upgrade request's headers.
         limits.keep_heads = config.stubs.is_some() || inspecting;

@@ -77,6 +77,8 @@ pub(super) struct Stubbing {
     /// `POST /stubs` requests whose body is being read.
     pending: HashSet<Token>,
     max_message: usize,
+    /// `--stubs-speed`: the delays of every stub loaded are divided by it.
+    speed: f64,
 }
 
 fn with_ids(stubs: Vec<Arc<Stub>>, next_id: &mut u64, from_file: bool) -> Vec<Arc<Stub>> {
@@ -95,7 +97,11 @@ fn with_ids(stubs: Vec<Arc<Stub>>, next_id: &mut u64, from_file: bool) -> Vec<Ar
 impl Stubbing {
     /// `file`: the `--stubs` path, read now; an error says where it is
     /// wrong (`FILE:LINE:COLUMN: what`).
-    pub(super) fn new(file: Option<PathBuf>, max_message: usize) -> Result<Stubbing, String> {
+    pub(super) fn new(
+        file: Option<PathBuf>,
+        max_message: usize,
+        speed: f64,
+    ) -> Result<Stubbing, String> {
         let mut s = Stubbing {
             file: None,
             api: Vec::new(),
@@ -107,10 +113,11 @@ impl Stubbing {
             sessions: HashMap::new(),
             pending: HashSet::new(),
             max_message,
+            speed,
         };
         if let Some(path) = file {
             let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-            let stubs = read(&path, max_message)?;
+            let stubs = read(&path, max_message)?.at_speed(speed);
             s.file = Some(File {
                 path,
                 modified,
@@ -152,7 +159,7 @@ impl Stubbing {
             return;
         }
         f.modified = modified;
-        match read(&f.path, self.max_message) {
+        match read(&f.path, self.max_message).map(|s| s.at_speed(self.speed)) {
             Ok(new) => {
                 f.stubs = with_ids(new.stubs, &mut self.next_id, true);
                 f.upgrades = new.upgrades;
@@ -303,8 +310,9 @@ impl Stubbing {
                 format!("over {MAX_POST} bytes of stubs in one request"),
             ));
         }
-        let parsed =
-            Stubs::parse_api(body, self.max_message).map_err(|e| (400, "Bad Request", e))?;
+        let parsed = Stubs::parse_api(body, self.max_message)
+            .map(|s| s.at_speed(self.speed))
+            .map_err(|e| (400, "Bad Request", e))?;
         let new = with_ids(parsed.stubs, &mut self.next_id, false);
         let ids: Vec<u64> = new.iter().map(|s| s.id).collect();
         // Newest first, in the order given.

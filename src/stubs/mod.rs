@@ -231,4 +231,29 @@ impl Stubs {
     pub fn covers(&self, path: &str) -> bool {
         self.stubs.iter().any(|s| s.path.matches(path))
     }
+
+    /// Every delay (`after`, `every`) divided by `speed` (`--stubs-speed`:
+    /// 1 as written or recorded, 2 twice as fast, 0 none). Applied as the
+    /// stubs are loaded, before anything shares them.
+    pub fn at_speed(mut self, speed: f64) -> Stubs {
+        if speed == 1.0 {
+            return self;
+        }
+        let scale = |d: Duration| {
+            if speed > 0.0 {
+                d.div_f64(speed)
+            } else {
+                Duration::ZERO
+            }
+        };
+        for stub in &mut self.stubs {
+            if let Some(stub) = Arc::get_mut(stub) {
+                for r in &mut stub.reply {
+                    r.after = scale(r.after);
+                    r.every = r.every.map(scale);
+                }
+            }
+        }
+        self
+    }
 }

@@ -102,6 +102,18 @@ pub struct Config {
     pub cluster_timeout: Duration,
     /// `SO_REUSEPORT` on the listening socket (`--reuse-port`).
     pub reuse_port: bool,
+    /// What the process's allocator can do, when the binary knows it
+    /// (jemalloc): pages it keeps after a burst are given back before a
+    /// connection is closed for the process's resident memory.
+    pub allocator: Option<Allocator>,
+}
+
+/// What the global allocator can do for the budget, as a function pointer
+/// set by the binary (the library leaves the allocator to the application).
+#[derive(Clone, Copy, Debug)]
+pub struct Allocator {
+    /// Gives the freed pages it keeps back to the system, now.
+    pub purge: fn(),
 }
 
 impl Default for Config {
@@ -132,6 +144,7 @@ impl Default for Config {
             cluster_tls: None,
             cluster_timeout: Duration::from_secs(3),
             reuse_port: false,
+            allocator: None,
         }
     }
 }

@@ -88,10 +88,11 @@ struct Args {
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     max_backpressure: usize,
 
-    /// Bytes all connections together may hold in message buffers and output
-    /// queues (64MiB, 1GiB, 500MB or plain bytes). When a read could take the
-    /// total over it, the connection holding the most is closed: 1009 if that
-    /// is mostly an incoming message, 1008 "memory budget" if output
+    /// The process's memory (64MiB, 1GiB, 500MB or plain bytes): what
+    /// connections hold in message buffers and output queues, and past half
+    /// of it the process's resident set. When a read could take the total
+    /// over it, the connection holding the most is closed: 1009 if that is
+    /// mostly an incoming message, 1008 "memory budget" if output
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     max_memory: usize,
 
@@ -349,6 +350,28 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
 }
 
 /// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
+/// jemalloc's purge of the dirty pages it keeps, for the memory budget
+/// (setting an arena's decay time again purges its dirty pages at once).
+#[cfg(feature = "jemalloc")]
+fn allocator() -> Option<echocast::config::Allocator> {
+    use tikv_jemalloc_ctl::{arenas, Access, AsName};
+    fn purge() {
+        let n = arenas::narenas::read().unwrap_or(0);
+        for i in 0..n {
+            let name = format!("arena.{i}.dirty_decay_ms\0");
+            if let Ok(ms) = Access::<isize>::read(name.as_str().name()) {
+                let _ = name.as_str().name().write(ms);
+            }
+        }
+    }
+    Some(echocast::config::Allocator { purge })
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn allocator() -> Option<echocast::config::Allocator> {
+    None
+}
+
 fn parse_speed(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(n) if n == 0.0 || (0.01..=1000.0).contains(&n) => Ok(n),
@@ -499,6 +522,7 @@ fn main() -> ExitCode {
         cluster_tls,
         cluster_timeout: args.cluster_timeout,
         reuse_port: args.reuse_port,
+        allocator: allocator(),
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

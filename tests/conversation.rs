@@ -708,7 +708,7 @@ fn pieces_not_yet_taken_are_dropped_when_their_message_fails() {
 }
 
 #[test]
-// docs/limits.md: "Memory held by all connections together"
+// docs/limits.md: "The process's memory"
 fn memory_counts_what_a_connection_holds_and_shed_frees_it() {
     use echocast::proto::CloseCode;
     // Mostly an incoming message: 1009.

@@ -115,7 +115,7 @@ fn a_knob_with_a_bad_value_is_refused_with_400_naming_it() {
 }
 
 #[test]
-// docs/limits.md: "Memory held by all connections together"
+// docs/limits.md: "The process's memory"
 fn a_push_that_outgrows_the_memory_budget_is_shed_without_any_read() {
     // The client asks for big messages and then sends nothing: the budget is
     // weighed every loop turn, not only before reads.

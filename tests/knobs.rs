@@ -169,7 +169,7 @@ fn delay_holds_each_echo_until_its_time_in_order() {
 /// by `delay` is closed as one holding output (1008), not as one receiving a
 /// message (1009): held echoes are backpressure (issue 21 #6).
 #[test]
-// docs/limits.md: "Memory held by all connections together"
+// docs/limits.md: "The process's memory"
 fn held_echoes_are_output_when_shedding() {
     let mut p = Peer::open("/?delay=10s");
     for _ in 0..64 {

@@ -192,7 +192,7 @@ fn wave(addr: SocketAddr, pid: u32, clients: usize, count: usize) -> Wave {
 /// `cargo test --release --test memory -- --ignored`.
 #[test]
 #[ignore = "heavy: tests/all.sh runs it in release"]
-// docs/limits.md: "Memory held by all connections together"
+// docs/limits.md: "The process's memory"
 fn two_hundred_clients_sending_60_mib_stay_within_the_memory_budget() {
     const CLIENTS: usize = 200;
     const BUDGET_MIB: u64 = 256;
@@ -213,10 +213,11 @@ fn two_hundred_clients_sending_60_mib_stay_within_the_memory_budget() {
         assert_eq!(whole + c1009 + c1008, CLIENTS, "{:?}", w.outcomes);
         assert!(c1009 + c1008 > 0, "nobody went over the budget");
         assert!(
-            // jemalloc's extents cost more than glibc's heap at the peak
-            // (measured 304-352 MiB over 20 runs; glibc 269-272):
-            // docs/limits.md.
-            w.peak_kib < (BUDGET_MIB + 128) * 1024,
+            // The budget weighs the process's resident set and purges the
+            // allocator's freed pages first: 263-276 MiB measured over six
+            // waves (308 before; the target is the budget + 32 MiB, a
+            // figure docs/limits.md keeps): docs/limits.md.
+            w.peak_kib < (BUDGET_MIB + 64) * 1024,
             "RSS peaked at {} KiB",
             w.peak_kib
         );

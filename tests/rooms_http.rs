@@ -427,7 +427,7 @@ fn a_slow_subscriber_gets_a_last_error_event() {
     assert!(json(&stats)["slow_consumer_closes"].as_u64() >= Some(1));
 }
 
-// docs/limits.md: "Memory held by all connections together"
+// docs/limits.md: "The process's memory"
 #[test]
 fn thousands_of_rooms_under_a_small_budget_shed_history_and_the_server_lives() {
     let s = server_with(|c| c.max_memory = 4 << 20);

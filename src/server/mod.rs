@@ -434,6 +434,8 @@ impl Server {
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
         let fixed = self.fixed_memory();
+        let purge = self.config.allocator.map(|a| a.purge);
+        let fixed = fixed + self.budget.unaccounted(fixed, now, purge);
         if self.budget.fits(fixed) {
             self.budget.calm(fixed);
             return;

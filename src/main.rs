@@ -406,14 +406,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     if let Some(Command::StubsFromHar { file }) = &args.command {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("echocast: {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
-        };
-        return match echocast::stubs::stubs_from_har(&text) {
+        let text = std::fs::read_to_string(file).map_err(|e| e.to_string());
+        return match text.and_then(|t| echocast::stubs::stubs_from_har(&t)) {
             Ok(stubs) => {
                 print!("{stubs}");
                 ExitCode::SUCCESS

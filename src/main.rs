@@ -359,6 +359,7 @@ fn allocator() -> Option<echocast::config::Allocator> {
         let n = arenas::narenas::read().unwrap_or(0);
         for i in 0..n {
             let name = format!("arena.{i}.dirty_decay_ms\0");
+            // Arenas never used answer an error: nothing to purge there.
             if let Ok(ms) = Access::<isize>::read(name.as_str().name()) {
                 let _ = name.as_str().name().write(ms);
             }

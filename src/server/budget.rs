@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 /// Under pressure, the process's resident memory is read at most this
 /// often (`/proc/self/status`: a few microseconds).
@@ -61,7 +61,9 @@ impl Budget {
         if rss + self.reserve > self.max {
             if let Some(purge) = purge {
                 purge();
+                let before = rss;
                 rss = resident_bytes().unwrap_or(rss);
+                debug!("memory budget: resident {before} bytes, {rss} after the allocator's purge");
             }
         }
         self.unaccounted = rss.saturating_sub(self.total + fixed);

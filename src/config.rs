@@ -102,18 +102,19 @@ pub struct Config {
     pub cluster_timeout: Duration,
     /// `SO_REUSEPORT` on the listening socket (`--reuse-port`).
     pub reuse_port: bool,
-    /// What the process's allocator can do, when the binary knows it
-    /// (jemalloc): pages it keeps after a burst are given back before a
-    /// connection is closed for the process's resident memory.
-    pub allocator: Option<Allocator>,
+    /// Set when the process is this server's own (the binary): under
+    /// pressure `--max-memory` then weighs the process's resident memory,
+    /// not only what connections hold. `None` in an application that
+    /// embeds the server (its memory is not the server's).
+    pub process: Option<Process>,
 }
 
-/// What the global allocator can do for the budget, as a function pointer
-/// set by the binary (the library leaves the allocator to the application).
-#[derive(Clone, Copy, Debug)]
-pub struct Allocator {
-    /// Gives the freed pages it keeps back to the system, now.
-    pub purge: fn(),
+/// The server's own process, as the binary describes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Process {
+    /// The global allocator's purge of the freed pages it keeps (jemalloc),
+    /// run before a connection is closed for the resident memory.
+    pub purge: Option<fn()>,
 }
 
 impl Default for Config {
@@ -144,7 +145,7 @@ impl Default for Config {
             cluster_tls: None,
             cluster_timeout: Duration::from_secs(3),
             reuse_port: false,
-            allocator: None,
+            process: None,
         }
     }
 }

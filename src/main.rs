@@ -353,9 +353,9 @@ fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
 /// jemalloc's purge of the dirty pages it keeps, for the memory budget
 /// (setting an arena's decay time again purges its dirty pages at once).
 #[cfg(feature = "jemalloc")]
-fn allocator() -> Option<echocast::config::Allocator> {
+fn purge() -> Option<fn()> {
     use tikv_jemalloc_ctl::{arenas, Access, AsName};
-    fn purge() {
+    fn jemalloc_purge() {
         let n = arenas::narenas::read().unwrap_or(0);
         for i in 0..n {
             let name = format!("arena.{i}.dirty_decay_ms\0");
@@ -365,11 +365,11 @@ fn allocator() -> Option<echocast::config::Allocator> {
             }
         }
     }
-    Some(echocast::config::Allocator { purge })
+    Some(jemalloc_purge)
 }
 
 #[cfg(not(feature = "jemalloc"))]
-fn allocator() -> Option<echocast::config::Allocator> {
+fn purge() -> Option<fn()> {
     None
 }
 
@@ -517,7 +517,7 @@ fn main() -> ExitCode {
         cluster_tls,
         cluster_timeout: args.cluster_timeout,
         reuse_port: args.reuse_port,
-        allocator: allocator(),
+        process: Some(echocast::config::Process { purge: purge() }),
     };
     let mut server = match Server::bind(config) {
         Ok(s) => s,

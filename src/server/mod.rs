@@ -433,9 +433,10 @@ impl Server {
             let freed = self.rooms.shed(over);
             info!("memory budget: dropped {freed} bytes of room history (oldest first)");
         }
-        let fixed = self.fixed_memory();
-        let purge = self.config.allocator.map(|a| a.purge);
-        let fixed = fixed + self.budget.unaccounted(fixed, now, purge);
+        let mut fixed = self.fixed_memory();
+        if let Some(process) = self.config.process {
+            fixed += self.budget.unaccounted(fixed, now, process.purge);
+        }
         if self.budget.fits(fixed) {
             self.budget.calm(fixed);
             return;

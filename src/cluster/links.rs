@@ -192,23 +192,30 @@ impl Cluster {
                 Ok(())
             }
             Awaiting::Append(ticket) => {
+                // A reply of the wrong shape is a broken link, not an
+                // answer: the append stays in flight and is resent after
+                // the reconnect (under its ticket), never dropped.
+                let (id, duplicate) = match &frame {
+                    OwnedFrame::Array(v) => (v.first().and_then(resp::int), v.len() > 2),
+                    _ => (None, false),
+                };
+                let refused = resp::error(&frame);
+                if id.is_none() && refused.is_none() {
+                    return Err("an append reply without an id".into());
+                }
                 let Some(a) = self.in_flight.pop_front() else {
                     return Err("an append reply with nothing in flight".into());
                 };
                 self.pending_bytes -= a.data.len();
                 debug_assert_eq!(a.ticket, ticket);
-                if let Some(e) = resp::error(&frame) {
+                if let Some(e) = refused {
                     self.events.push_back(Event::Refused {
                         ticket,
                         why: e.to_owned(),
                     });
                     return Ok(());
                 }
-                let (id, duplicate) = match &frame {
-                    OwnedFrame::Array(v) => (v.first().and_then(resp::int), v.len() > 2),
-                    _ => (None, false),
-                };
-                let id = id.ok_or("an append reply without an id")?;
+                let id = id.unwrap_or_default();
                 if duplicate {
                     self.stats.duplicates += 1;
                 } else {

@@ -495,3 +495,30 @@ fn an_append_withdrawn_before_it_was_sent_is_never_sent() {
     assert_eq!((c.stats.duplicates, c.stats.appended), (1, 0));
     assert_eq!(c.withdraw(sent), Withdrawn::Answered);
 }
+
+#[test]
+fn an_append_reply_of_the_wrong_shape_breaks_the_link_and_the_append_is_kept() {
+    let mut c = live("r", 0);
+    events(&mut c);
+    let t = c.append("r", MessageKind::Text, b"kept", None);
+    asked(&mut c, Link::Commands);
+    let mut bytes = Vec::new();
+    enc(&R::Ok, &mut bytes);
+    assert!(c.receive(Link::Commands, &bytes).is_err());
+    assert_eq!((c.pending_appends(), c.held_bytes()), (1, 4));
+    assert!(events(&mut c).is_empty(), "neither appended nor refused");
+    c.disconnected();
+    connect(&mut c);
+    subscribed(&mut c, "r");
+    asked(&mut c, Link::Commands);
+    feed(
+        &mut c,
+        Link::Commands,
+        R::Arr(vec![R::Int(0), R::Bulk(b"e1"), R::Arr(vec![])]),
+    );
+    let ask = asked(&mut c, Link::Commands);
+    assert!(
+        ask.contains("kept") && ask.contains(&format!("\r\n{t}\r\n")),
+        "resent under its ticket: {ask}"
+    );
+}

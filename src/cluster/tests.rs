@@ -453,6 +453,20 @@ fn an_attempt_whose_hello_is_not_answered_in_time_is_lost() {
     );
 }
 
+/// Reconnected, `room` subscribed again and caught up (empty, epoch
+/// `e1`): what was then asked of Redis (the appends sent or resent).
+fn back_and_caught_up(c: &mut Cluster, room: &str) -> String {
+    connect(c);
+    subscribed(c, room);
+    asked(c, Link::Commands);
+    feed(
+        c,
+        Link::Commands,
+        R::Arr(vec![R::Int(0), R::Bulk(b"e1"), R::Arr(vec![])]),
+    );
+    asked(c, Link::Commands)
+}
+
 #[test]
 fn an_append_withdrawn_before_it_was_sent_is_never_sent() {
     let mut c = live("r", 0);
@@ -465,15 +479,7 @@ fn an_append_withdrawn_before_it_was_sent_is_never_sent() {
     assert_eq!(c.withdraw(unsent), Withdrawn::Unsent);
     assert_eq!(c.withdraw(sent), Withdrawn::InFlight);
     assert_eq!(c.held_bytes(), 4);
-    connect(&mut c);
-    subscribed(&mut c, "r");
-    asked(&mut c, Link::Commands);
-    feed(
-        &mut c,
-        Link::Commands,
-        R::Arr(vec![R::Int(0), R::Bulk(b"e1"), R::Arr(vec![])]),
-    );
-    let ask = asked(&mut c, Link::Commands);
+    let ask = back_and_caught_up(&mut c, "r");
     assert!(ask.contains("sent") && !ask.contains("unsent"), "{ask}");
     // Redis had the key: the first id, not appended again.
     feed(
@@ -508,15 +514,7 @@ fn an_append_reply_of_the_wrong_shape_breaks_the_link_and_the_append_is_kept() {
     assert_eq!((c.pending_appends(), c.held_bytes()), (1, 4));
     assert!(events(&mut c).is_empty(), "neither appended nor refused");
     c.disconnected();
-    connect(&mut c);
-    subscribed(&mut c, "r");
-    asked(&mut c, Link::Commands);
-    feed(
-        &mut c,
-        Link::Commands,
-        R::Arr(vec![R::Int(0), R::Bulk(b"e1"), R::Arr(vec![])]),
-    );
-    let ask = asked(&mut c, Link::Commands);
+    let ask = back_and_caught_up(&mut c, "r");
     assert!(
         ask.contains("kept") && ask.contains(&format!("\r\n{t}\r\n")),
         "resent under its ticket: {ask}"

@@ -11,6 +11,17 @@ use base64::Engine;
 use super::{Body, Entry, Part};
 use crate::proto::inspect::{Dir, FrameInfo, MessageInfo};
 
+/// What an entry's records are (as `values` gives them, without building
+/// them): a watcher that wants none of them costs no JSON.
+pub(super) fn parts(e: &Entry) -> &'static [Part] {
+    match &e.body {
+        Body::Frame(_) | Body::Broadcast(_) => &[Part::Frame],
+        Body::Message { info, .. } if info.folded => &[Part::Frame, Part::Message],
+        Body::Message { .. } => &[Part::Message],
+        _ => &[Part::Event],
+    }
+}
+
 /// An entry's records as JSON values, oldest first, each with what it is
 /// (a frame, a message or an event record): one record, or two for a message whose frame is folded
 /// into it (in: the frame, then the message; out: the message, then the

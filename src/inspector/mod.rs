@@ -266,21 +266,14 @@ impl Inspector {
     #[allow(clippy::type_complexity)]
     pub(crate) fn live(&self) -> Option<(Vec<(String, Part)>, Vec<(usize, Only)>)> {
         let entry = self.last().filter(|_| !self.subscribers.is_empty())?;
+        let parts = json::parts(entry);
         let keys: Vec<(usize, Only)> = self
             .subscribers
             .iter()
-            .filter(|s| self.matches(&s.filter, entry))
+            .filter(|s| parts.iter().any(|&p| s.only.passes(p)) && self.matches(&s.filter, entry))
             .map(|s| (s.key, s.only))
             .collect();
-        if keys.is_empty() {
-            return None;
-        }
-        let parts = self.json(entry);
-        let keys: Vec<(usize, Only)> = keys
-            .into_iter()
-            .filter(|(_, only)| parts.iter().any(|(_, p)| only.passes(*p)))
-            .collect();
-        (!keys.is_empty()).then_some((parts, keys))
+        (!keys.is_empty()).then(|| (self.json(entry), keys))
     }
 
     /// Whether a record goes to the live subscriber `key`: not while it is

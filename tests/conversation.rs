@@ -46,7 +46,9 @@ impl Harness {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 Event::Upgrade(_) => self.conn.accept(self.now),
-                Event::HttpRequest(_) | Event::Body(_) => panic!("not an upgrade"),
+                Event::HttpRequest(_) | Event::Body(_) | Event::Opened(_) | Event::Refused(_) => {
+                    panic!("not an upgrade")
+                }
                 Event::Message { kind, data } => {
                     self.seen.push((kind, data.clone()));
                     handler::echo(&mut self.conn, kind, data);

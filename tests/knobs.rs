@@ -60,7 +60,9 @@ impl Peer {
                 Event::Fragment { data, first, fin } => {
                     handler::echo_fragment(&mut self.conn, data, first, fin);
                 }
-                Event::HttpRequest(_) | Event::Body(_) => panic!("not an upgrade"),
+                Event::HttpRequest(_) | Event::Body(_) | Event::Opened(_) | Event::Refused(_) => {
+                    panic!("not an upgrade")
+                }
             }
         }
         self.read();

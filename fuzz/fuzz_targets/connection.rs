@@ -327,6 +327,7 @@ fuzz_target!(|data: &[u8]| {
                     let (status, reason) = e.status();
                     conn.respond(http_response(status, reason, "text/plain", "", b""), now);
                 }
+                Event::Opened(_) | Event::Refused(_) => panic!("a client's event on a server"),
                 Event::Message { kind, data } => {
                     conn.echo(kind, data);
                 }

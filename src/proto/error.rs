@@ -19,6 +19,9 @@ pub enum ProtocolError {
     /// §5.1: "The server MUST close the connection upon receiving a frame that is
     /// not masked."
     UnmaskedFrame,
+    /// §5.1: "A client MUST close a connection if it detects a masked frame."
+    /// (the client role: a proxy's upstream leg)
+    MaskedFrame,
     /// §5.5: "All control frames MUST have a payload length of 125 bytes or less."
     ControlFrameTooLong,
     /// §5.5: "All control frames ... MUST NOT be fragmented."
@@ -78,6 +81,9 @@ impl ProtocolError {
             ProtocolError::UnmaskedFrame => {
                 "RFC 6455 §5.1: \"The server MUST close the connection upon receiving a frame that is not masked.\""
             }
+            ProtocolError::MaskedFrame => {
+                "RFC 6455 §5.1: \"A client MUST close a connection if it detects a masked frame.\""
+            }
             ProtocolError::ControlFrameTooLong => {
                 "RFC 6455 §5.5: \"All control frames MUST have a payload length of 125 bytes or less and MUST NOT be fragmented.\""
             }
@@ -123,6 +129,7 @@ impl ProtocolError {
             ProtocolError::ReservedBits => "reserved bits set without an extension",
             ProtocolError::ReservedOpcode(_) => "reserved opcode",
             ProtocolError::UnmaskedFrame => "client frame not masked",
+            ProtocolError::MaskedFrame => "server frame masked",
             ProtocolError::ControlFrameTooLong => "control frame over 125 bytes",
             ProtocolError::FragmentedControlFrame => "fragmented control frame",
             ProtocolError::LengthMsbSet => "64-bit length with most significant bit set",

@@ -7,6 +7,10 @@
 /// Works eight bytes at a time on the hot path; safe Rust only.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    // A client's incoming frames are unmasked (key zero): nothing to do.
+    if key == [0; 4] {
+        return;
+    }
     let r = offset & 3;
     let key = [key[r], key[(r + 1) & 3], key[(r + 2) & 3], key[(r + 3) & 3]];
     let wide = u64::from_ne_bytes([

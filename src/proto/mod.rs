@@ -7,6 +7,7 @@
 //! the handshake to the last byte of the close.
 
 pub mod body;
+pub mod client;
 pub mod close;
 pub mod connection;
 pub mod deflate;

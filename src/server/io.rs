@@ -215,6 +215,8 @@ impl Server {
                         }
                     }
                 },
+                // Client role only: not on a connection we accepted.
+                Event::Opened(_) | Event::Refused(_) => {}
                 // Only echo connections stream (see `open`).
                 Event::Fragment { data, first, fin } => {
                     let n = data.len() as u64;

@@ -143,6 +143,12 @@ impl Connection {
         self.state == State::Dead { timed_out: true }
     }
 
+    /// The reason in the peer's close frame, if it opened the closing
+    /// handshake with one.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.ctl.as_ref()?.close_reason.as_deref()
+    }
+
     /// The code of the close frame we received (1005 for an empty body), if any.
     pub fn close_received(&self) -> Option<CloseCode> {
         self.ctl.as_ref()?.close_received
@@ -264,8 +270,13 @@ impl Connection {
             return Ok(());
         }
         let code = close_code_of(&body)?;
-        self.ctl.get_or_insert_with(Box::default).close_received =
-            Some(code.unwrap_or(CloseCode::NO_STATUS));
+        let ctl = self.ctl.get_or_insert_with(Box::default);
+        ctl.close_received = Some(code.unwrap_or(CloseCode::NO_STATUS));
+        // Checked as UTF-8 by `close_code_of`.
+        ctl.close_reason = body
+            .get(2..)
+            .filter(|r| !r.is_empty())
+            .map(|r| String::from_utf8_lossy(r).into());
         self.take_pending_pong();
         self.queue_close(code, "");
         self.enter_flushing(now);

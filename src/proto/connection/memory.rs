@@ -53,6 +53,7 @@ impl Connection {
                 && c.deflate.is_none()
                 && c.knobs.is_none()
                 && c.close_received.is_none()
+                && c.keys.is_none()
                 && c.error.is_none()
                 && self.frame().is_none()
             {

@@ -40,6 +40,7 @@ use super::stamp::Stamp;
 
 pub mod acting;
 mod assembly;
+mod client;
 mod closing;
 mod compression;
 mod events;
@@ -51,6 +52,7 @@ mod receive;
 mod send;
 mod timers;
 
+pub use client::{Refusal, RefusalKind};
 use closing::OurClose;
 use compression::Deflate;
 use events::{Item, Items};
@@ -163,6 +165,12 @@ pub enum Event {
         first: bool,
         fin: bool,
     },
+    /// Client role ([`Connection::client`]): the server's 101 was valid;
+    /// messages may be sent.
+    Opened(super::client::Opened),
+    /// Client role: the server did not open the connection (its answer, or
+    /// why none counts); the connection ends.
+    Refused(Refusal),
 }
 
 /// What the driver must do with the socket.
@@ -330,6 +338,11 @@ struct Control {
     /// written the socket goes without a close frame, with a TCP reset if
     /// `true`.
     dropping: Option<bool>,
+    /// The client role's masking keys (`client.rs`); `None` in the server role.
+    keys: Option<Box<super::client::MaskKeys>>,
+    /// The reason of the peer's close frame, when it gave one (a proxy
+    /// passes it on).
+    close_reason: Option<Box<str>>,
 }
 
 impl Connection {
@@ -374,6 +387,7 @@ impl Connection {
             self.recent = true;
         }
         match self.state {
+            State::Handshake { .. } if self.awaits_answer() => self.receive_answer(data, now),
             State::Handshake { .. } => self.receive_request(data, now),
             State::Decide { .. } => {
                 if let Some(hs) = self.hs.as_mut() {
@@ -397,6 +411,9 @@ impl Connection {
     /// (1006) and nothing more is read.
     pub fn receive_eof(&mut self, now: Instant) {
         self.eof = true;
+        if self.awaits_answer() {
+            return self.answer_cut_short(false);
+        }
         match self.state {
             State::Handshake { .. } | State::Body { .. } if !self.has_unsent() => self.die(),
             State::Open { .. }

@@ -32,6 +32,8 @@ pub(super) struct Handshake {
     pub(super) kept_alive: bool,
     /// Events left before an event stream ends (`drop=N`).
     pub(super) events_left: Option<u64>,
+    /// The client role's handshake (`client.rs`).
+    pub(super) client: Option<Box<super::client::ClientHs>>,
 }
 
 impl Connection {

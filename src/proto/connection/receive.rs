@@ -114,7 +114,13 @@ impl Connection {
     fn begin_frame(&mut self, hdr: FrameHeader) -> Result<(), ProtocolError> {
         let closing = matches!(self.state, State::Closing { .. });
         let opcode = OpCode::from_u8(hdr.opcode).ok_or(ProtocolError::ReservedOpcode(hdr.opcode));
-        let key = hdr.mask.ok_or(ProtocolError::UnmaskedFrame);
+        // §5.1: a client masks every frame, a server none.
+        let key = match (self.is_client(), hdr.mask) {
+            (false, Some(key)) => Ok(key),
+            (false, None) => Err(ProtocolError::UnmaskedFrame),
+            (true, None) => Ok([0; 4]),
+            (true, Some(_)) => Err(ProtocolError::MaskedFrame),
+        };
         let mut frame = Frame {
             opcode: opcode.unwrap_or(OpCode::Binary),
             fin: hdr.fin,

@@ -131,7 +131,8 @@ impl Connection {
     /// (a run of room messages encoded once and shared by every member),
     /// as one chunk: never copied, written with whatever else is queued.
     pub fn send_encoded(&mut self, frames: Rc<[u8]>, count: usize) -> bool {
-        if !self.can_send() {
+        // Shared frames are a server's (unmasked).
+        if !self.can_send() || self.is_client() {
             return false;
         }
         self.count_frames_out(count as u64);
@@ -241,8 +242,29 @@ impl Connection {
             let info = FrameInfo::outgoing(opcode.as_u8(), fin, rsv, payload.as_slice());
             self.record(What::Frame(info));
         }
+        if let Some(key) = self.mask_key() {
+            return self.push_masked(opcode, fin, rsv, payload, key);
+        }
         self.out
             .push_frame(header(opcode, payload.len(), fin, rsv), payload);
+    }
+
+    /// The client role (§5.3): the frame's header names `key` and its
+    /// payload goes out masked with it: masked in place when the buffer is
+    /// ours (`owned`), else copied first.
+    fn push_masked(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk, key: [u8; 4]) {
+        let mut hdr = FrameHeader::server(opcode, payload.len());
+        hdr.fin = fin;
+        hdr.rsv = rsv;
+        hdr.mask = Some(key);
+        let (bytes, n) = hdr.encode();
+        let mut payload = match payload {
+            Chunk::Owned(v) => v,
+            other => other.as_slice().to_vec(),
+        };
+        super::super::mask::apply_mask(&mut payload, key, 0);
+        self.out
+            .push_frame(Chunk::Inline(bytes, n as u8), Chunk::Owned(payload));
     }
 
     /// The `fragment` knob: a data frame's payload goes out in frames of `n`
@@ -262,6 +284,10 @@ impl Connection {
             if self.tapping() {
                 let info = FrameInfo::outgoing(op.as_u8(), fin && i == last, rsv, piece);
                 self.record(What::Frame(info));
+            }
+            if let Some(key) = self.mask_key() {
+                self.push_masked(op, fin && i == last, rsv, Chunk::Owned(piece.to_vec()), key);
+                continue;
             }
             self.out
                 .push_frame_copy(header(op, piece.len(), fin && i == last, rsv), piece);

@@ -29,6 +29,9 @@ impl Connection {
             if let State::Body { .. } = self.state {
                 return self.body_timed_out(now);
             }
+            if self.awaits_answer() {
+                return self.answer_cut_short(true);
+            }
             self.state = State::Dead { timed_out: true };
         }
     }

@@ -170,6 +170,73 @@ pub fn negotiate(header_values: &[&str], config: &DeflateConfig) -> Option<Agree
         .find_map(|(_, params)| accept_offer(&params, config))
 }
 
+/// What a client (a proxy's upstream leg) offers: first without context
+/// takeover either way (so inflaters are pooled as on the server side),
+/// then without it on our side only. We never offer
+/// `client_max_window_bits`, so we always compress with a window of 15,
+/// and never take context over: a server cannot object to either.
+pub const CLIENT_OFFER: &str = "permessage-deflate; server_no_context_takeover; \
+     client_no_context_takeover, permessage-deflate; client_no_context_takeover";
+
+/// Checks a server's answer to [`CLIENT_OFFER`] (RFC 7692 §5.1, §7.1: the
+/// client side): exactly one `permessage-deflate` element, each parameter
+/// at most once with a valid value, and no `client_max_window_bits`, which
+/// we did not offer (§7.1.2.2: "the client MUST _Fail the WebSocket
+/// Connection_"). The result is from our side, like a server's: the
+/// `server_*` fields are what *we* send (each message alone, window 15),
+/// the `client_*` fields what the peer sends.
+pub fn check_answer(header_values: &[&str]) -> Result<Option<Agreed>, String> {
+    let elements: Vec<&str> = header_values
+        .iter()
+        .flat_map(|v| split_unquoted(v, ','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let [element] = elements.as_slice() else {
+        return Err("101 names more than one extension".into());
+    };
+    let (name, params) = parse_offer(element)
+        .ok_or_else(|| format!("101 names a malformed extension: {element}"))?;
+    if !name.eq_ignore_ascii_case("permessage-deflate") {
+        return Err(format!(
+            "101 names an extension that was not offered: {name}"
+        ));
+    }
+    let mut peer_no_context = false;
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in &params {
+        let key = key.to_ascii_lowercase();
+        if seen.contains(&key) {
+            return Err(format!("permessage-deflate answer repeats {key}"));
+        }
+        match (key.as_str(), value) {
+            ("server_no_context_takeover", None) => peer_no_context = true,
+            ("client_no_context_takeover", None) => {}
+            // Any window up to 15: our inflater has the largest.
+            ("server_max_window_bits", Some(v)) if window_bits(v).is_some() => {}
+            ("client_max_window_bits", _) => {
+                return Err(
+                    "permessage-deflate answer names client_max_window_bits, which was not offered"
+                        .into(),
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "permessage-deflate answer has a bad parameter: {key}"
+                ))
+            }
+        }
+        seen.push(key);
+    }
+    Ok(Some(Agreed {
+        server_no_context_takeover: true,
+        client_no_context_takeover: peer_no_context,
+        server_max_window_bits: 15,
+        name_server_window: false,
+        client_max_window_bits: None,
+    }))
+}
+
 /// The answer to one offer, or `None` to decline it.
 fn accept_offer(params: &[Param<'_>], config: &DeflateConfig) -> Option<Agreed> {
     let cap = config.window_bits.clamp(9, 15);

@@ -107,6 +107,11 @@ pub struct Config {
     /// not only what connections hold. `None` in an application that
     /// embeds the server (its memory is not the server's).
     pub process: Option<Process>,
+    /// Paths whose WebSockets go to a real server (`--proxy PATH=URL`,
+    /// docs/proxy.md).
+    pub proxy: crate::proxy::Routes,
+    /// Header fields added to every upstream request (`--proxy-header`).
+    pub proxy_headers: Vec<(String, String)>,
 }
 
 /// The server's own process, as the binary describes it.
@@ -146,6 +151,8 @@ impl Default for Config {
             cluster_timeout: Duration::from_secs(3),
             reuse_port: false,
             process: None,
+            proxy: crate::proxy::Routes::default(),
+            proxy_headers: Vec::new(),
         }
     }
 }
@@ -156,6 +163,41 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
+        }
+    }
+}
+
+/// What people type for an address: `127.0.0.1:9001`, `[::1]:9001`,
+/// `localhost:9001` (127.0.0.1), a bare port (`9001`: 127.0.0.1), `:9001`
+/// (every interface, `0.0.0.0`), or `NAME:PORT` resolved once.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port (0-65535)"))
+    };
+    if t.bytes().all(|b| b.is_ascii_digit()) && !t.is_empty() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port(t)?)));
+    }
+    let Some((host, p)) = t.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} is not an address like 127.0.0.1:9001, localhost:9001, 9001 or :9001"
+        ));
+    };
+    let p = port(p)?;
+    match host {
+        "" => Ok(SocketAddr::from(([0, 0, 0, 0], p))),
+        h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from(([127, 0, 0, 1], p))),
+        h => {
+            use std::net::ToSocketAddrs;
+            (h, p)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{h:?} does not resolve to an address"))
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod handler;
 pub mod health;
 mod inspector;
 pub mod proto;
+pub mod proxy;
 pub mod rooms;
 pub mod server;
 pub mod stubs;

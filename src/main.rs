@@ -251,6 +251,17 @@ struct Args {
     /// spreads connections across them (one process per core)
     #[arg(long)]
     reuse_port: bool,
+
+    /// WebSockets on PATH go to a real server (repeatable; docs/proxy.md):
+    /// PATH is exact or a prefix ending in /* (/ alone: every path not
+    /// otherwise routed); a URL ending in * gets the rest of the path. The
+    /// host is resolved at start
+    #[arg(long = "proxy", value_name = "PATH=URL", value_parser = echocast::proxy::parse_route)]
+    proxy: Vec<echocast::proxy::Route>,
+
+    /// A header field added to every upstream request (repeatable)
+    #[arg(long = "proxy-header", value_name = "NAME: VALUE", value_parser = echocast::proxy::parse_header)]
+    proxy_headers: Vec<(String, String)>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -287,45 +298,10 @@ struct Listen {
 
 fn parse_listen(s: &str) -> Result<Listen, String> {
     let shorthand_every_interface = s.trim().starts_with(':');
-    parse_addr(s).map(|addr| Listen {
+    echocast::config::parse_addr(s).map(|addr| Listen {
         addr,
         shorthand_every_interface,
     })
-}
-
-/// What people type for an address: `127.0.0.1:9001`, `[::1]:9001`,
-/// `localhost:9001` (127.0.0.1), a bare port (`9001`: 127.0.0.1), `:9001`
-/// (every interface, `0.0.0.0`), or `NAME:PORT` resolved once.
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let t = s.trim();
-    if let Ok(a) = t.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("{s:?}: {p:?} is not a port (0-65535)"))
-    };
-    if t.bytes().all(|b| b.is_ascii_digit()) && !t.is_empty() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port(t)?)));
-    }
-    let Some((host, p)) = t.rsplit_once(':') else {
-        return Err(format!(
-            "{s:?} is not an address like 127.0.0.1:9001, localhost:9001, 9001 or :9001"
-        ));
-    };
-    let p = port(p)?;
-    match host {
-        "" => Ok(SocketAddr::from(([0, 0, 0, 0], p))),
-        h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from(([127, 0, 0, 1], p))),
-        h => {
-            use std::net::ToSocketAddrs;
-            (h, p)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("{h:?} does not resolve to an address"))
-        }
-    }
 }
 
 /// The TLS settings the flags ask for (`None`: plain only).
@@ -513,6 +489,8 @@ fn main() -> ExitCode {
         inspect_secrets: args.inspect_secrets,
         room_history: args.room_history,
         room_linger: args.room_linger,
+        proxy: echocast::proxy::Routes::new(args.proxy),
+        proxy_headers: args.proxy_headers,
         cluster: args.cluster,
         cluster_tls,
         cluster_timeout: args.cluster_timeout,

@@ -103,6 +103,22 @@ impl Server {
                 return;
             }
             let budget = self.config.max_backpressure;
+            // A proxied leg is not read while its peer cannot take more.
+            if let Some(peer) = self.proxying.peer(t) {
+                let full = self
+                    .conns
+                    .get(peer)
+                    .is_some_and(|p| p.proto.backlog() > budget);
+                if full {
+                    if let Some(c) = self.conns.get_mut(t) {
+                        c.read_paused = true;
+                    }
+                    return;
+                }
+            }
+            let Some(client) = self.conns.get_mut(t) else {
+                return;
+            };
             let stream = client.may_stream(self.config.streaming, budget);
             client.proto.set_streaming(stream);
             // A message already streaming is read to its end even over the
@@ -151,7 +167,8 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!("{}: read: {e}", client.id());
-                    return client.receive_eof(now);
+                    client.receive_eof(now);
+                    return self.proxying.socket_error(t, &e);
                 }
             }
             self.handle_events(t, now);
@@ -172,8 +189,15 @@ impl Server {
                 return;
             };
             let Some(event) = c.proto.poll_event() else {
-                return;
+                return self.pass_close(t, now);
             };
+            if c.proxied {
+                let deflate = (&self.config.deflate, &self.deflate_codec);
+                if let Some(peer) = self.proxying.event(&mut self.conns, t, event, deflate, now) {
+                    self.conns.mark_dirty(peer);
+                }
+                continue;
+            }
             match event {
                 Event::Upgrade(req) => self.open(t, req, now),
                 Event::HttpRequest(req) => self.answer_http(t, &req, now),
@@ -215,7 +239,7 @@ impl Server {
                         }
                     }
                 },
-                // Client role only: not on a connection we accepted.
+                // Client role only: a proxy's upstream leg (above).
                 Event::Opened(_) | Event::Refused(_) => {}
                 // Only echo connections stream (see `open`).
                 Event::Fragment { data, first, fin } => {
@@ -229,6 +253,15 @@ impl Server {
                         st.messages_out += u64::from(fin);
                     }
                 }
+            }
+        }
+    }
+
+    /// A proxied leg's close (or failure) goes to its peer, once.
+    fn pass_close(&mut self, t: Token, now: Instant) {
+        if self.proxying.is_leg(t) {
+            if let Some(peer) = self.proxying.pass_close(&mut self.conns, t, now) {
+                self.conns.mark_dirty(peer);
             }
         }
     }
@@ -274,14 +307,22 @@ impl Server {
                     Err(e) => {
                         debug!("{}: write: {e}", c.id());
                         c.proto.abort();
-                        return;
+                        return self.proxying.socket_error(t, &e);
                     }
                 }
             }
         }
-        if c.read_paused && c.proto.backlog() <= budget {
+        let under = c.proto.backlog() <= budget;
+        if c.read_paused && under {
             c.read_paused = false;
             self.conns.mark_ready(t);
+        }
+        // A proxied leg's peer waits for this one's queue to drain.
+        if let Some(peer) = self.proxying.peer(t).filter(|_| under) {
+            if let Some(p) = self.conns.get_mut(peer).filter(|p| p.read_paused) {
+                p.read_paused = false;
+                self.conns.mark_ready(peer);
+            }
         }
     }
 

@@ -32,6 +32,7 @@ mod handle;
 mod http;
 mod inspecting;
 mod io;
+mod proxying;
 mod room_http;
 mod rooms;
 mod stats;
@@ -105,6 +106,8 @@ pub struct Server {
     inspector: Option<Inspector>,
     /// Stub sessions on echo paths (`--stubs`).
     stubbing: stubbing::Stubbing,
+    /// Proxied pairs (`--proxy`).
+    proxying: proxying::Proxying,
 }
 
 impl Server {
@@ -146,8 +149,9 @@ impl Server {
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let mut limits = config.limits.clone();
-        // Stubs match on the upgrade request's headers.
-        limits.keep_heads = config.stubs.is_some() || inspecting;
+        // Stubs match on the upgrade request's headers; the proxy passes
+        // them on.
+        limits.keep_heads = config.stubs.is_some() || inspecting || !config.proxy.is_empty();
         limits.tap.set_on(inspecting);
         limits.tap.set_preview(config.inspect_preview);
         let inspector = inspecting.then(|| {
@@ -193,6 +197,7 @@ impl Server {
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
             stubbing,
+            proxying: proxying::Proxying::new(config.proxy.clone(), config.proxy_headers.clone()),
             publishing: room_http::Publishing {
                 reading: HashMap::new(),
                 keys: crate::rooms::keys::Keys::new(
@@ -485,9 +490,16 @@ impl Server {
 
     /// Takes a connection out of every component that knows it.
     fn remove(&mut self, t: Token) {
-        let Some(c) = self.conns.remove(t) else {
+        let Some(mut c) = self.conns.remove(t) else {
             return;
         };
+        // The other leg of a proxied pair hears of it at once.
+        if let Some(peer) = self
+            .proxying
+            .removed(&mut self.conns, t, &mut c, Instant::now())
+        {
+            self.settle(peer);
+        }
         // No `deregister`: closing the socket (dropping `c`) removes it from
         // epoll/kqueue, and its token's generation is already retired.
         self.timers.forget(c.scheduled);

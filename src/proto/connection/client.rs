@@ -84,6 +84,20 @@ impl Connection {
         c
     }
 
+    /// When the current state ends by itself (the handshake deadline while
+    /// a request or answer is awaited), if it does.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.deadline()
+    }
+
+    /// Brings the handshake deadline forward to `deadline` (a proxy gives
+    /// its upstream until shortly before its client's own deadline).
+    pub fn shorten_deadline(&mut self, deadline: Instant) {
+        if let State::Handshake { deadline: d } = &mut self.state {
+            *d = (*d).min(deadline);
+        }
+    }
+
     /// Whether this connection is in the client role.
     pub fn is_client(&self) -> bool {
         self.ctl.as_ref().is_some_and(|c| c.keys.is_some())

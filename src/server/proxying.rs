@@ -1,0 +1,314 @@
+//! `Proxying`: with `--proxy`, the upstream legs (docs/proxy.md). A proxied
+//! conversation is two slots of the connection table linked as a pair: the
+//! client's socket with its server-role `Connection`, and a socket we opened
+//! with a client-role one. Each is read, written, timed and counted in the
+//! memory budget like any connection; this component only knows which token
+//! is whose peer, and moves what one leg says to the other: the upstream's
+//! 101 or refusal to the waiting client, messages both ways (each leg's own
+//! deflate, so every message is plain in the middle), closes with their code
+//! and reason, and a leg that ended without a close (1014 to the client,
+//! 1001 to the upstream). The loop calls it at the upgrade, per event, after
+//! a leg's events, and when a leg is removed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::conns::{Client, Connections};
+use crate::proto::client::MaskKeys;
+use crate::proto::connection::{Refusal, RefusalKind};
+use crate::proto::deflate::{DeflateConfig, SharedCodec};
+use crate::proto::handshake::Request;
+use crate::proto::{CloseCode, Connection, Event, Limits};
+use crate::proxy::{self, Failure, Routes, Upstream};
+
+/// One leg of a pair.
+struct Leg {
+    peer: Token,
+    /// The socket we opened (client role).
+    upstream: bool,
+    /// The upstream's URL (for answers and logs).
+    url: Rc<str>,
+    /// Why the upstream socket failed before it answered.
+    failure: Option<Failure>,
+    /// A close (or an end) was passed on to the peer already.
+    passed: bool,
+}
+
+pub(super) struct Proxying {
+    routes: Routes,
+    /// `--proxy-header` lines, added to every upstream request.
+    headers: Vec<(String, String)>,
+    legs: HashMap<Token, Leg>,
+}
+
+/// What `connect` made: the upstream leg's token.
+pub(super) type Opened = Token;
+
+impl Proxying {
+    pub(super) fn new(routes: Routes, headers: Vec<(String, String)>) -> Proxying {
+        Proxying {
+            routes,
+            headers,
+            legs: HashMap::new(),
+        }
+    }
+
+    /// The upstream of a request target, if it is proxied.
+    pub(super) fn route(&self, target: &str) -> Option<(Upstream, String)> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        self.routes.find(target).map(|(u, p)| (u.clone(), p))
+    }
+
+    /// Whether `t` is a leg of a pair.
+    pub(super) fn is_leg(&self, t: Token) -> bool {
+        !self.legs.is_empty() && self.legs.contains_key(&t)
+    }
+
+    /// The other leg of `t`'s pair.
+    pub(super) fn peer(&self, t: Token) -> Option<Token> {
+        if self.legs.is_empty() {
+            return None;
+        }
+        self.legs.get(&t).map(|l| l.peer)
+    }
+
+    /// Opens the upstream leg for the client `t` whose upgrade `req` is
+    /// waiting: a socket to the upstream with our request queued on a
+    /// client-role connection, given until shortly before the client's own
+    /// handshake deadline to answer (so the client hears a `504` rather
+    /// than nothing). `Err`: the socket could not even be made (answered 502
+    /// by the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn connect(
+        &mut self,
+        registry: &Registry,
+        conns: &mut Connections,
+        t: Token,
+        req: &Request,
+        (up, path): (Upstream, String),
+        limits: &Rc<Limits>,
+        deflate: (&DeflateConfig, &Rc<SharedCodec>),
+        now: Instant,
+    ) -> Result<Opened, String> {
+        let url: Rc<str> = up.url(&path).into();
+        if up.tls {
+            return Err(format!(
+                "upstream {url}: wss:// upstreams are not supported yet"
+            ));
+        }
+        let client = conns.get(t).ok_or("the client is gone")?;
+        let client_ip = client.stream.peer_addr().ok().map(|a| a.ip());
+        let deadline = client.proto.deadline();
+        let headers = crate::stubs::head_headers(req.head.as_deref());
+        let request = proxy::upstream_request(
+            &up,
+            path,
+            &headers,
+            &req.protocols,
+            client_ip,
+            &self.headers,
+        );
+        let addr: SocketAddr = *up.addrs.first().ok_or("no address")?;
+        let mut stream =
+            TcpStream::connect(addr).map_err(|e| format!("upstream {url}: cannot connect: {e}"))?;
+        let up_t = conns.vacant();
+        registry
+            .register(&mut stream, up_t, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("upstream {url}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut proto = Connection::client(
+            limits.clone(),
+            now,
+            request,
+            Some(deflate),
+            MaskKeys::random(),
+        );
+        if let Some(d) = deadline {
+            // A margin for the answer to reach the client.
+            let margin = Duration::from_millis(250).min(limits.handshake_timeout / 4);
+            proto.shorten_deadline(d.checked_sub(margin).unwrap_or(d));
+        }
+        let id = conns.next_id();
+        proto.set_id(id.0);
+        let mut leg = Client::new(stream, proto, false);
+        leg.proxied = true;
+        conns.insert(up_t, leg);
+        if let Some(c) = conns.get_mut(t) {
+            c.proxied = true;
+            info!("{} proxied to {url} as {id}", c.id());
+        }
+        let pair = |peer, upstream| Leg {
+            peer,
+            upstream,
+            url: url.clone(),
+            failure: None,
+            passed: false,
+        };
+        self.legs.insert(t, pair(up_t, false));
+        self.legs.insert(up_t, pair(t, true));
+        Ok(up_t)
+    }
+
+    /// An event of leg `t`: the upstream's answer goes to the waiting
+    /// client; a message to the other leg. Returns the token that has new
+    /// output (to be written this turn), if any.
+    pub(super) fn event(
+        &mut self,
+        conns: &mut Connections,
+        t: Token,
+        event: Event,
+        deflate: (&DeflateConfig, &Rc<SharedCodec>),
+        now: Instant,
+    ) -> Option<Token> {
+        let leg = self.legs.get(&t)?;
+        let peer = leg.peer;
+        match event {
+            Event::Opened(opened) => {
+                let c = conns.get_mut(peer)?;
+                let headers = proxy::accept_headers(&opened);
+                debug!("{}: upstream {} opened", c.id(), leg.url);
+                c.proto.accept_upgrade_with(
+                    now,
+                    Some(deflate),
+                    opened.protocol.as_deref(),
+                    &headers,
+                );
+            }
+            Event::Refused(r) => self.refused(conns, t, &r, now),
+            Event::Message { kind, data } => {
+                let c = conns.get_mut(peer)?;
+                if !c.proto.send(kind, data) {
+                    debug!("{}: a message arrived after the peer closed", c.id());
+                }
+            }
+            Event::Fragment { .. } | Event::Upgrade(_) | Event::HttpRequest(_) | Event::Body(_) => {
+                return None
+            }
+        }
+        Some(peer)
+    }
+
+    /// The upstream did not open: the client is answered with its refusal,
+    /// or a `502`/`504` saying why.
+    fn refused(&mut self, conns: &mut Connections, t: Token, r: &Refusal, now: Instant) {
+        let Some(leg) = self.legs.get_mut(&t) else {
+            return;
+        };
+        leg.passed = true;
+        let (status, answer) = proxy::refusal_answer(r, leg.failure.as_ref(), &leg.url);
+        let Some(c) = conns.get_mut(leg.peer) else {
+            return;
+        };
+        if r.kind == RefusalKind::Answered {
+            info!("{}: {status} from upstream {}", c.id(), leg.url);
+        } else {
+            warn!("{}: {status}, upstream {}: {}", c.id(), leg.url, r.why);
+        }
+        c.proto.respond(answer, now);
+    }
+
+    /// After leg `t`'s events: a close it received, or its failure, is
+    /// passed to the other leg (once). Returns the peer if it has output.
+    pub(super) fn pass_close(
+        &mut self,
+        conns: &mut Connections,
+        t: Token,
+        now: Instant,
+    ) -> Option<Token> {
+        let leg = self.legs.get(&t).filter(|l| !l.passed)?;
+        let c = conns.get(t)?;
+        let (code, reason) = match (c.proto.close_received(), c.proto.error()) {
+            (Some(code), _) => (code, c.proto.close_reason().unwrap_or("").to_string()),
+            (None, Some(e)) if leg.upstream => {
+                (CloseCode(1014), format!("upstream broke the protocol: {e}"))
+            }
+            (None, Some(_)) => (CloseCode::GOING_AWAY, "client went away".to_string()),
+            (None, None) => return None,
+        };
+        let peer = leg.peer;
+        self.mark_passed(t);
+        let p = conns.get_mut(peer)?;
+        if code == CloseCode::NO_STATUS {
+            let _ = p.proto.close_now(None, "", now);
+        } else {
+            p.proto.close(code, &reason, now);
+        }
+        Some(peer)
+    }
+
+    fn mark_passed(&mut self, t: Token) {
+        let peer = self.legs.get_mut(&t).map(|l| {
+            l.passed = true;
+            l.peer
+        });
+        if let Some(p) = peer.and_then(|p| self.legs.get_mut(&p)) {
+            p.passed = true;
+        }
+    }
+
+    /// A socket error on leg `t` (read or write): kept for the `502` when
+    /// the upstream had not answered.
+    pub(super) fn socket_error(&mut self, t: Token, e: &std::io::Error) {
+        if let Some(l) = self.legs.get_mut(&t).filter(|l| l.upstream && !l.passed) {
+            l.failure.get_or_insert(Failure::Connect(e.to_string()));
+        }
+    }
+
+    /// Leg `t` was removed (`c`, its slot): the other leg hears of it: a
+    /// client still waiting gets the upstream's refusal (or a `502`), an
+    /// open one a close (1014 when the upstream went, 1001 to the upstream
+    /// when the client went); an upstream still connecting for a client
+    /// that went is dropped. Returns the peer if it has output.
+    pub(super) fn removed(
+        &mut self,
+        conns: &mut Connections,
+        t: Token,
+        c: &mut Client,
+        now: Instant,
+    ) -> Option<Token> {
+        let leg = self.legs.remove(&t)?;
+        self.legs.remove(&leg.peer);
+        let p = conns.get_mut(leg.peer)?;
+        if leg.passed {
+            return Some(leg.peer);
+        }
+        if leg.upstream && p.proto.is_handshaking() {
+            // Its refusal may still be among its events (a read error
+            // ends a connection before its events are taken).
+            let mut refusal = None;
+            while let Some(e) = c.proto.poll_event() {
+                if let Event::Refused(r) = e {
+                    refusal = Some(r);
+                }
+            }
+            let r = refusal.unwrap_or(Refusal {
+                kind: RefusalKind::Closed,
+                status: 0,
+                why: "the connection ended before an answer".into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+            let (status, answer) = proxy::refusal_answer(&r, leg.failure.as_ref(), &leg.url);
+            warn!("{}: {status}, upstream {} did not open", p.id(), leg.url);
+            p.proto.respond(answer, now);
+        } else if leg.upstream {
+            info!("{}: upstream {} went away: 1014", p.id(), leg.url);
+            p.proto
+                .close(CloseCode(1014), "upstream went away without a close", now);
+        } else if p.proto.is_handshaking() {
+            p.proto.abort();
+        } else {
+            p.proto
+                .close(CloseCode::GOING_AWAY, "client went away", now);
+        }
+        Some(leg.peer)
+    }
+}

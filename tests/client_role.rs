@@ -253,6 +253,7 @@ fn refusal(c: &mut Connection) -> Refusal {
     found.expect("refused")
 }
 
+// docs/limits.md: "Upstream refusal body (`--proxy`)"
 #[test]
 fn a_refusal_is_read_with_its_headers_and_body() {
     let answer = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"x\"\r\nContent-Length: 12\r\n\r\nlog in first";

@@ -384,6 +384,7 @@ mod tests {
             .contains("Upgrade"));
     }
 
+    // docs/limits.md: "Upstream answer head (`--proxy`)"
     #[test]
     fn an_answer_head_is_parsed_incrementally_and_bounded() {
         let text = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 5\r\n\r\nnope!";

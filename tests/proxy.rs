@@ -1,0 +1,409 @@
+//! The proxy over real sockets: echocast between a blocking test client and
+//! an upstream that is either another echocast (the ordinary path) or a
+//! scripted raw socket (every way an upstream can answer badly: a refusal,
+//! nothing, an invalid 101, a masked frame, vanishing, pushing while the
+//! client does not read). The Python and Node servers and clients are in
+//! tests/proxy_clients.sh.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use echocast::proto::handshake::accept_key;
+use echocast::proto::FrameHeader;
+use echocast::proxy::{parse_route, Routes};
+use echocast::{Config, ServerHandle};
+
+/// An echocast proxying `routes` (`PATH=URL` each).
+fn proxy(routes: &[String], tune: impl FnOnce(&mut Config)) -> ServerHandle {
+    let mut config = Config::local();
+    config.proxy = Routes::new(routes.iter().map(|r| parse_route(r).unwrap()).collect());
+    tune(&mut config);
+    echocast::spawn(config).expect("spawn")
+}
+
+/// A raw upstream: one connection accepted and handed to `script`, which
+/// returns what it wants the test to see.
+fn upstream<T: Send + 'static>(
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        script(s)
+    });
+    (addr, h)
+}
+
+/// Reads a request head from a raw socket.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the head");
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Answers the upgrade with a valid 101 and `extra` header lines.
+fn answer_101(s: &mut TcpStream, head: &str, extra: &str) {
+    let key = header(head, "sec-websocket-key").expect("a key");
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+        accept_key(key.as_bytes())
+    );
+    s.write_all(answer.as_bytes()).unwrap();
+}
+
+/// Reads one frame our upstream leg sent: it must be masked. (opcode, payload)
+fn read_client_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    loop {
+        if let Ok(Some((h, n))) = FrameHeader::decode(buf) {
+            let end = n + h.payload_len as usize;
+            if buf.len() >= end {
+                let key = h.mask.expect("a client frame is masked (RFC 6455 §5.3)");
+                let mut p = buf[n..end].to_vec();
+                echocast::proto::mask::apply_mask(&mut p, key, 0);
+                buf.drain(..end);
+                return (h.opcode, p);
+            }
+        }
+        let mut tmp = [0u8; 65536];
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0, "EOF while waiting for a frame");
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let (h, n) = FrameHeader::server(
+        echocast::proto::OpCode::from_u8(opcode).unwrap(),
+        payload.len(),
+    )
+    .encode();
+    let mut out = h[..n].to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+#[test]
+fn messages_and_closes_pass_through_to_an_echocast_upstream() {
+    let up = echocast::spawn(Config::local()).unwrap();
+    let route = format!("/=ws://{}/*", up.local_addr());
+    let px = proxy(&[route], |_| {});
+    let mut c = Client::connect(px.local_addr(), "/any/path?x=1");
+    c.send_text("hello through");
+    assert_eq!(c.expect_text(), "hello through");
+    // Several frames' worth both ways, fragmented by the client.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    c.send_raw(&client_frame(false, 2, &big[..1_000_000], [1, 2, 3, 4]));
+    c.send_raw(&client_frame(true, 0, &big[1_000_000..], [5, 6, 7, 8]));
+    let (op, data, _) = c.read_message();
+    assert_eq!((op, data.len()), (2, big.len()));
+    assert!(data == big);
+    // A close with a code and reason reaches the upstream, whose answer
+    // (the same code) reaches the client.
+    c.send_raw(&client_frame(
+        true,
+        8,
+        &close_payload(4001, "done here"),
+        [1, 1, 1, 1],
+    ));
+    let (_, op, p) = c.read_frame();
+    assert_eq!((op, close_code(&p)), (8, Some(4001)));
+    c.read_to_eof();
+}
+
+#[test]
+fn headers_pass_end_to_end_and_the_upstream_chooses_the_subprotocol() {
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(
+            &mut s,
+            &head,
+            "Sec-WebSocket-Protocol: v2\r\nSet-Cookie: sid=42\r\nX-Upstream: yes\r\n",
+        );
+        let mut buf = Vec::new();
+        let (op, p) = read_client_frame(&mut s, &mut buf);
+        s.write_all(&server_frame(
+            1,
+            format!("got {op} {}", String::from_utf8(p).unwrap()).as_bytes(),
+        ))
+        .unwrap();
+        head
+    });
+    let px = proxy(&[format!("/chat=ws://{addr}/socket")], |c| {
+        c.proxy_headers = vec![("X-Env".into(), "test".into())];
+    });
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(
+        format!(
+            "GET /chat?token=abc HTTP/1.1\r\nHost: localhost:9\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade, X-Hop\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: v1, v2\r\nAuthorization: Bearer abc\r\nCookie: a=1\r\n\
+             Origin: http://app.test\r\nX-Hop: private\r\nX-Custom: kept\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let head = c.read_http_head();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(header(&head, "sec-websocket-protocol"), Some("v2"));
+    assert_eq!(header(&head, "set-cookie"), Some("sid=42"));
+    assert_eq!(header(&head, "x-upstream"), Some("yes"));
+    c.send_text("hi");
+    assert_eq!(c.expect_text(), "got 1 hi");
+    let up_head = up.join().unwrap();
+    assert!(
+        up_head.starts_with("GET /socket?token=abc HTTP/1.1\r\n"),
+        "{up_head}"
+    );
+    assert_eq!(header(&up_head, "host"), Some(addr.to_string().as_str()));
+    for (name, value) in [
+        ("authorization", "Bearer abc"),
+        ("cookie", "a=1"),
+        ("origin", "http://app.test"),
+        ("x-custom", "kept"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-env", "test"),
+        ("sec-websocket-protocol", "v1, v2"),
+    ] {
+        assert_eq!(header(&up_head, name), Some(value), "{name} in {up_head}");
+    }
+    assert_eq!(
+        header(&up_head, "x-hop"),
+        None,
+        "named in Connection: hop-by-hop"
+    );
+    assert_ne!(
+        header(&up_head, "sec-websocket-key"),
+        Some(KEY),
+        "each leg its own key"
+    );
+}
+
+#[test]
+fn an_upstream_refusal_reaches_the_client_with_its_status_headers_and_body() {
+    let (addr, _up) = upstream(|mut s| {
+        read_head(&mut s);
+        s.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"up\"\r\n\
+              Content-Type: application/json\r\nContent-Length: 21\r\n\r\n{\"error\":\"no token\"}\n",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(upgrade_request("/private").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some("Bearer realm=\"up\"")
+    );
+    assert_eq!(header(&head, "content-type"), Some("application/json"));
+    assert_eq!(body, b"{\"error\":\"no token\"}\n");
+}
+
+// docs/limits.md: "Upstream not reachable (`--proxy`)"
+#[test]
+fn an_upstream_that_cannot_be_reached_is_a_502_naming_why() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let px = proxy(&[format!("/=ws://{closed}/")], |_| {});
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(upgrade_request("/x").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.contains("cannot connect") && body.contains("refused"),
+        "{body}"
+    );
+}
+
+// docs/limits.md: "Upstream answer time (`--proxy`)"
+#[test]
+fn an_upstream_that_does_not_answer_is_a_504_before_the_client_deadline() {
+    let (addr, _up) = upstream(|mut s| {
+        read_head(&mut s);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |c| {
+        c.limits.handshake_timeout = Duration::from_secs(1);
+    });
+    let start = Instant::now();
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(upgrade_request("/x").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(
+        head.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"),
+        "{head}"
+    );
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("no answer in time"));
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn an_invalid_101_is_a_502_saying_which_rule_it_broke() {
+    let (addr, _up) = upstream(|mut s| {
+        read_head(&mut s);
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBvbmU=\r\n\r\n",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(upgrade_request("/x").as_bytes());
+    let (head, body) = c.read_http_response();
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("Sec-WebSocket-Accept"));
+}
+
+#[test]
+fn an_upstream_that_vanishes_gives_the_client_1014_after_what_it_sent() {
+    let (addr, _up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        s.write_all(&server_frame(1, b"last words")).unwrap();
+        // Gone without a close frame.
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let mut c = Client::connect(px.local_addr(), "/x");
+    assert_eq!(c.expect_text(), "last words");
+    let (_, op, p) = c.read_frame();
+    assert_eq!((op, close_code(&p)), (8, Some(1014)));
+    assert!(String::from_utf8_lossy(&p[2..]).contains("upstream went away"));
+}
+
+#[test]
+fn an_upstream_that_breaks_the_protocol_gives_the_client_1014_with_the_rule() {
+    let (addr, _up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        // A masked frame from a server (RFC 6455 §5.1).
+        s.write_all(&client_frame(true, 1, b"masked", [1, 2, 3, 4]))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let mut c = Client::connect(px.local_addr(), "/x");
+    let (_, op, p) = c.read_frame();
+    assert_eq!((op, close_code(&p)), (8, Some(1014)));
+    assert!(String::from_utf8_lossy(&p[2..]).contains("masked"), "{p:?}");
+}
+
+#[test]
+fn a_client_that_vanishes_closes_the_upstream_with_1001_and_closes_pass_upstream_too() {
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        let mut buf = Vec::new();
+        read_client_frame(&mut s, &mut buf)
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let c = Client::connect(px.local_addr(), "/x");
+    drop(c);
+    let (op, p) = up.join().unwrap();
+    assert_eq!((op, close_code(&p)), (8, Some(1001)));
+}
+
+#[test]
+fn rooms_and_unrouted_paths_are_never_proxied() {
+    // An upstream that must never be reached.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let px = proxy(&[format!("/live/*=ws://{addr}/*")], |_| {});
+    let mut echo = Client::connect(px.local_addr(), "/other?upstream=ws://evil.test/");
+    echo.send_text("local");
+    assert_eq!(echo.expect_text(), "local");
+    let px_all = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let mut room = Client::connect(px_all.local_addr(), "/broadcast/lobby");
+    room.send_text("to the room");
+    assert_eq!(room.expect_text(), "to the room");
+    let (head, _) = http_get(px_all.local_addr(), "/healthz");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(listener.accept().is_err(), "nothing reached the upstream");
+}
+
+// docs/limits.md: "Proxy backpressure (`--proxy`)"
+#[test]
+fn a_client_that_does_not_read_stops_echocast_reading_the_upstream() {
+    const FRAME: usize = 64 * 1024;
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        // Push until the writes block for a second: how much got out.
+        s.set_nonblocking(true).unwrap();
+        let frame = server_frame(2, &vec![7u8; FRAME]);
+        let (mut sent, mut pos) = (0usize, 0usize);
+        let mut stalled = Instant::now();
+        while stalled.elapsed() < Duration::from_secs(1) && sent < 512 * FRAME {
+            match s.write(&frame[pos..]) {
+                Ok(n) => {
+                    pos += n;
+                    if pos == frame.len() {
+                        pos = 0;
+                        sent += FRAME;
+                    }
+                    stalled = Instant::now();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        s.set_nonblocking(false).unwrap();
+        (sent, s)
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |c| {
+        c.max_backpressure = 256 * 1024;
+    });
+    let mut c = Client::connect_small_rcvbuf(px.local_addr(), "/x", 64 * 1024);
+    let (sent, _s) = up.join().unwrap();
+    // Socket buffers on both hops (loopback autotuning allows a few MiB
+    // each) plus the budget: far from the 32 MiB the upstream offered.
+    eprintln!("the upstream pushed {sent} bytes");
+    assert!(sent < 16 * 1024 * 1024, "the upstream pushed {sent} bytes");
+    // Everything the upstream got out reaches the client once it reads.
+    let mut got = 0;
+    while got < sent {
+        let (_, op, p) = c.read_frame();
+        assert_eq!(op, 2);
+        got += p.len();
+    }
+    assert_eq!(got, sent);
+}

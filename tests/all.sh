@@ -18,11 +18,14 @@ tests/soak.sh
 tests/autobahn.sh
 # Over wss:// (socat in front, see autobahn.sh): sections 1-10 and a deflate subset.
 TLS=1 CASES='1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.* 12.1.* 13.1.*' tests/autobahn.sh
+# Through --proxy to an upstream echocast (all 517: PROXY=1 tests/autobahn.sh).
+PROXY=1 CASES='1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.1.* 10.* 12.1.* 13.1.*' tests/autobahn.sh
 tests/deflate_clients.sh
 tests/tls_clients.sh
 tests/endpoints_clients.sh
 tests/rooms_clients.sh
 tests/stubs_clients.sh
+tests/proxy_clients.sh
 tests/browser.sh
 tests/docs.sh
 tests/install.sh

@@ -8,6 +8,7 @@
 #   CASES='9.*' tests/autobahn.sh  # a subset (docs/conformance.md is left alone)
 #   TLS=1 tests/autobahn.sh      # the same cases over wss:// (see below)
 #   TLS=1 EXCLUDE='12.* 13.*' tests/autobahn.sh   # what CI runs over wss://
+#   PROXY=1 tests/autobahn.sh    # through --proxy to an upstream echocast
 #
 # kosoku cannot speak wss:// (it refuses the scheme), so with TLS=1 the server
 # runs with --tls-self-signed and socat stands in front of it as the TLS
@@ -35,8 +36,20 @@ cleanup() {
 trap cleanup EXIT
 
 TLS=${TLS:-0}
+PROXY=${PROXY:-0}
 tls_args=()
 [ "$TLS" = 1 ] && tls_args=(--tls-self-signed --tls-cert-out "$work/cert.pem")
+upstream_pid=
+if [ "$PROXY" = 1 ]; then
+  # With PROXY=1 kosoku talks to a proxy whose upstream is another echocast:
+  # every case crosses both legs (docs/proxy.md).
+  RUST_LOG=warn target/release/echocast --listen 127.0.0.1:0 --inspect off \
+    >"$work/up.stdout" 2>"$work/up.stderr" &
+  upstream_pid=$!
+  trap 'kill $upstream_pid 2>/dev/null || true; cleanup' EXIT
+  for _ in $(seq 100); do grep -q '^listening' "$work/up.stdout" 2>/dev/null && break; sleep 0.1; done
+  tls_args+=(--proxy "/=ws://$(sed -n 's|^listening on ws://||p' "$work/up.stdout")/*")
+fi
 RUST_LOG=${RUST_LOG:-warn} target/release/echocast --listen 127.0.0.1:0 "${tls_args[@]}" \
   >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
@@ -74,7 +87,7 @@ wall=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):
 kill -0 "$server_pid" 2>/dev/null || { echo "server died during the run"; cat "$work/stderr"; exit 1; }
 
 version=$("$venv/bin/pip" show kosoku 2>/dev/null | sed -n 's/^Version: //p')
-TLS=$TLS WRITE_DOC=$write_doc WALL=$wall KOSOKU_VERSION=$version python3 - "$work/reports" "$root/docs/conformance.md" <<'PY'
+PROXY=$PROXY TLS=$TLS WRITE_DOC=$write_doc WALL=$wall KOSOKU_VERSION=$version python3 - "$work/reports" "$root/docs/conformance.md" <<'PY'
 import json, os, sys, collections
 reports, doc = sys.argv[1], sys.argv[2]
 for cand in ("index.json", "clients/index.json"):
@@ -130,8 +143,50 @@ lines += ["", "Result: %s" % ("every case OK or INFORMATIONAL" if not bad else "
           " protocol error; echocast's default `--deflate-threshold 0` compresses every message, so"
           " its report is clean.", ""]
 TLS_HEADER = "## Over wss://"
+PROXY_HEADER = "## Through --proxy"
 old = open(doc).read() if os.path.exists(doc) else ""
-if os.environ["TLS"] == "1":
+
+
+def sections(text):
+    # The page's main part, and its sections by header, in order.
+    cuts = sorted((text.index(h), h) for h in (TLS_HEADER, PROXY_HEADER) if h in text)
+    base = text[:cuts[0][0]] if cuts else text
+    found = {}
+    for i, (at, h) in enumerate(cuts):
+        end = cuts[i + 1][0] if i + 1 < len(cuts) else len(text)
+        found[h] = text[at:end].rstrip("\n") + "\n"
+    return base.rstrip("\n") + "\n", found
+
+
+def write(base, found):
+    parts = [base] + [found[h] for h in (TLS_HEADER, PROXY_HEADER) if h in found]
+    open(doc, "w").write("\n".join(parts))
+
+
+if os.environ["PROXY"] == "1":
+    summary = "%d cases, %s; wall time %s s." % (
+        total, "every case OK or INFORMATIONAL" if not bad else "%d not OK: %s" % (len(bad), bad),
+        os.environ["WALL"])
+    text = "\n".join([PROXY_HEADER, "",
+        "`PROXY=1 tests/autobahn.sh`: kosoku talks to an echocast running `--proxy /=ws://UPSTREAM/*`"
+        " whose upstream is another echocast: every case crosses both legs (the client leg answers"
+        " kosoku, each message goes to the upstream and its echo comes back; closes and failures"
+        " wait for the upstream's closing handshake, so what it echoed first arrives first).", "",
+        "| Section | Cases | OK | INFORMATIONAL | other | close OK | close INFORMATIONAL | close other |",
+        "|---|---|---|---|---|---|---|---|"] + [
+        "| %s %s | %d | %d | %d | %d | %d | %d | %d |" % (
+            sec, names.get(sec, ""), sum(v for k, v in c.items() if not k.startswith("close ")),
+            c["OK"], c["INFORMATIONAL"],
+            sum(v for k, v in c.items() if not k.startswith("close ")) - c["OK"] - c["INFORMATIONAL"],
+            c["close OK"], c["close INFORMATIONAL"],
+            sum(v for k, v in c.items() if k.startswith("close ")) - c["close OK"] - c["close INFORMATIONAL"])
+        for sec, c in sorted(rows.items(), key=lambda kv: int(kv[0]))] + ["", "Result: " + summary, ""])
+    print(text)
+    if os.environ["WRITE_DOC"] == "1":
+        base, found = sections(old)
+        found[PROXY_HEADER] = text
+        write(base, found)
+elif os.environ["TLS"] == "1":
     summary = "%d cases, %s; wall time %s s." % (
         total, "every case OK or INFORMATIONAL" if not bad else "%d not OK: %s" % (len(bad), bad),
         os.environ["WALL"])
@@ -150,14 +205,15 @@ if os.environ["TLS"] == "1":
         for sec, c in sorted(rows.items(), key=lambda kv: int(kv[0]))] + ["", "Result: " + summary, ""])
     print(text)
     if os.environ["WRITE_DOC"] == "1":
-        base = old.split(TLS_HEADER)[0].rstrip("\n") + "\n\n"
-        open(doc, "w").write(base + text)
+        base, found = sections(old)
+        found[TLS_HEADER] = text
+        write(base, found)
 else:
     text = "\n".join(lines)
     print(text)
     if os.environ["WRITE_DOC"] == "1":
-        kept = old[old.index(TLS_HEADER):] if TLS_HEADER in old else ""
-        open(doc, "w").write(text + ("\n" + kept if kept else ""))
+        _, found = sections(old)
+        write(text, found)
 if bad:
     sys.exit(1)
 PY

@@ -329,3 +329,48 @@ fn a_masked_frame_from_the_server_fails_the_client_with_1002() {
     echocast::proto::mask::apply_mask(&mut body, h.mask.unwrap(), 0);
     assert_eq!(u16::from_be_bytes([body[0], body[1]]), 1002);
 }
+
+#[test]
+fn a_held_close_lets_messages_go_first_and_goes_when_released_or_at_half_the_close_timeout() {
+    for release in [true, false] {
+        let mut p = Pair::new(&[], false, 4096);
+        p.echo = false;
+        p.pump();
+        // Both legs of a proxy hold: the client (which initiates here: its
+        // own close is not held) still takes messages while closing.
+        p.server.hold_closes();
+        p.client.hold_closes();
+        p.client.close(CloseCode(4002), "going", p.now);
+        p.pump();
+        assert_eq!(p.server.close_received(), Some(CloseCode(4002)));
+        assert_eq!(
+            p.client.close_received(),
+            None,
+            "the server's answer is held"
+        );
+        // What the other side of a proxy still sends goes out first.
+        assert!(p.server.send(MessageKind::Text, b"late news".to_vec()));
+        p.pump();
+        assert_eq!(
+            Pair::messages(&p.client_events),
+            vec![(MessageKind::Text, b"late news".to_vec())]
+        );
+        if release {
+            p.server.release_close();
+        } else {
+            let due = p.server.poll_timeout().expect("a deadline");
+            assert!(
+                due <= p.now + Duration::from_millis(2500),
+                "half the 5 s close timeout"
+            );
+            p.now = due;
+            p.server.handle_timeout(due);
+        }
+        p.pump();
+        assert_eq!(
+            p.client.close_received(),
+            Some(CloseCode(4002)),
+            "release {release}"
+        );
+    }
+}

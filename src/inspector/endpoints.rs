@@ -163,6 +163,15 @@ pub struct ConnectionJson {
     pub tainted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<serde_json::Value>,
+    /// On a proxied client leg: the id of its upstream leg.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<u32>,
+    /// On a proxy's upstream leg: the id of the client leg it serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<u32>,
+    /// On a proxy's upstream leg: the URL it connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Inspector {

@@ -137,6 +137,18 @@ impl Server {
         self.inspect_push(id, Body::Open { peer, path }, now);
     }
 
+    /// A proxied pair opened (the upstream `t` answered 101): both legs
+    /// are recorded as opened, the client's with its request, the
+    /// upstream's with the path it asked for.
+    pub(super) fn inspect_proxied(&mut self, t: Token, protocol: Option<&str>, now: Instant) {
+        if self.inspector.is_none() {
+            return;
+        }
+        for (leg, req) in self.proxying.take_requests(t).into_iter().flatten() {
+            self.inspect_open(leg, &req, protocol, now);
+        }
+    }
+
     /// A connection ended: the `closed` record (or, for one that never
     /// opened, the HTTP answer it got), and what was kept of it goes.
     pub(super) fn inspect_closed(&mut self, t: Token, c: &Client) {
@@ -231,21 +243,26 @@ impl Server {
                 .conns
                 .iter()
                 .filter(|(_, c)| !c.inspecting)
-                .map(|(_, c)| self.connection_json(ins, c, false))
+                .map(|(t, c)| self.connection_json(ins, t, c, false))
                 .collect();
             return Ok(serde_json::to_string(&list).unwrap_or_default());
         }
         let id = endpoints::connection_id(bare)?;
-        let c = self
+        let (t, c) = self
             .conns
             .iter()
-            .map(|(_, c)| c)
-            .find(|c| c.id().0 == id && !c.inspecting)
+            .find(|(_, c)| c.id().0 == id && !c.inspecting)
             .ok_or((404, "Not Found", format!("no open connection {id}")))?;
-        Ok(serde_json::to_string(&self.connection_json(ins, c, true)).unwrap_or_default())
+        Ok(serde_json::to_string(&self.connection_json(ins, t, c, true)).unwrap_or_default())
     }
 
-    fn connection_json(&self, ins: &Inspector, c: &Client, with_request: bool) -> ConnectionJson {
+    fn connection_json(
+        &self,
+        ins: &Inspector,
+        t: Token,
+        c: &Client,
+        with_request: bool,
+    ) -> ConnectionJson {
         let state = if c.proto.is_handshaking() {
             "handshaking"
         } else if c.proto.is_open() {
@@ -270,8 +287,20 @@ impl Server {
             bytes_out: 0,
             tainted: false,
             request: None,
+            upstream: None,
+            client: None,
+            url: None,
         };
         ins.describe(c.id().0, &mut json, with_request);
+        if let Some(link) = self.proxying.link(t) {
+            let peer = self.conns.get(link.peer).map(|p| p.id().0);
+            if link.upstream {
+                json.client = peer;
+                json.url = Some(link.url.to_string());
+            } else {
+                json.upstream = peer;
+            }
+        }
         json
     }
 

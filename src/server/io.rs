@@ -192,9 +192,16 @@ impl Server {
                 return self.pass_close(t, now);
             };
             if c.proxied {
+                let opened = match &event {
+                    Event::Opened(o) => Some(o.protocol.clone()),
+                    _ => None,
+                };
                 let deflate = (&self.config.deflate, &self.deflate_codec);
                 if let Some(peer) = self.proxying.event(&mut self.conns, t, event, deflate, now) {
                     self.conns.mark_dirty(peer);
+                }
+                if let Some(protocol) = opened {
+                    self.inspect_proxied(t, protocol.as_deref(), now);
                 }
                 continue;
             }

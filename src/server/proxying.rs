@@ -38,6 +38,16 @@ struct Leg {
     failure: Option<Failure>,
     /// A close (or an end) was passed on to the peer already.
     passed: bool,
+    /// The client leg's upgrade request, until the upstream opened (the
+    /// inspector then records it); on the upstream leg, the path asked for.
+    request: Option<Box<Request>>,
+}
+
+/// How a pair's legs are linked, for the inspector.
+pub(super) struct Link<'a> {
+    pub(super) peer: Token,
+    pub(super) upstream: bool,
+    pub(super) url: &'a str,
 }
 
 pub(super) struct Proxying {
@@ -65,6 +75,25 @@ impl Proxying {
             return None;
         }
         self.routes.find(target).map(|(u, p)| (u.clone(), p))
+    }
+
+    /// How `t` is linked to its peer, if it is a leg.
+    pub(super) fn link(&self, t: Token) -> Option<Link<'_>> {
+        let l = self.legs.get(&t)?;
+        Some(Link {
+            peer: l.peer,
+            upstream: l.upstream,
+            url: &l.url,
+        })
+    }
+
+    /// The requests of both legs of the pair whose upstream `t` just
+    /// opened: (client leg, its request), (upstream leg, what it asked for).
+    pub(super) fn take_requests(&mut self, t: Token) -> Option<[(Token, Request); 2]> {
+        let peer = self.legs.get(&t)?.peer;
+        let up = *self.legs.get_mut(&t)?.request.take()?;
+        let client = *self.legs.get_mut(&peer)?.request.take()?;
+        Some([(peer, client), (t, up)])
     }
 
     /// Whether `t` is a leg of a pair.
@@ -108,6 +137,7 @@ impl Proxying {
         let client_ip = client.stream.peer_addr().ok().map(|a| a.ip());
         let deadline = client.proto.deadline();
         let headers = crate::stubs::head_headers(req.head.as_deref());
+        let up_path = path.clone();
         let request = proxy::upstream_request(
             &up,
             path,
@@ -131,6 +161,8 @@ impl Proxying {
             Some(deflate),
             MaskKeys::random(),
         );
+        // Each leg's own closes wait for the other side's closing handshake.
+        proto.hold_closes();
         if let Some(d) = deadline {
             // A margin for the answer to reach the client.
             let margin = Duration::from_millis(250).min(limits.handshake_timeout / 4);
@@ -143,17 +175,25 @@ impl Proxying {
         conns.insert(up_t, leg);
         if let Some(c) = conns.get_mut(t) {
             c.proxied = true;
+            c.proto.hold_closes();
             info!("{} proxied to {url} as {id}", c.id());
         }
-        let pair = |peer, upstream| Leg {
+        let pair = |peer, upstream, request| Leg {
             peer,
             upstream,
             url: url.clone(),
             failure: None,
             passed: false,
+            request,
         };
-        self.legs.insert(t, pair(up_t, false));
-        self.legs.insert(up_t, pair(t, true));
+        let asked = Request {
+            path: up_path,
+            head: None,
+            ..req.clone()
+        };
+        self.legs
+            .insert(t, pair(up_t, false, Some(Box::new(req.clone()))));
+        self.legs.insert(up_t, pair(t, true, Some(Box::new(asked))));
         Ok(up_t)
     }
 
@@ -216,13 +256,31 @@ impl Proxying {
     }
 
     /// After leg `t`'s events: a close it received, or its failure, is
-    /// passed to the other leg (once). Returns the peer if it has output.
+    /// passed to the other leg (once); once `t`'s closing handshake is over,
+    /// the other leg's own close, held until then (`hold_closes`: whatever
+    /// `t`'s side sent before its close has gone out ahead of it), goes.
+    /// Returns the peer if it has output.
     pub(super) fn pass_close(
         &mut self,
         conns: &mut Connections,
         t: Token,
         now: Instant,
     ) -> Option<Token> {
+        let leg = self.legs.get(&t)?;
+        let peer = leg.peer;
+        let c = conns.get(t)?;
+        let over = !c.proto.is_open() && c.proto.close_received().is_some();
+        let mut dirty = None;
+        if over {
+            if let Some(p) = conns.get_mut(peer) {
+                p.proto.release_close();
+                dirty = Some(peer);
+            }
+        }
+        self.forward_close(conns, t, now).or(dirty)
+    }
+
+    fn forward_close(&mut self, conns: &mut Connections, t: Token, now: Instant) -> Option<Token> {
         let leg = self.legs.get(&t).filter(|l| !l.passed)?;
         let c = conns.get(t)?;
         let (code, reason) = match (c.proto.close_received(), c.proto.error()) {
@@ -277,6 +335,7 @@ impl Proxying {
         let leg = self.legs.remove(&t)?;
         self.legs.remove(&leg.peer);
         let p = conns.get_mut(leg.peer)?;
+        p.proto.release_close();
         if leg.passed {
             return Some(leg.peer);
         }

@@ -207,6 +207,11 @@ impl Connection {
     /// Our close frame's turn among the events came: queued now, or behind
     /// echoes held by `delay` (then the connection can send until it goes out).
     pub(super) fn emit_close(&mut self, body: Vec<u8>) {
+        if let Some(c) = self.ctl.as_mut().filter(|c| c.hold_next) {
+            c.hold_next = false;
+            c.held_close = Some(body);
+            return;
+        }
         match self.mis_mut().filter(|m| m.has_held()) {
             Some(m) => {
                 m.hold_close(body);
@@ -252,9 +257,43 @@ impl Connection {
             if !stream_finished {
                 self.out.discard_stream();
             }
+            self.hold_own_close();
             self.queue_close(Some(err.close_code()), err.reason());
         }
         self.enter_flushing(now);
+    }
+
+    /// In hold mode, the close about to be queued waits for
+    /// [`Connection::release_close`].
+    fn hold_own_close(&mut self) {
+        if let Some(c) = self.ctl.as_mut().filter(|c| c.hold_closes) {
+            c.hold_next = true;
+        }
+    }
+
+    /// Makes the closes the core decides itself (its answer to the peer's
+    /// close, a protocol error's close) wait for [`Connection::release_close`]
+    /// while messages can still be sent ahead of them: a proxy's leg waits
+    /// for the other side's closing handshake, so what that side sent before
+    /// its close reaches this peer first. A held close goes out by itself
+    /// halfway through the close timeout.
+    pub fn hold_closes(&mut self) {
+        self.ctl.get_or_insert_with(Box::default).hold_closes = true;
+    }
+
+    /// Sends the close held by [`Connection::hold_closes`], if any.
+    pub fn release_close(&mut self) {
+        if let Some(body) = self.ctl.as_mut().and_then(|c| c.held_close.take()) {
+            self.queue_close_frame(body);
+        }
+    }
+
+    /// When a held close goes out by itself (halfway through the close
+    /// timeout), if one is held.
+    pub(super) fn held_close_due(&self) -> Option<Instant> {
+        self.ctl.as_ref()?.held_close.as_ref()?;
+        let d = self.state.deadline()?;
+        Some(d.checked_sub(self.limits.close_timeout / 2).unwrap_or(d))
     }
 
     /// The peer's close frame: the answer to ours, or its own (answered by
@@ -278,6 +317,7 @@ impl Connection {
             .filter(|r| !r.is_empty())
             .map(|r| String::from_utf8_lossy(r).into());
         self.take_pending_pong();
+        self.hold_own_close();
         self.queue_close(code, "");
         self.enter_flushing(now);
         Ok(())

@@ -17,6 +17,7 @@ impl Connection {
             + self.ctl.as_ref().map_or(0, |c| {
                 c.payload.capacity()
                     + c.pending_pong.as_ref().map_or(0, |p| p.capacity())
+                    + c.held_close.as_ref().map_or(0, |p| p.capacity())
                     + c.deflate.as_ref().map_or(0, Deflate::memory)
                     + c.knobs.as_ref().map_or(0, |m| m.memory())
             })
@@ -54,6 +55,7 @@ impl Connection {
                 && c.knobs.is_none()
                 && c.close_received.is_none()
                 && c.keys.is_none()
+                && !c.hold_closes
                 && c.error.is_none()
                 && self.frame().is_none()
             {

@@ -343,6 +343,15 @@ struct Control {
     /// The reason of the peer's close frame, when it gave one (a proxy
     /// passes it on).
     close_reason: Option<Box<str>>,
+    /// The closes the core makes itself (the answer to the peer's close,
+    /// a failure's) wait for [`Connection::release_close`]: a proxy's leg
+    /// lets what the other side still sends go out first.
+    hold_closes: bool,
+    /// The next close the core emits is one of those.
+    hold_next: bool,
+    /// Such a close, decided and waiting (our close stays `Pending`, so
+    /// messages may still be sent ahead of it).
+    held_close: Option<Vec<u8>>,
 }
 
 impl Connection {

@@ -112,7 +112,10 @@ impl Connection {
     }
 
     fn begin_frame(&mut self, hdr: FrameHeader) -> Result<(), ProtocolError> {
-        let closing = matches!(self.state, State::Closing { .. });
+        // A proxy's leg (`hold_closes`) still takes the messages the peer
+        // sent before it saw our close: they are the other side's due.
+        let closing = matches!(self.state, State::Closing { .. })
+            && !self.ctl.as_ref().is_some_and(|c| c.hold_closes);
         let opcode = OpCode::from_u8(hdr.opcode).ok_or(ProtocolError::ReservedOpcode(hdr.opcode));
         // §5.1: a client masks every frame, a server none.
         let key = match (self.is_client(), hdr.mask) {

@@ -25,6 +25,9 @@ impl Connection {
         if let State::Stream { .. } = self.state {
             return self.stream_keepalive(now);
         }
+        if self.held_close_due().is_some_and(|d| now >= d) {
+            self.release_close();
+        }
         if self.state.deadline().is_some_and(|d| now >= d) {
             if let State::Body { .. } = self.state {
                 return self.body_timed_out(now);
@@ -47,7 +50,10 @@ impl Connection {
         } else if let State::Stream { last_out } = self.state {
             self.stream_keepalive_due(last_out)
         } else {
-            self.state.deadline()
+            match (self.state.deadline(), self.held_close_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         match self.mis().and_then(|m| m.next_due(open, self.last_rx())) {
             Some(k) => Some(own.map_or(k, |o| o.min(k))),

@@ -407,3 +407,51 @@ fn a_client_that_does_not_read_stops_echocast_reading_the_upstream() {
     }
     assert_eq!(got, sent);
 }
+
+#[test]
+fn stats_and_metrics_count_pairs_upstream_failures_and_messages_each_way() {
+    let up = echocast::spawn(Config::local()).unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let px = proxy(
+        &[
+            format!("/ok/*=ws://{}/*", up.local_addr()),
+            format!("/down=ws://{closed}/"),
+        ],
+        |_| {},
+    );
+    let mut c = Client::connect(px.local_addr(), "/ok/a");
+    c.send_text("twelve bytes");
+    assert_eq!(c.expect_text(), "twelve bytes");
+    let mut refused = Client::raw(px.local_addr());
+    refused.send_raw(upgrade_request("/down").as_bytes());
+    assert!(refused.read_http_head().starts_with("HTTP/1.1 502 "));
+    let (_, body) = http_get(px.local_addr(), "/stats");
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let p = &stats["proxy"];
+    assert_eq!(p["pairs"], 1, "{p}");
+    assert_eq!(
+        stats["connections"]["proxied"], 2,
+        "both legs of the open pair"
+    );
+    assert_eq!(p["upstream_connects"], 2, "{p}");
+    assert_eq!(p["upstream_failures"]["connect"], 1, "{p}");
+    assert_eq!(p["messages_to_upstream"], 1, "{p}");
+    assert_eq!(p["messages_from_upstream"], 1, "{p}");
+    assert_eq!(p["bytes_to_upstream"], 12, "{p}");
+    let (_, metrics) = http_get(px.local_addr(), "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    for line in [
+        "echocast_proxy_pairs 1",
+        "echocast_proxy_upstream_failures_total{reason=\"connect\"} 1",
+        "echocast_proxy_messages_total{direction=\"from_upstream\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in /metrics");
+    }
+    // Without --proxy there is no proxy section.
+    let (_, body) = http_get(up.local_addr(), "/stats");
+    let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(plain["proxy"].is_null());
+}

@@ -412,11 +412,14 @@ impl Server {
             }),
             ..stats::View::default()
         };
+        v.proxy = self.proxying.stats();
         for (_, c) in self.conns.iter() {
             if c.proto.is_event_stream() {
                 v.events += 1;
             } else if c.proto.is_handshaking() {
                 v.handshaking += 1;
+            } else if c.proto.is_open() && c.proxied {
+                v.proxied += 1;
             } else if c.proto.is_open() {
                 if c.room().is_some() {
                     v.broadcast += 1;

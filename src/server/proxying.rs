@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::conns::{Client, Connections};
+use super::stats::{count, ProxyCounts};
 use crate::proto::client::MaskKeys;
 use crate::proto::connection::{Refusal, RefusalKind};
 use crate::proto::deflate::{DeflateConfig, SharedCodec};
@@ -55,6 +56,7 @@ pub(super) struct Proxying {
     /// `--proxy-header` lines, added to every upstream request.
     headers: Vec<(String, String)>,
     legs: HashMap<Token, Leg>,
+    counts: ProxyCounts,
 }
 
 /// What `connect` made: the upstream leg's token.
@@ -66,6 +68,25 @@ impl Proxying {
             routes,
             headers,
             legs: HashMap::new(),
+            counts: ProxyCounts::default(),
+        }
+    }
+
+    /// The pairs open and the counters, for `/stats` and `/metrics`
+    /// (`None` without `--proxy`).
+    pub(super) fn stats(&self) -> Option<(usize, &ProxyCounts)> {
+        (!self.routes.is_empty()).then_some((self.legs.len() / 2, &self.counts))
+    }
+
+    /// Counts an upstream that did not open.
+    fn count_refusal(&mut self, r: &Refusal, failure: Option<&Failure>) {
+        let c = &mut self.counts;
+        match (failure, r.kind) {
+            (Some(_), _) => count(&mut c.upstream_failures, "connect"),
+            (None, RefusalKind::Answered) => count(&mut c.upstream_refusals, r.status),
+            (None, RefusalKind::Closed) => count(&mut c.upstream_failures, "closed"),
+            (None, RefusalKind::Invalid) => count(&mut c.upstream_failures, "invalid"),
+            (None, RefusalKind::TimedOut) => count(&mut c.upstream_failures, "timeout"),
         }
     }
 
@@ -117,6 +138,26 @@ impl Proxying {
     /// by the caller).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
+        &mut self,
+        registry: &Registry,
+        conns: &mut Connections,
+        t: Token,
+        req: &Request,
+        up: (Upstream, String),
+        limits: &Rc<Limits>,
+        deflate: (&DeflateConfig, &Rc<SharedCodec>),
+        now: Instant,
+    ) -> Result<Opened, String> {
+        let opened = self.open_upstream(registry, conns, t, req, up, limits, deflate, now);
+        match opened {
+            Ok(_) => self.counts.upstream_connects += 1,
+            Err(_) => count(&mut self.counts.upstream_failures, "connect"),
+        }
+        opened
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_upstream(
         &mut self,
         registry: &Registry,
         conns: &mut Connections,
@@ -224,6 +265,15 @@ impl Proxying {
             }
             Event::Refused(r) => self.refused(conns, t, &r, now),
             Event::Message { kind, data } => {
+                let n = data.len() as u64;
+                let c = &mut self.counts;
+                if leg.upstream {
+                    c.messages_from_upstream += 1;
+                    c.bytes_from_upstream += n;
+                } else {
+                    c.messages_to_upstream += 1;
+                    c.bytes_to_upstream += n;
+                }
                 let c = conns.get_mut(peer)?;
                 if !c.proto.send(kind, data) {
                     debug!("{}: a message arrived after the peer closed", c.id());
@@ -243,14 +293,16 @@ impl Proxying {
             return;
         };
         leg.passed = true;
-        let (status, answer) = proxy::refusal_answer(r, leg.failure.as_ref(), &leg.url);
-        let Some(c) = conns.get_mut(leg.peer) else {
+        let (peer, url, failure) = (leg.peer, leg.url.clone(), leg.failure.clone());
+        self.count_refusal(r, failure.as_ref());
+        let (status, answer) = proxy::refusal_answer(r, failure.as_ref(), &url);
+        let Some(c) = conns.get_mut(peer) else {
             return;
         };
         if r.kind == RefusalKind::Answered {
-            info!("{}: {status} from upstream {}", c.id(), leg.url);
+            info!("{}: {status} from upstream {url}", c.id());
         } else {
-            warn!("{}: {status}, upstream {}: {}", c.id(), leg.url, r.why);
+            warn!("{}: {status}, upstream {url}: {}", c.id(), r.why);
         }
         c.proto.respond(answer, now);
     }
@@ -356,6 +408,7 @@ impl Proxying {
                 body: Vec::new(),
             });
             let (status, answer) = proxy::refusal_answer(&r, leg.failure.as_ref(), &leg.url);
+            self.count_refusal(&r, leg.failure.as_ref());
             warn!("{}: {status}, upstream {} did not open", p.id(), leg.url);
             p.proto.respond(answer, now);
         } else if leg.upstream {

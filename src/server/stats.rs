@@ -115,6 +115,34 @@ struct StatsJson<'a> {
     inspector: Option<InspectorJson>,
     /// `null` without `--cluster`.
     cluster: Option<ClusterJson>,
+    /// `null` without `--proxy`.
+    proxy: Option<ProxyJson<'a>>,
+}
+
+/// `--proxy`: what the upstream legs did (kept by `proxying.rs`).
+#[derive(Serialize, Clone, Default)]
+pub(super) struct ProxyCounts {
+    /// Upstream connections opened (a socket made, our request queued).
+    pub(super) upstream_connects: u64,
+    /// Upstreams that did not open, by why: `connect` (a socket error:
+    /// refused, unreachable), `closed` (ended before an answer), `invalid`
+    /// (an answer that is not HTTP, or a 101 breaking RFC 6455 §4.1),
+    /// `timeout` (no answer in time; the client got 504).
+    pub(super) upstream_failures: BTreeMap<&'static str, u64>,
+    /// Upstream answers other than 101, passed to the client, by status.
+    pub(super) upstream_refusals: BTreeMap<u16, u64>,
+    pub(super) messages_to_upstream: u64,
+    pub(super) messages_from_upstream: u64,
+    pub(super) bytes_to_upstream: u64,
+    pub(super) bytes_from_upstream: u64,
+}
+
+#[derive(Serialize)]
+struct ProxyJson<'a> {
+    /// Proxied pairs now (a client and its upstream).
+    pairs: usize,
+    #[serde(flatten)]
+    counts: &'a ProxyCounts,
 }
 
 /// `--cluster`: the link to Redis and what waits for it.
@@ -151,6 +179,9 @@ struct ConnectionsJson {
     handshaking: usize,
     /// Event-stream (SSE) subscribers.
     events: usize,
+    /// Legs of proxied pairs, open (`--proxy`): the client's and the
+    /// upstream's of each.
+    proxied: usize,
     accepted: u64,
     refused_max_connections: u64,
 }
@@ -226,6 +257,10 @@ pub(super) struct View<'a> {
     pub(super) inspector: Option<InspectorJson>,
     /// `None` without `--cluster`.
     pub(super) cluster: Option<ClusterJson>,
+    /// Proxied legs open now (both legs of each pair).
+    pub(super) proxied: usize,
+    /// `None` without `--proxy`: the pairs, and the counters.
+    pub(super) proxy: Option<(usize, &'a ProxyCounts)>,
 }
 
 impl Stats {
@@ -239,6 +274,7 @@ impl Stats {
                 broadcast: s.broadcast,
                 handshaking: s.handshaking,
                 events: s.events,
+                proxied: s.proxied,
                 accepted: st.accepted,
                 refused_max_connections: st.refused,
             },
@@ -284,6 +320,7 @@ impl Stats {
             http_publish_duplicates: st.http_duplicates,
             inspector: s.inspector,
             cluster: s.cluster,
+            proxy: s.proxy.map(|(pairs, counts)| ProxyJson { pairs, counts }),
         };
         let mut text = serde_json::to_string(&json).unwrap_or_default();
         text.push('\n');
@@ -317,6 +354,7 @@ impl Stats {
                 ("{kind=\"broadcast\"}".into(), s.broadcast as f64),
                 ("{kind=\"handshaking\"}".into(), s.handshaking as f64),
                 ("{kind=\"events\"}".into(), s.events as f64),
+                ("{kind=\"proxied\"}".into(), s.proxied as f64),
             ],
         );
         metric(
@@ -397,6 +435,56 @@ impl Stats {
                 "gauge",
                 "From an append of this instance to its delivery here: the last one.",
                 &[(String::new(), c.delay_ms_last / 1000.0)],
+            );
+        }
+        if let Some((pairs, p)) = s.proxy {
+            metric(
+                "proxy_pairs",
+                "gauge",
+                "Proxied pairs open now: a client and its upstream (--proxy).",
+                &one(pairs as u64),
+            );
+            metric(
+                "proxy_upstream_connects_total",
+                "counter",
+                "Upstream connections opened.",
+                &one(p.upstream_connects),
+            );
+            metric(
+                "proxy_upstream_failures_total",
+                "counter",
+                "Upstreams that did not open, by reason (connect, closed, invalid, timeout).",
+                &p.upstream_failures
+                    .iter()
+                    .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v as f64))
+                    .collect::<Vec<_>>(),
+            );
+            metric(
+                "proxy_upstream_refusals_total",
+                "counter",
+                "Upstream answers other than 101 passed to the client, by status.",
+                &p.upstream_refusals
+                    .iter()
+                    .map(|(k, v)| (format!("{{status=\"{k}\"}}"), *v as f64))
+                    .collect::<Vec<_>>(),
+            );
+            let dirs = |to: u64, from: u64| {
+                vec![
+                    ("{direction=\"to_upstream\"}".to_string(), to as f64),
+                    ("{direction=\"from_upstream\"}".to_string(), from as f64),
+                ]
+            };
+            metric(
+                "proxy_messages_total",
+                "counter",
+                "Messages passed through, by direction.",
+                &dirs(p.messages_to_upstream, p.messages_from_upstream),
+            );
+            metric(
+                "proxy_message_bytes_total",
+                "counter",
+                "Payload bytes of the messages passed through (inflated), by direction.",
+                &dirs(p.bytes_to_upstream, p.bytes_from_upstream),
             );
         }
         metric(

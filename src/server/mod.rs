@@ -32,6 +32,7 @@ mod handle;
 mod http;
 mod inspecting;
 mod io;
+mod metrics;
 mod proxying;
 mod room_http;
 mod rooms;

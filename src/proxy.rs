@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use crate::proto::client::{ClientRequest, Opened};
 use crate::proto::connection::{Refusal, RefusalKind};
 use crate::proto::handshake::http_response;
+use crate::proto::knobs;
 
 /// One `--proxy PATH=URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +200,19 @@ impl Routes {
         if up.append {
             out.push_str(path.get(route.path.len()..).unwrap_or(""));
         }
-        if let Some(q) = query.filter(|q| !q.is_empty()) {
+        // echocast's own knobs shape the client's leg; the rest is the
+        // upstream's.
+        let kept: Vec<&str> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| {
+                let key = p.split_once('=').map_or(*p, |(k, _)| k);
+                !p.is_empty() && !knobs::NAMES.contains(&knobs::unescape(key).as_str())
+            })
+            .collect();
+        if !kept.is_empty() {
             out.push(if out.contains('?') { '&' } else { '?' });
-            out.push_str(q);
+            out.push_str(&kept.join("&"));
         }
         Some((up, out))
     }
@@ -383,6 +394,13 @@ mod tests {
         let (up, p) = r.find("/anything?x=1").unwrap();
         assert_eq!((up.port, p.as_str()), (4000, "/socket?x=1"));
         assert_eq!(r.find("/live").unwrap().1, "/v2/live/");
+        // The knobs are echocast's: not passed on.
+        assert_eq!(
+            r.find("/x?fragment=3&token=t&delay=1s&close=1011&after=2")
+                .unwrap()
+                .1,
+            "/socket?token=t"
+        );
         let only = Routes::new(vec![parse_route("/chat=ws://localhost:9/c?v=1").unwrap()]);
         assert_eq!(only.find("/chat?y=2").unwrap().1, "/c?v=1&y=2");
         assert!(only.find("/chat/more").is_none());

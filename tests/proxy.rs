@@ -455,3 +455,52 @@ fn stats_and_metrics_count_pairs_upstream_failures_and_messages_each_way() {
     let plain: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(plain["proxy"].is_null());
 }
+
+#[test]
+fn knobs_shape_what_the_client_is_sent_and_stay_off_the_upstream_request() {
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        for i in 1..=4 {
+            s.write_all(&server_frame(1, format!("update {i}").as_bytes()))
+                .unwrap();
+        }
+        // The client's close (1011, echoing the knob's close) reaches us.
+        let mut buf = Vec::new();
+        let (op, p) = read_client_frame(&mut s, &mut buf);
+        (head, op, close_code(&p))
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |_| {});
+    let start = Instant::now();
+    let mut c = Client::connect(
+        px.local_addr(),
+        "/feed?fragment=3&delay=300ms&close=1011&after=2&token=t",
+    );
+    let (op, p, frames) = c.read_message();
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "delay held it"
+    );
+    assert_eq!(
+        (op, p.as_slice(), frames),
+        (1, &b"update 1"[..], 3),
+        "fragment=3"
+    );
+    let (_, p, _) = c.read_message();
+    assert_eq!(p, b"update 2");
+    // close=1011&after=2: after the upstream's second message.
+    let (_, op, p) = c.read_frame();
+    assert_eq!((op, close_code(&p)), (8, Some(1011)));
+    c.send_raw(&client_frame(true, 8, &p, [3, 3, 3, 3]));
+    let (head, op, code) = up.join().unwrap();
+    assert!(head.starts_with("GET /?token=t HTTP/1.1\r\n"), "{head}");
+    assert_eq!(
+        (op, code),
+        (8, Some(1011)),
+        "the close went on to the upstream"
+    );
+    // A bad knob is refused before any upstream is asked.
+    let mut bad = Client::raw(px.local_addr());
+    bad.send_raw(upgrade_request("/feed?delay=forever").as_bytes());
+    assert!(bad.read_http_head().starts_with("HTTP/1.1 400 "));
+}

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::Token;
 
 use super::{clustering, room_http, stats, Server, PAGE};
@@ -31,41 +31,6 @@ impl Server {
         };
         for m in self.rooms.last_messages(room, n) {
             c.proto.send(m.kind, m.data.to_vec());
-        }
-    }
-
-    /// A proxied upgrade waits for the upstream's answer (proxying.rs); a
-    /// socket that cannot even be made is a `502` at once.
-    fn open_proxied(
-        &mut self,
-        t: Token,
-        req: &Request,
-        up: (crate::proxy::Upstream, String),
-        now: Instant,
-    ) {
-        let codec = self.deflate_codec.clone();
-        match self.proxying.connect(
-            self.poll.registry(),
-            &mut self.conns,
-            t,
-            req,
-            up,
-            &self.limits,
-            (&self.config.deflate, &codec),
-            now,
-        ) {
-            Ok(up_t) => self.settle(up_t),
-            Err(e) => {
-                let Some(c) = self.conns.get_mut(t) else {
-                    return;
-                };
-                warn!("{}: 502, {e}", c.id());
-                let body = format!("{e}\n");
-                c.proto.respond(
-                    http_response(502, "Bad Gateway", "text/plain", "", body.as_bytes()),
-                    now,
-                );
-            }
         }
     }
 
@@ -100,7 +65,16 @@ impl Server {
         let route = handler::route(self.config.mode, &req.path);
         // Rooms keep their paths; a proxied path goes to its upstream.
         if let (Route::Echo, Some(up)) = (&route, self.proxying.route(&req.path)) {
-            return self.open_proxied(t, &req, up, now);
+            let (limits, codec) = (&self.limits, &self.deflate_codec);
+            let deflate = (&self.config.deflate, codec);
+            let registry = self.poll.registry();
+            let opened =
+                self.proxying
+                    .open(registry, &mut self.conns, t, &req, up, limits, deflate, now);
+            if let Some(up_t) = opened {
+                self.settle(up_t);
+            }
+            return;
         }
         let knobs = knobs::parse(&req.path).and_then(|k| match &route {
             Route::Room(_) => k.check_broadcast().map(|()| k),

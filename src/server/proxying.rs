@@ -24,7 +24,8 @@ use super::stats::{count, ProxyCounts};
 use crate::proto::client::MaskKeys;
 use crate::proto::connection::{Refusal, RefusalKind};
 use crate::proto::deflate::{DeflateConfig, SharedCodec};
-use crate::proto::handshake::Request;
+use crate::proto::handshake::{http_response, Request};
+use crate::proto::knobs;
 use crate::proto::{CloseCode, Connection, Event, Limits};
 use crate::proxy::{self, Failure, Routes, Upstream};
 
@@ -130,6 +131,50 @@ impl Proxying {
         self.legs.get(&t).map(|l| l.peer)
     }
 
+    /// A proxied upgrade: the client's knobs set (they shape what it is sent,
+    /// the upstream's messages; a bad one is a `400`), then its upstream leg
+    /// opened, or a `502` at once when no socket could be made. Returns the
+    /// upstream leg, to be settled (its request written).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open(
+        &mut self,
+        registry: &Registry,
+        conns: &mut Connections,
+        t: Token,
+        req: &Request,
+        up: (Upstream, String),
+        limits: &Rc<Limits>,
+        deflate: (&DeflateConfig, &Rc<SharedCodec>),
+        now: Instant,
+    ) -> Option<Token> {
+        let knobs = knobs::parse(&req.path).and_then(|k| k.check_echo().map(|()| k));
+        let c = conns.get_mut(t)?;
+        match knobs {
+            Ok(k) => {
+                c.proto.set_knobs(k);
+                c.proto.count_relayed();
+            }
+            Err(e) => {
+                info!("{}: 400, {e}", c.id());
+                let body = format!("{e}\n");
+                let answer = http_response(400, "Bad Request", "text/plain", "", body.as_bytes());
+                c.proto.respond(answer, now);
+                return None;
+            }
+        }
+        match self.connect(registry, conns, t, req, up, limits, deflate, now) {
+            Ok(up_t) => Some(up_t),
+            Err(e) => {
+                let c = conns.get_mut(t)?;
+                warn!("{}: 502, {e}", c.id());
+                let body = format!("{e}\n");
+                let answer = http_response(502, "Bad Gateway", "text/plain", "", body.as_bytes());
+                c.proto.respond(answer, now);
+                None
+            }
+        }
+    }
+
     /// Opens the upstream leg for the client `t` whose upgrade `req` is
     /// waiting: a socket to the upstream with our request queued on a
     /// client-role connection, given until shortly before the client's own
@@ -137,7 +182,7 @@ impl Proxying {
     /// than nothing). `Err`: the socket could not even be made (answered 502
     /// by the caller).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn connect(
+    fn connect(
         &mut self,
         registry: &Registry,
         conns: &mut Connections,
@@ -275,7 +320,13 @@ impl Proxying {
                     c.bytes_to_upstream += n;
                 }
                 let c = conns.get_mut(peer)?;
-                if !c.proto.send(kind, data) {
+                // To the client through its knobs; to the upstream as is.
+                let sent = if leg.upstream {
+                    c.proto.relay(kind, data, now)
+                } else {
+                    c.proto.send(kind, data)
+                };
+                if !sent {
                     debug!("{}: a message arrived after the peer closed", c.id());
                 }
             }

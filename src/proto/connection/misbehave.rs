@@ -36,6 +36,10 @@ pub(super) struct Misbehave {
     pushed: u64,
     /// `close` or `drop` fired (they fire once).
     fired: bool,
+    /// `close`'s `after` and `drop` count messages relayed to the peer
+    /// ([`Connection::relay`]: a proxy's upstream messages), not the
+    /// peer's own.
+    relaying: bool,
     /// A check of `close`/`drop` waits for a clock (the push just ended
     /// where no time is known): `poll_timeout` asks for one at once.
     check_due: bool,
@@ -58,6 +62,7 @@ impl Misbehave {
             pings: 0,
             pushed: 0,
             fired: false,
+            relaying: false,
             check_due: false,
         }
     }
@@ -169,6 +174,13 @@ impl Connection {
     /// (queued that many times, the payload shared). Returns false (and
     /// queues nothing) unless the connection can send.
     pub fn echo(&mut self, kind: MessageKind, data: Vec<u8>) -> bool {
+        // The messages handed out came in the last `receive`.
+        let arrived = self.last_rx();
+        self.shaped(kind, data, arrived)
+    }
+
+    /// [`Connection::echo`] of a message that arrived at `arrived`.
+    fn shaped(&mut self, kind: MessageKind, data: Vec<u8>, arrived: Instant) -> bool {
         let Some((delay, repeat)) = self
             .mis()
             .filter(|m| m.shapes_echoes())
@@ -191,8 +203,7 @@ impl Connection {
                 self.send(kind, p);
             }),
             Some(d) => {
-                // The messages handed out came in the last `receive`.
-                let due = self.last_rx() + d;
+                let due = arrived + d;
                 self.recent = true;
                 let m = self.mis_mut().expect("shapes echoes");
                 for p in copies {
@@ -202,6 +213,31 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// A message from elsewhere for this peer (a proxy's upstream's): sent
+    /// as [`Connection::echo`] sends an echo, shaped by `delay` (held until
+    /// `now` plus the delay, in order) and `repeat`, and counted by `close`'s
+    /// `after` and by `drop` in place of the peer's own messages (call
+    /// [`Connection::count_relayed`] first). Returns false unless the
+    /// connection can send.
+    pub fn relay(&mut self, kind: MessageKind, data: Vec<u8>, now: Instant) -> bool {
+        let sent = self.shaped(kind, data, now);
+        if sent {
+            if let Some(m) = self.mis_mut().filter(|m| m.relaying) {
+                m.answered += 1;
+                self.check_fire(now);
+            }
+        }
+        sent
+    }
+
+    /// Makes `close`'s `after` and `drop` count the messages relayed to the
+    /// peer ([`Connection::relay`]) instead of the peer's own.
+    pub fn count_relayed(&mut self) {
+        if let Some(m) = self.mis_mut() {
+            m.relaying = true;
+        }
     }
 
     /// At the upgrade: the greeting, the push's first messages, the ping
@@ -218,7 +254,9 @@ impl Connection {
 
     /// The application took the message before this marker and answered it.
     pub(super) fn answered(&mut self) {
-        let Some(m) = self.mis_mut() else { return };
+        let Some(m) = self.mis_mut().filter(|m| !m.relaying) else {
+            return;
+        };
         m.answered += 1;
         // The message arrived in the last `receive`: its time is the clock.
         let now = self.last_rx();

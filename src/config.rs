@@ -112,6 +112,10 @@ pub struct Config {
     pub proxy: crate::proxy::Routes,
     /// Header fields added to every upstream request (`--proxy-header`).
     pub proxy_headers: Vec<(String, String)>,
+    /// The TLS client settings for `wss://` upstreams
+    /// ([`crate::tls::proxy_client_config`]: `--proxy-ca`, `--proxy-insecure`);
+    /// required when a route is `wss://`.
+    pub proxy_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The server's own process, as the binary describes it.
@@ -153,6 +157,7 @@ impl Default for Config {
             process: None,
             proxy: crate::proxy::Routes::default(),
             proxy_headers: Vec::new(),
+            proxy_tls: None,
         }
     }
 }

@@ -259,6 +259,16 @@ struct Args {
     #[arg(long = "proxy", value_name = "PATH=URL", value_parser = echocast::proxy::parse_route)]
     proxy: Vec<echocast::proxy::Route>,
 
+    /// With a wss:// --proxy: the PEM bundle of the certificates to trust
+    /// for the upstream (default: the system's)
+    #[arg(long, value_name = "FILE")]
+    proxy_ca: Option<String>,
+
+    /// With a wss:// --proxy: accept any certificate from the upstream (a
+    /// self-signed staging server); logged as a warning
+    #[arg(long)]
+    proxy_insecure: bool,
+
     /// A header field added to every upstream request (repeatable)
     #[arg(long = "proxy-header", value_name = "NAME: VALUE", value_parser = echocast::proxy::parse_header)]
     proxy_headers: Vec<(String, String)>,
@@ -442,6 +452,16 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    let proxy = echocast::proxy::Routes::new(args.proxy.clone());
+    let (ca, insecure) = (args.proxy_ca.as_deref(), args.proxy_insecure);
+    let wss = proxy.has_tls();
+    let proxy_tls = match wss.then(|| echocast::tls::proxy_client_config(ca, insecure)) {
+        Some(Err(e)) => {
+            eprintln!("echocast: --proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+        ok => ok.and_then(Result::ok),
+    };
     let stubs = args.stubs.clone();
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let config = Config {
@@ -489,8 +509,9 @@ fn main() -> ExitCode {
         inspect_secrets: args.inspect_secrets,
         room_history: args.room_history,
         room_linger: args.room_linger,
-        proxy: echocast::proxy::Routes::new(args.proxy),
+        proxy,
         proxy_headers: args.proxy_headers,
+        proxy_tls,
         cluster: args.cluster,
         cluster_tls,
         cluster_timeout: args.cluster_timeout,

@@ -180,6 +180,11 @@ impl Routes {
         self.0.is_empty()
     }
 
+    /// Whether a route goes to a `wss://` upstream.
+    pub fn has_tls(&self) -> bool {
+        self.0.iter().any(|r| r.upstream.tls)
+    }
+
     /// The upstream and the path to ask it for, for a request target
     /// (`/live/feed?x=1`): the route's rest appended when the URL ends in
     /// `*`, the client's query passed on.

@@ -7,7 +7,9 @@
 //! simple, and on x86-64 its P-256, X25519 and AES-GCM are the assembly that
 //! BoringSSL uses: the handshake and record costs are the cryptography's.
 //! ALPN offers `http/1.1` only; no client certificates. And the client side
-//! for a `rediss://` cluster (`client_config`).
+//! for a `rediss://` cluster (`client_config`) and a proxy's `wss://`
+//! upstreams (`proxy_client_config`: the system's roots, `--proxy-ca`, or
+//! `--proxy-insecure`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -119,7 +121,7 @@ pub fn client_config(ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Stri
         None => SYSTEM_ROOTS
             .iter()
             .find(|p| std::path::Path::new(p).exists())
-            .ok_or("rediss://: no --cluster-ca and no system CA bundle found")?
+            .ok_or("no CA bundle given and no system CA bundle found")?
             .to_string(),
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -137,6 +139,82 @@ pub fn client_config(ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Stri
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The client side of a proxy's `wss://` upstreams: the roots of `ca` (a
+/// PEM bundle), or the system's; with `insecure`, any certificate is
+/// accepted (a self-signed staging server; the handshake's signatures are
+/// still checked). ALPN offers `http/1.1`, the protocol a WebSocket upgrade
+/// needs.
+pub fn proxy_client_config(
+    ca: Option<&str>,
+    insecure: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut config = if insecure {
+        log::warn!("--proxy-insecure: the certificates of wss:// upstreams are not checked");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        Arc::unwrap_or_clone(client_config(ca)?)
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `--proxy-insecure`: any certificate chain and name is accepted; the
+/// handshake's signatures are verified with the certificate presented, so
+/// the peer still holds its key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

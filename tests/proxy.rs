@@ -504,3 +504,46 @@ fn knobs_shape_what_the_client_is_sent_and_stay_off_the_upstream_request() {
     bad.send_raw(upgrade_request("/feed?delay=forever").as_bytes());
     assert!(bad.read_http_head().starts_with("HTTP/1.1 400 "));
 }
+
+#[test]
+fn a_wss_upstream_is_verified_with_the_ca_given_refused_without_it_or_taken_insecurely() {
+    let cert = echocast::tls::self_signed().unwrap();
+    let up = echocast::spawn(Config {
+        tls: Some(cert.config.clone()),
+        ..Config::local()
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("echocast-proxy-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("upstream.pem");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    let route = format!("/=wss://localhost:{}/*", up.local_addr().port());
+    for (ca, insecure, opens) in [
+        (Some(ca.to_str().unwrap()), false, true),
+        (None, true, true),
+        (None, false, false),
+    ] {
+        let tls = echocast::tls::proxy_client_config(ca, insecure).unwrap();
+        let px = proxy(std::slice::from_ref(&route), |c| c.proxy_tls = Some(tls));
+        let mut c = Client::raw(px.local_addr());
+        c.send_raw(upgrade_request("/over-tls").as_bytes());
+        if opens {
+            let head = c.read_http_head();
+            if !head.starts_with("HTTP/1.1 101 ") {
+                let (_, body) = (head.clone(), c.read_to_eof());
+                panic!("{head}{}", String::from_utf8_lossy(&body));
+            }
+            c.send_text("encrypted upstream");
+            assert_eq!(c.expect_text(), "encrypted upstream");
+        } else {
+            let (head, body) = c.read_http_response();
+            assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+            let body = String::from_utf8(body).unwrap();
+            assert!(
+                body.contains("TLS") && body.contains("certificate"),
+                "{body}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -155,6 +155,7 @@ impl Server {
                                 // rustls queued its alert; settle writes it, then drops us.
                                 info!("{}: TLS: {e}", client.id());
                                 client.proto.abort();
+                                self.proxying.tls_error(t, e);
                                 return;
                             }
                         }

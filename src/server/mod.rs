@@ -73,7 +73,8 @@ const READ_BUF: usize = 256 * 1024;
 /// The loop's buffers, shared by every connection in turn.
 struct Buffers {
     read: Vec<u8>,
-    /// Where TLS connections' plaintext is decrypted into (empty without TLS).
+    /// Where TLS connections' plaintext is decrypted into (empty without TLS:
+    /// neither `--tls-*` nor a `wss://` upstream).
     plain: Vec<u8>,
     /// Room messages gathered to be delivered as one (rooms.rs: a read's
     /// messages to its room, or a batch from the cluster); empty between
@@ -137,7 +138,8 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let control = handle::Control::new(poll.registry(), WAKER)?;
-        let plain = vec![0; if config.tls.is_some() { READ_BUF } else { 0 }];
+        let tls = config.tls.is_some() || config.proxy.has_tls();
+        let plain = vec![0; if tls { READ_BUF } else { 0 }];
         let inspecting = match config.inspect {
             InspectMode::On => true,
             InspectMode::Off => false,
@@ -166,6 +168,12 @@ impl Server {
                 local,
             )
         });
+        if config.proxy.has_tls() && config.proxy_tls.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a wss:// --proxy route needs Config::proxy_tls (echocast::tls::proxy_client_config)",
+            ));
+        }
         let now = Instant::now();
         let cluster = match config.cluster.clone() {
             Some(url) if url.tls && config.cluster_tls.is_none() => {
@@ -198,7 +206,11 @@ impl Server {
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
             stubbing,
-            proxying: proxying::Proxying::new(config.proxy.clone(), config.proxy_headers.clone()),
+            proxying: proxying::Proxying::new(
+                config.proxy.clone(),
+                config.proxy_headers.clone(),
+                config.proxy_tls.clone(),
+            ),
             publishing: room_http::Publishing {
                 reading: HashMap::new(),
                 keys: crate::rooms::keys::Keys::new(

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -21,6 +22,7 @@ use mio::{Interest, Registry, Token};
 
 use super::conns::{Client, Connections};
 use super::stats::{count, ProxyCounts};
+use super::transport;
 use crate::proto::client::MaskKeys;
 use crate::proto::connection::{Refusal, RefusalKind};
 use crate::proto::deflate::{DeflateConfig, SharedCodec};
@@ -58,16 +60,23 @@ pub(super) struct Proxying {
     headers: Vec<(String, String)>,
     legs: HashMap<Token, Leg>,
     counts: ProxyCounts,
+    /// The TLS client settings for `wss://` upstreams.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What `connect` made: the upstream leg's token.
 pub(super) type Opened = Token;
 
 impl Proxying {
-    pub(super) fn new(routes: Routes, headers: Vec<(String, String)>) -> Proxying {
+    pub(super) fn new(
+        routes: Routes,
+        headers: Vec<(String, String)>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Proxying {
         Proxying {
             routes,
             headers,
+            tls,
             legs: HashMap::new(),
             counts: ProxyCounts::default(),
         }
@@ -214,11 +223,14 @@ impl Proxying {
         now: Instant,
     ) -> Result<Opened, String> {
         let url: Rc<str> = up.url(&path).into();
-        if up.tls {
-            return Err(format!(
-                "upstream {url}: wss:// upstreams are not supported yet"
-            ));
-        }
+        let tls = match (&self.tls, up.tls) {
+            (Some(config), true) => Some(
+                transport::client(config.clone(), &up.host)
+                    .map_err(|e| format!("upstream {url}: TLS: {e}"))?,
+            ),
+            (None, true) => return Err(format!("upstream {url}: no TLS client settings")),
+            (_, false) => None,
+        };
         let client = conns.get(t).ok_or("the client is gone")?;
         let client_ip = client.stream.peer_addr().ok().map(|a| a.ip());
         let deadline = client.proto.deadline();
@@ -258,6 +270,7 @@ impl Proxying {
         proto.set_id(id.0);
         let mut leg = Client::new(stream, proto, false);
         leg.proxied = true;
+        leg.tls = tls;
         conns.insert(up_t, leg);
         if let Some(c) = conns.get_mut(t) {
             c.proxied = true;
@@ -420,6 +433,14 @@ impl Proxying {
     pub(super) fn socket_error(&mut self, t: Token, e: &std::io::Error) {
         if let Some(l) = self.legs.get_mut(&t).filter(|l| l.upstream && !l.passed) {
             l.failure.get_or_insert(Failure::Connect(e.to_string()));
+        }
+    }
+
+    /// A TLS error on leg `t` (a certificate rustls refused, an alert):
+    /// kept for the `502` when the upstream had not answered.
+    pub(super) fn tls_error(&mut self, t: Token, e: String) {
+        if let Some(l) = self.legs.get_mut(&t).filter(|l| l.upstream && !l.passed) {
+            l.failure.get_or_insert(Failure::Tls(e));
         }
     }
 

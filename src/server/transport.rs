@@ -19,9 +19,11 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use log::debug;
 use mio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::{ClientConfig, ClientConnection, ServerConnection};
 
 use crate::proto::Connection;
 use crate::tls::TlsConfig;
@@ -33,7 +35,7 @@ const MAX_IOV: usize = 64;
 /// the connection state, a record being received (at most 2^14 + 2,048 bytes
 /// of ciphertext, RFC 8446 §5.2) and up to 64 KiB of records not yet written
 /// (the buffer limit below) — a bound, not a measurement.
-pub(super) const TLS_BYTES: usize = std::mem::size_of::<ServerConnection>() + 18 * 1024;
+pub(super) const TLS_BYTES: usize = std::mem::size_of::<rustls::Connection>() + 18 * 1024;
 
 /// Unsent TLS records rustls keeps at most before it stops taking plaintext.
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
@@ -41,9 +43,10 @@ const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, `ContentType`).
 const HANDSHAKE_RECORD: u8 = 0x16;
 
-/// One TLS connection's record layer.
+/// One TLS connection's record layer: a connection we accepted (server),
+/// or one we opened to a proxy's `wss://` upstream (client).
 pub(super) struct Tls {
-    conn: ServerConnection,
+    conn: rustls::Connection,
     /// The core asked for the write half to be shut: `close_notify` is
     /// queued and the socket is shut down once the records are written.
     shutdown_pending: bool,
@@ -79,10 +82,24 @@ pub(super) fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>
     let mut conn = ServerConnection::new(config.clone()).map_err(|e| e.to_string())?;
     conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
     Ok(Some(Box::new(Tls {
-        conn,
+        conn: conn.into(),
         shutdown_pending: false,
         eof_seen: false,
     })))
+}
+
+/// The record layer of a connection we open to `name` (a proxy's `wss://`
+/// upstream): its ClientHello is queued, written with the first flush.
+pub(super) fn client(config: Arc<ClientConfig>, name: &str) -> Result<Box<Tls>, String> {
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    Ok(Box::new(Tls {
+        conn: conn.into(),
+        shutdown_pending: false,
+        eof_seen: false,
+    }))
 }
 
 impl Tls {

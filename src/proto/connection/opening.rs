@@ -173,6 +173,6 @@ impl Connection {
             && self
                 .hs
                 .as_ref()
-                .is_some_and(|h| h.pending.is_empty() && !h.kept_alive)
+                .is_some_and(|h| h.pending.is_empty() && !h.kept_alive && h.client.is_none())
     }
 }

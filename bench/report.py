@@ -12,16 +12,19 @@ import os
 import statistics
 import sys
 
-SERVERS = ["echocast", "echocast-dedicated", "floor", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets"]
+SERVERS = ["echocast", "echocast-dedicated", "echocast-inspect", "floor", "fastwebsockets", "tokio-tungstenite", "node-ws", "python-websockets", "nginx", "websocat", "mitmproxy"]
 # Not peers: echocast itself in another mode, and ../shared/floor (a
 # do-nothing server showing the loopback limit): results table and the
 # floor section only.
-VARIANTS = {"echocast-dedicated", "floor"}
+VARIANTS = {"echocast-dedicated", "echocast-inspect", "floor"}
 COLORS = {
     "fastwebsockets": "#e07b39",
     "tokio-tungstenite": "#3b7dd8",
     "node-ws": "#4caf50",
     "python-websockets": "#9c5bb5",
+    "nginx": "#009639",
+    "websocat": "#c2185b",
+    "mitmproxy": "#795548",
 }
 
 # case: (title, metric, unit, scale, better, extra metric, extra unit, extra scale)
@@ -48,7 +51,12 @@ CASES = {
     "connect-tls-50": ("TLS handshakes (full, P-256), 50 concurrent", "server_cpu_ns_per_handshake", "µs CPU/handshake", 1e-3, "lower", "handshakes_per_sec", "handshakes/s", 1),
     "idle-tls-10k": ("10,000 idle wss:// connections", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
     "idle-deflate-10k": ("10,000 idle deflate connections (one message each)", "rss_bytes_per_connection", "B RSS/conn", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
+    "proxy-20": ("Proxy: echo 20 B through, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "proxy-20-p16": ("Proxy: echo 20 B through, 100 conns, 16 in flight", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "proxy-1k": ("Proxy: echo 1 KiB through, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "proxy-1k-p16": ("Proxy: echo 1 KiB through, 100 conns, 16 in flight", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
 }
+PROXY_CASES = [c for c in CASES if c.startswith("proxy-")]
 
 # (case, peer or None for an absolute bound, bound on echocast/peer, text)
 TARGETS = [
@@ -74,7 +82,13 @@ TARGETS = [
     ("connect-tls-50", "*", 1.0, "CPU/handshake ≤ 1.0 × the best peer"),
     ("idle-tls-10k", "*", 0.5, "RSS/conn ≤ 0.5 × the best peer"),
     ("latency", "*", 1.0, "p50 not worse than any peer"),
-]
+    # Issue 35: the proxy decodes every message, and still costs at most
+    # 1.5 × nginx's byte splice, and less than websocat and mitmproxy.
+] + [t for c in ["proxy-20", "proxy-20-p16", "proxy-1k", "proxy-1k-p16"] for t in (
+    (c, "nginx", 1.5, "CPU/msg ≤ 1.5 × nginx (which splices bytes)"),
+    (c, "websocat", 1.0, "CPU/msg ≤ websocat"),
+    (c, "mitmproxy", 1.0, "CPU/msg ≤ mitmproxy"),
+)]
 
 
 def fmt(x):
@@ -188,7 +202,8 @@ def main():
         md.append(f"| {CASES[c][0]} | " + " | ".join(row) + " |")
     md.append("")
 
-    floor_cases = [c for c in cases if med.get((c, "floor")) and med.get((c, "echocast"))]
+    floor_cases = [c for c in cases if med.get((c, "floor")) and med.get((c, "echocast"))
+                   and c not in PROXY_CASES]
     if floor_cases:
         md.append("## How far from the loopback limit (echocast / floor)\n")
         md.append("`floor` (`../shared/floor`) is a do-nothing server that answers with the right "
@@ -201,6 +216,29 @@ def main():
         for c in floor_cases:
             e, f = med[(c, "echocast")], med[(c, "floor")]
             md.append(f"| {CASES[c][0]} | {CASES[c][2]} | {fmt(e)} | {fmt(f)} | {e / f:.2f} |")
+        md.append("")
+
+    pcases = [c for c in cases if c in PROXY_CASES]
+    if pcases:
+        md.append("## Through a proxy\n")
+        md.append("The load generator talks to a proxy whose upstream is the floor (an echo at the "
+                  "loopback limit, pinned to CPU 1 with the load generator); server CPU is the "
+                  "proxy's, per message echoed through it (one message each way). `echocast` runs "
+                  "`--proxy /=ws://UPSTREAM/* --inspect off` and decodes every message on both legs; "
+                  "`echocast-inspect` is the same with the inspector on (its share is the "
+                  "difference); nginx splices bytes after the upgrade and never parses a frame; "
+                  "websocat and mitmproxy parse messages. `direct` is the floor alone under the same "
+                  "load (no proxy): the cost of the extra hop is what a proxy adds to it.\n")
+        cols = ["echocast", "echocast-inspect", "nginx", "websocat", "mitmproxy"]
+        md.append("| Case | " + " | ".join(cols) + " | direct (floor) | echocast / nginx | inspector's share |")
+        md.append("|---|" + "---|" * (len(cols) + 3))
+        for c in pcases:
+            cells = [fmt(med.get((c, s))) for s in cols]
+            e, n, i = med.get((c, "echocast")), med.get((c, "nginx")), med.get((c, "echocast-inspect"))
+            ratio = f"{e / n:.2f}" if e and n else "–"
+            share = f"{(i - e) / i:.0%}" if e and i else "–"
+            md.append(f"| {CASES[c][0]} | " + " | ".join(cells) +
+                      f" | {fmt(med.get((c, 'floor')))} | {ratio} | {share} |")
         md.append("")
 
     # Rooms over HTTP beside the WebSocket fan-out of the same size.
@@ -245,7 +283,7 @@ def main():
             md.append(f"| {CASES[c][0]} | " + " | ".join(cells) + " |")
         md.append("")
 
-    md.append("## Targets (issues 5, 9, 10 and 29)\n")
+    md.append("## Targets (issues 5, 9, 10, 29 and 35)\n")
     md.append("| Case | Target | Measured | Met |")
     md.append("|---|---|---|---|")
     for c, peer, bound, text in TARGETS:

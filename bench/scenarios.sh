@@ -33,6 +33,12 @@ scenario_args() {
         echo-tls-16m) echo "echo --tls --tls-ca $TLS_CA -c 1 -s 16777216 --duration $d" ;;
         connect-tls-50) echo "connect --tls --tls-ca $TLS_CA -c 50 --duration $d" ;;
         idle-tls-10k) echo "idle --tls --tls-ca $TLS_CA -c 10000" ;;
+        # Through a proxy to an upstream echo (compare.sh): text, so that
+        # websocat (which does not keep a message's type) can carry it.
+        proxy-20) echo "echo -c 100 -s 20 --text --duration $d" ;;
+        proxy-20-p16) echo "echo -c 100 -s 20 --text -p 16 --duration $d" ;;
+        proxy-1k) echo "echo -c 100 -s 1024 --text --duration $d" ;;
+        proxy-1k-p16) echo "echo -c 100 -s 1024 --text -p 16 --duration $d" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

@@ -547,3 +547,77 @@ fn a_wss_upstream_is_verified_with_the_ca_given_refused_without_it_or_taken_inse
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn stubs_override_some_messages_both_ways_and_the_rest_goes_through() {
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        // What reaches the upstream: only what no stub answered.
+        loop {
+            let (op, p) = read_client_frame(&mut s, &mut buf);
+            if op == 8 {
+                break;
+            }
+            let text = String::from_utf8(p).unwrap();
+            if text == "live please" {
+                s.write_all(&server_frame(1, br#"{"type":"heartbeat"}"#))
+                    .unwrap();
+                s.write_all(&server_frame(1, br#"{"type":"price","v":1}"#))
+                    .unwrap();
+            }
+            seen.push(text);
+        }
+        seen
+    });
+    let dir = std::env::temp_dir().join(format!("echocast-proxy-stubs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stubs = dir.join("overrides.json");
+    std::fs::write(
+        &stubs,
+        r#"{"stubs": [
+          {"path": "/live", "on": {"json": {"type": "login"}},
+           "reply": [{"json": {"type": "welcome", "user": "{{json.user}}"}}]},
+          {"path": "/live", "on": {"from": "upstream", "json": {"type": "heartbeat"}}, "reply": []},
+          {"path": "/live", "on": {"from": "upstream", "json": {"type": "price"}},
+           "reply": [{"json": {"type": "price", "v": 99, "stubbed": true}}]}
+        ]}"#,
+    )
+    .unwrap();
+    let px = proxy(&[format!("/live=ws://{addr}/")], |c| {
+        c.stubs = Some(stubs.clone())
+    });
+    let mut c = Client::connect(px.local_addr(), "/live");
+    c.send_text(r#"{"type": "login", "user": "ann"}"#);
+    assert_eq!(
+        c.expect_text(),
+        r#"{"type":"welcome","user":"ann"}"#,
+        "answered by the stub"
+    );
+    c.send_text("live please");
+    // The heartbeat is dropped, the price replaced.
+    let price: serde_json::Value = serde_json::from_str(&c.expect_text()).unwrap();
+    assert_eq!(
+        price,
+        serde_json::json!({"type": "price", "v": 99, "stubbed": true})
+    );
+    c.send_raw(&client_frame(
+        true,
+        8,
+        &close_payload(1000, ""),
+        [1, 2, 3, 4],
+    ));
+    let (_, op, _) = c.read_frame();
+    assert_eq!(op, 8);
+    assert_eq!(
+        up.join().unwrap(),
+        ["live please"],
+        "the login never reached the upstream"
+    );
+    // The client's message no stub matched is listed, as on any stubbed path.
+    let (_, body) = http_get(px.local_addr(), "/stubs/unmatched");
+    assert!(String::from_utf8(body).unwrap().contains("live please"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -137,14 +137,19 @@ impl Server {
         self.inspect_push(id, Body::Open { peer, path }, now);
     }
 
-    /// A proxied pair opened (the upstream `t` answered 101): both legs
+    /// A proxied pair opened (its upstream answered 101): both legs
     /// are recorded as opened, the client's with its request, the
     /// upstream's with the path it asked for.
-    pub(super) fn inspect_proxied(&mut self, t: Token, protocol: Option<&str>, now: Instant) {
+    pub(super) fn inspect_proxied(
+        &mut self,
+        legs: [(Token, Request); 2],
+        protocol: Option<&str>,
+        now: Instant,
+    ) {
         if self.inspector.is_none() {
             return;
         }
-        for (leg, req) in self.proxying.take_requests(t).into_iter().flatten() {
+        for (leg, req) in legs {
             self.inspect_open(leg, &req, protocol, now);
         }
     }

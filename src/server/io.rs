@@ -193,17 +193,7 @@ impl Server {
                 return self.pass_close(t, now);
             };
             if c.proxied {
-                let opened = match &event {
-                    Event::Opened(o) => Some(o.protocol.clone()),
-                    _ => None,
-                };
-                let deflate = (&self.config.deflate, &self.deflate_codec);
-                if let Some(peer) = self.proxying.event(&mut self.conns, t, event, deflate, now) {
-                    self.conns.mark_dirty(peer);
-                }
-                if let Some(protocol) = opened {
-                    self.inspect_proxied(t, protocol.as_deref(), now);
-                }
+                self.proxied_event(t, event, now);
                 continue;
             }
             match event {
@@ -263,6 +253,44 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// An event of a proxied leg: a message a stub answers stops here (its
+    /// replies go to the client); the rest is the proxy's to pass on. When
+    /// the upstream opens, both legs are recorded and the client's stub
+    /// session starts.
+    fn proxied_event(&mut self, t: Token, event: Event, now: Instant) {
+        if let Event::Message { kind, data } = &event {
+            let side = self.proxying.stub_side(t);
+            if let Some((client, from)) = side.filter(|(c, _)| self.stubbing.is_stubbed(*c)) {
+                let conn = self.conns.get(client).map_or(0, |c| c.id().0);
+                if let Some(out) = self.stubbing.relayed(client, conn, from, *kind, data, now) {
+                    self.apply_stub(client, out, None, now);
+                    self.conns.mark_dirty(client);
+                    return;
+                }
+            }
+        }
+        let opened = match &event {
+            Event::Opened(o) => Some(o.protocol.clone()),
+            _ => None,
+        };
+        let deflate = (&self.config.deflate, &self.deflate_codec);
+        if let Some(peer) = self.proxying.event(&mut self.conns, t, event, deflate, now) {
+            self.conns.mark_dirty(peer);
+        }
+        let Some(protocol) = opened else { return };
+        let Some([(client, req), up]) = self.proxying.take_requests(t) else {
+            return;
+        };
+        if self.stubbing.covers(&req.path) {
+            let conn = self.conns.get(client).map_or(0, |c| c.id().0);
+            let headers = crate::stubs::head_headers(req.head.as_deref());
+            let out = self.stubbing.open(client, conn, &req.path, headers, now);
+            self.apply_stub(client, out, None, now);
+            self.conns.mark_dirty(client);
+        }
+        self.inspect_proxied([(client, req), up], protocol.as_deref(), now);
     }
 
     /// A proxied leg's close (or failure) goes to its peer, once.

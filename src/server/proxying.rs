@@ -127,6 +127,17 @@ impl Proxying {
         Some([(peer, client), (t, up)])
     }
 
+    /// Whose stub session a message on leg `t` goes through (the client
+    /// leg's), and who sent it.
+    pub(super) fn stub_side(&self, t: Token) -> Option<(Token, crate::stubs::Sender)> {
+        let l = self.legs.get(&t)?;
+        Some(if l.upstream {
+            (l.peer, crate::stubs::Sender::Upstream)
+        } else {
+            (t, crate::stubs::Sender::Client)
+        })
+    }
+
     /// Whether `t` is a leg of a pair.
     pub(super) fn is_leg(&self, t: Token) -> bool {
         !self.legs.is_empty() && self.legs.contains_key(&t)

@@ -17,8 +17,8 @@ use mio::Token;
 use serde::Serialize;
 
 use crate::proto::MessageKind;
-use crate::stubs::session::{Out, Session};
-use crate::stubs::{read, Otherwise, Stub, Stubs, Upgrade, Verdict};
+use crate::stubs::session::{Miss, Out, Session};
+use crate::stubs::{read, Otherwise, Sender, Stub, Stubs, Upgrade, Verdict};
 
 /// Messages no stub matched, kept for `GET /stubs/unmatched`.
 const UNMATCHED: usize = 100;
@@ -243,28 +243,67 @@ impl Stubbing {
         if let Some(i) = answer.matched {
             *self.matched.entry(rules.stubs[i].id).or_default() += 1;
         }
+        let out = answer.out;
         if let Some(miss) = answer.miss {
-            let text = (kind == MessageKind::Text).then(|| {
-                let cut = data.len().min(UNMATCHED_TEXT);
-                String::from_utf8_lossy(&data[..cut]).into_owned()
-            });
-            if self.unmatched.len() == UNMATCHED {
-                self.unmatched.pop_front();
-            }
-            self.unmatched.push_back(Unmatched {
-                conn,
-                path: session.path().to_string(),
-                state: session.state().to_string(),
-                binary_len: text.is_none().then_some(data.len()),
-                text,
-                nearest: miss.nearest.map(|i| Nearest {
-                    id: rules.stubs[i].id,
-                    name: rules.stubs[i].name.clone(),
-                }),
-                why: miss.why,
-            });
+            self.note_miss(t, conn, kind, data, miss);
         }
-        answer.out
+        out
+    }
+
+    /// A message no stub matched, for `/stubs/unmatched` (the newest kept).
+    fn note_miss(&mut self, t: Token, conn: u32, kind: MessageKind, data: &[u8], miss: Miss) {
+        let Some((rules, session)) = self.sessions.get(&t) else {
+            return;
+        };
+        let text = (kind == MessageKind::Text).then(|| {
+            let cut = data.len().min(UNMATCHED_TEXT);
+            String::from_utf8_lossy(&data[..cut]).into_owned()
+        });
+        if self.unmatched.len() == UNMATCHED {
+            self.unmatched.pop_front();
+        }
+        self.unmatched.push_back(Unmatched {
+            conn,
+            path: session.path().to_string(),
+            state: session.state().to_string(),
+            binary_len: text.is_none().then_some(data.len()),
+            text,
+            nearest: miss.nearest.map(|i| Nearest {
+                id: rules.stubs[i].id,
+                name: rules.stubs[i].name.clone(),
+            }),
+            why: miss.why,
+        });
+    }
+
+    /// A whole message on a proxied pair whose client leg `t` has a stub
+    /// session, from the client or from the upstream: the replies of the
+    /// stub that matched it (to the client; the message goes no further),
+    /// or `None` when none did and it goes on to the other side. A client
+    /// message none matched is listed in `/stubs/unmatched` as on any path.
+    pub(super) fn relayed(
+        &mut self,
+        t: Token,
+        conn: u32,
+        from: Sender,
+        kind: MessageKind,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<Vec<Out>> {
+        let (rules, session) = self.sessions.get_mut(&t)?;
+        let answer = session.on_message_from(rules, from, kind, data, now, false);
+        match answer.matched {
+            Some(i) => {
+                *self.matched.entry(rules.stubs[i].id).or_default() += 1;
+                Some(answer.out)
+            }
+            None => {
+                if let Some(miss) = answer.miss {
+                    self.note_miss(t, conn, kind, data, miss);
+                }
+                None
+            }
+        }
     }
 
     /// What connection `t`'s session has due at `now`.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::template::{JsonTemplate, Template};
-use super::{Body, On, Otherwise, PathPattern, Reply, Stub, Stubs, Then, Upgrade, Verdict};
+use super::{Body, On, Otherwise, PathPattern, Reply, Sender, Stub, Stubs, Then, Upgrade, Verdict};
 use crate::proto::knobs::sendable_code;
 use crate::proto::units::{parse_duration, parse_hex, DURATION_FORMS};
 
@@ -362,7 +362,18 @@ fn hex(text: &str) -> Result<Vec<u8>, String> {
 impl RawStub {
     fn check(self, name: String, max_message: usize) -> Result<Stub, String> {
         let path = path_pattern(self.path.as_deref())?;
-        let on = match &self.on {
+        let mut on_value = self.on.clone();
+        let from = match on_value.as_object_mut().and_then(|o| o.remove("from")) {
+            None => Sender::Client,
+            Some(Value::String(s)) if s == "client" => Sender::Client,
+            Some(Value::String(s)) if s == "upstream" => Sender::Upstream,
+            Some(other) => {
+                return Err(format!(
+                    "on.from: {other} is not \"client\" or \"upstream\""
+                ))
+            }
+        };
+        let on = match &on_value {
             Value::String(s) if s == "open" => On::Open,
             Value::Object(o) if o.len() == 1 => {
                 let (k, v) = o.iter().next().expect("one key");
@@ -479,6 +490,7 @@ impl RawStub {
             name,
             path,
             on,
+            from,
             state: self.state,
             reply,
             then,

@@ -149,10 +149,24 @@ pub struct Stub {
     pub name: String,
     pub path: PathPattern,
     pub on: On,
+    /// Whose messages it matches: the client's (the default), or on a
+    /// proxied path the upstream's (`"on": {"from": "upstream", …}`).
+    pub from: Sender,
     /// Matches only while the connection is in this state.
     pub state: Option<String>,
     pub reply: Vec<Reply>,
     pub then: Option<Then>,
+}
+
+/// Who sent the message a stub matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sender {
+    /// The client (every path).
+    #[default]
+    Client,
+    /// The upstream of a proxied path (docs/proxy.md): a matching stub's
+    /// replies go to the client in place of the upstream's message.
+    Upstream,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::template::Context;
-use super::{Body, On, Otherwise, Stubs, Then};
+use super::{Body, On, Otherwise, Sender, Stubs, Then};
 use crate::proto::MessageKind;
 
 /// What the driver does.
@@ -191,6 +191,23 @@ impl Session {
         data: &[u8],
         now: Instant,
     ) -> Answer {
+        self.on_message_from(stubs, Sender::Client, kind, data, now, true)
+    }
+
+    /// A whole message from `from` (on a proxied path, the client's or the
+    /// upstream's): only the stubs for that sender are tried. `otherwise`:
+    /// apply the file's `otherwise` when none matched (not on a proxied
+    /// path, where an unmatched message goes on to the other side); a miss
+    /// is reported for the client's messages only.
+    pub fn on_message_from(
+        &mut self,
+        stubs: &Stubs,
+        from: Sender,
+        kind: MessageKind,
+        data: &[u8],
+        now: Instant,
+        otherwise: bool,
+    ) -> Answer {
         let mut a = Answer::default();
         if self.done {
             return a;
@@ -200,7 +217,7 @@ impl Session {
             .flatten();
         let json: Option<Value> = text.and_then(|t| serde_json::from_str(t).ok());
         for (i, s) in stubs.stubs.iter().enumerate() {
-            if !s.path.matches(&self.path) || !self.in_state(s.state.as_deref()) {
+            if s.from != from || !s.path.matches(&self.path) || !self.in_state(s.state.as_deref()) {
                 continue;
             }
             let mut captures = Vec::new();
@@ -243,7 +260,12 @@ impl Session {
                 return a;
             }
         }
-        a.miss = Some(self.nearest(stubs, kind, data, text, json.as_ref()));
+        if from == Sender::Client {
+            a.miss = Some(self.nearest(stubs, kind, data, text, json.as_ref()));
+        }
+        if !otherwise {
+            return a;
+        }
         match &stubs.otherwise {
             Otherwise::Echo => a.out.push(Out::Echo),
             Otherwise::Ignore => {}
@@ -268,7 +290,7 @@ impl Session {
     ) -> Miss {
         let mut best: Option<(u32, usize, String)> = None;
         for (i, s) in stubs.stubs.iter().enumerate() {
-            if !s.path.matches(&self.path) || matches!(s.on, On::Open) {
+            if s.from != Sender::Client || !s.path.matches(&self.path) || matches!(s.on, On::Open) {
                 continue;
             }
             let on = match &s.on {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::session::{Out, Session};
-use super::Stubs;
+use super::{Sender, Stubs};
 use crate::proto::MessageKind::{Binary, Text};
 
 const TICKER: &str = r#"{
@@ -145,11 +145,31 @@ fn a_bad_file_says_where_and_what() {
         ("{\"stubs\": [{\"on\": \"open\", \"reply\": [{\"text\": \"x\", \"every\": \"1s\"}]}]}", "1:", "count"),
         ("{\"stubs\": [{\"on\": \"open\", \"reply\": [{\"binary_hex\": \"0000\"}]}]}", "1:", "max-message-size"),
         ("{\"stubs\": [{\"on\": \"sometimes\"}]}", "1:", "on:"),
+        ("{\"stubs\": [{\"on\": {\"from\": \"server\", \"any\": true}}]}", "1:", "on.from"),
+        ("{\"stubs\": [{\"on\": {\"from\": \"upstream\"}}]}", "1:", "on:"),
     ] {
         let err = Stubs::parse(file, 1).unwrap_err();
         assert!(err.starts_with(line), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
     }
+}
+
+#[test]
+fn a_stub_from_the_upstream_matches_only_the_upstreams_messages() {
+    let file = r#"{"stubs": [
+      {"path": "/p", "on": {"from": "upstream", "text": "ping"}, "reply": [{"text": "pong from the stub"}]},
+      {"path": "/p", "on": {"text": "ping"}, "reply": [{"text": "the client's ping"}]}
+    ]}"#;
+    let stubs = Stubs::parse(file, 1 << 20).unwrap();
+    let now = Instant::now();
+    let mut s = Session::new(&stubs, 1, "/p");
+    let up = s.on_message_from(&stubs, Sender::Upstream, Text, b"ping", now, false);
+    assert_eq!(up.out, [Out::Send(Text, b"pong from the stub".to_vec())]);
+    let client = s.on_message_from(&stubs, Sender::Client, Text, b"ping", now, false);
+    assert_eq!(client.out, [Out::Send(Text, b"the client's ping".to_vec())]);
+    // Unmatched from the upstream: nothing, no miss, no `otherwise`.
+    let other = s.on_message_from(&stubs, Sender::Upstream, Text, b"data", now, false);
+    assert!(other.matched.is_none() && other.miss.is_none() && other.out.is_empty());
 }
 
 #[test]

@@ -621,3 +621,57 @@ fn stubs_override_some_messages_both_ways_and_the_rest_goes_through() {
     assert!(String::from_utf8(body).unwrap().contains("live please"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_inspector_acts_on_either_leg_of_a_pair() {
+    let (addr, up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "");
+        let mut buf = Vec::new();
+        // The inspector's message to the upstream leg arrives masked, as
+        // any frame of ours to the upstream.
+        read_client_frame(&mut s, &mut buf)
+    });
+    let px = proxy(&[format!("/=ws://{addr}/")], |c| {
+        c.inspect = echocast::config::InspectMode::On;
+    });
+    let mut c = Client::connect(px.local_addr(), "/acted");
+    let (_, body) = http_get(px.local_addr(), "/connections");
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let client = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/acted")
+        .expect("the client leg is listed");
+    let upstream_id = client["upstream"]
+        .as_u64()
+        .expect("linked to its upstream leg");
+    let post = |id: u64, action: &str, body: &str| {
+        let mut h = Client::raw(px.local_addr());
+        h.send_raw(
+            format!(
+                "POST /connections/{id}/{action} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let (head, body) = h.read_http_response();
+        format!("{head}{}", String::from_utf8_lossy(&body))
+    };
+    // The client leg first: the upstream goes once it has its message.
+    let head = post(
+        client["id"].as_u64().unwrap(),
+        "send",
+        "from the inspector, client",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(c.expect_text(), "from the inspector, client");
+    let head = post(upstream_id, "send", "from the inspector, upstream");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        up.join().unwrap(),
+        (1, b"from the inspector, upstream".to_vec())
+    );
+}

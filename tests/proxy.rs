@@ -399,10 +399,11 @@ fn a_client_that_does_not_read_stops_echocast_reading_the_upstream() {
     eprintln!("the upstream pushed {sent} bytes");
     assert!(sent < 16 * 1024 * 1024, "the upstream pushed {sent} bytes");
     // Everything the upstream got out reaches the client once it reads.
+    // (Each 64 KiB message streams through in pieces: it is read whole.)
     let mut got = 0;
     while got < sent {
-        let (_, op, p) = c.read_frame();
-        assert_eq!(op, 2);
+        let (op, p, _) = c.read_message();
+        assert_eq!((op, p.len()), (2, FRAME));
         got += p.len();
     }
     assert_eq!(got, sent);
@@ -674,4 +675,25 @@ fn the_inspector_acts_on_either_leg_of_a_pair() {
         up.join().unwrap(),
         (1, b"from the inspector, upstream".to_vec())
     );
+}
+
+// docs/limits.md: "Message through the proxy (`--proxy`)"
+#[test]
+fn a_large_binary_message_streams_through_in_bounded_memory() {
+    let up = echocast::spawn(Config::local()).unwrap();
+    let px = proxy(&[format!("/=ws://{}/*", up.local_addr())], |c| {
+        // Far under the message: held whole, it would be closed for memory.
+        c.max_memory = 8 << 20;
+        c.limits.max_message_size = 64 << 20;
+    });
+    let mut c = Client::connect(px.local_addr(), "/big");
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
+    let frame = client_frame(true, 2, &big, [7, 7, 7, 7]);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(&frame).unwrap());
+    let (op, data, frames) = c.read_message();
+    sending.join().unwrap();
+    assert_eq!((op, data.len()), (2, big.len()));
+    assert!(data == big, "the same bytes back");
+    assert!(frames > 1, "it came back in pieces: {frames} frames");
 }

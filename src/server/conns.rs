@@ -53,7 +53,7 @@ pub(super) struct Client {
     pub(super) read_pending: bool,
     /// A live frame inspector (`/.inspect`): sent records, its messages ignored.
     pub(super) inspecting: bool,
-    /// A leg of a proxied pair (proxying.rs): whole messages, passed on.
+    /// A leg of a proxied pair (proxying.rs): its events are the proxy's.
     pub(super) proxied: bool,
 }
 
@@ -118,7 +118,7 @@ impl Client {
     /// member), and only while under the backpressure budget, so at most one
     /// message's echo piles up past it.
     pub(super) fn may_stream(&self, streaming: bool, budget: usize) -> bool {
-        streaming && self.room.is_none() && !self.proxied && self.proto.backlog() <= budget
+        streaming && self.room.is_none() && self.proto.backlog() <= budget
     }
 
     /// The socket reached EOF or failed.

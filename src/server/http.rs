@@ -72,6 +72,9 @@ impl Server {
                 self.proxying
                     .open(registry, &mut self.conns, t, &req, up, limits, deflate, now);
             if let Some(up_t) = opened {
+                if self.stubbing.covers(&req.path) {
+                    self.proxying.pass_whole(t);
+                }
                 self.settle(up_t);
             }
             return;

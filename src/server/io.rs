@@ -103,23 +103,31 @@ impl Server {
                 return;
             }
             let budget = self.config.max_backpressure;
-            // A proxied leg is not read while its peer cannot take more.
-            if let Some(peer) = self.proxying.peer(t) {
-                let full = self
+            // A proxied leg is not read while its peer cannot take more,
+            // unless a message of it is streaming through (as an echo's is
+            // read to its end: the two sides could otherwise wait on each
+            // other); a new message streams only while the peer has room.
+            let mut relay = None;
+            if let Some((peer, whole)) = self.proxying.streams_to(t) {
+                let (full, shapes) = self.conns.get(peer).map_or((false, false), |p| {
+                    (p.proto.backlog() > budget, p.proto.shapes_relayed())
+                });
+                let mid = self
                     .conns
-                    .get(peer)
-                    .is_some_and(|p| p.proto.backlog() > budget);
-                if full {
+                    .get(t)
+                    .is_some_and(|c| c.proto.is_streaming_message());
+                if full && !mid {
                     if let Some(c) = self.conns.get_mut(t) {
                         c.read_paused = true;
                     }
                     return;
                 }
+                relay = Some(self.config.streaming && !whole && !shapes && !full);
             }
             let Some(client) = self.conns.get_mut(t) else {
                 return;
             };
-            let stream = client.may_stream(self.config.streaming, budget);
+            let stream = relay.unwrap_or_else(|| client.may_stream(self.config.streaming, budget));
             client.proto.set_streaming(stream);
             // A message already streaming is read to its end even over the
             // budget (see `is_streaming_message`).

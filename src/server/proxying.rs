@@ -42,6 +42,9 @@ struct Leg {
     failure: Option<Failure>,
     /// A close (or an end) was passed on to the peer already.
     passed: bool,
+    /// Messages pass whole, never in pieces (stubs cover the pair's path:
+    /// they match whole messages).
+    whole: bool,
     /// The client leg's upgrade request, until the upstream opened (the
     /// inspector then records it); on the upstream leg, the path asked for.
     request: Option<Box<Request>>,
@@ -136,6 +139,26 @@ impl Proxying {
         } else {
             (t, crate::stubs::Sender::Client)
         })
+    }
+
+    /// Makes the messages of `t`'s pair pass whole (stubs match them).
+    pub(super) fn pass_whole(&mut self, t: Token) {
+        let peer = self.legs.get_mut(&t).map(|l| {
+            l.whole = true;
+            l.peer
+        });
+        if let Some(l) = peer.and_then(|p| self.legs.get_mut(&p)) {
+            l.whole = true;
+        }
+    }
+
+    /// The other leg of `t`'s pair, and whether messages must pass whole
+    /// (else a large binary message streams through in pieces).
+    pub(super) fn streams_to(&self, t: Token) -> Option<(Token, bool)> {
+        if self.legs.is_empty() {
+            return None;
+        }
+        self.legs.get(&t).map(|l| (l.peer, l.whole))
     }
 
     /// Whether `t` is a leg of a pair.
@@ -294,6 +317,7 @@ impl Proxying {
             url: url.clone(),
             failure: None,
             passed: false,
+            whole: false,
             request,
         };
         let asked = Request {
@@ -354,9 +378,22 @@ impl Proxying {
                     debug!("{}: a message arrived after the peer closed", c.id());
                 }
             }
-            Event::Fragment { .. } | Event::Upgrade(_) | Event::HttpRequest(_) | Event::Body(_) => {
-                return None
+            Event::Fragment { data, first, fin } => {
+                let n = data.len() as u64;
+                let c = &mut self.counts;
+                let (m, b) = if leg.upstream {
+                    (&mut c.messages_from_upstream, &mut c.bytes_from_upstream)
+                } else {
+                    (&mut c.messages_to_upstream, &mut c.bytes_to_upstream)
+                };
+                *m += u64::from(fin);
+                *b += n;
+                let c = conns.get_mut(peer)?;
+                if !c.proto.send_fragment(data, first, fin) {
+                    debug!("{}: a piece arrived after the peer closed", c.id());
+                }
             }
+            Event::Upgrade(_) | Event::HttpRequest(_) | Event::Body(_) => return None,
         }
         Some(peer)
     }

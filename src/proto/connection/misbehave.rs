@@ -232,6 +232,13 @@ impl Connection {
         sent
     }
 
+    /// Whether messages relayed to this peer must arrive whole: `delay` and
+    /// `repeat` shape each one, and `close`/`drop` count them.
+    pub fn shapes_relayed(&self) -> bool {
+        self.mis()
+            .is_some_and(|m| m.shapes_echoes() || m.counts_answers())
+    }
+
     /// Makes `close`'s `after` and `drop` count the messages relayed to the
     /// peer ([`Connection::relay`]) instead of the peer's own.
     pub fn count_relayed(&mut self) {

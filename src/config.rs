@@ -116,6 +116,9 @@ pub struct Config {
     /// ([`crate::tls::proxy_client_config`]: `--proxy-ca`, `--proxy-insecure`);
     /// required when a route is `wss://`.
     pub proxy_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Where the proxied conversations are recorded as a stubs file
+    /// (`--record`, docs/stubs.md "Record and replay").
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// The server's own process, as the binary describes it.
@@ -158,6 +161,7 @@ impl Default for Config {
             proxy: crate::proxy::Routes::default(),
             proxy_headers: Vec::new(),
             proxy_tls: None,
+            record: None,
         }
     }
 }

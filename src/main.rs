@@ -269,6 +269,11 @@ struct Args {
     #[arg(long)]
     proxy_insecure: bool,
 
+    /// Record every proxied conversation into FILE, as a stubs file
+    /// (rewritten as each ends): --stubs FILE replays it
+    #[arg(long, value_name = "FILE", requires = "proxy")]
+    record: Option<std::path::PathBuf>,
+
     /// A header field added to every upstream request (repeatable)
     #[arg(long = "proxy-header", value_name = "NAME: VALUE", value_parser = echocast::proxy::parse_header)]
     proxy_headers: Vec<(String, String)>,
@@ -314,28 +319,6 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     })
 }
 
-/// The TLS settings the flags ask for (`None`: plain only).
-fn tls_config(args: &Args) -> Result<Option<echocast::tls::TlsConfig>, String> {
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let config = echocast::tls::from_pem_files(cert, key)?;
-        log::info!("TLS: certificate {cert}");
-        return Ok(Some(config));
-    }
-    if !args.tls_self_signed {
-        return Ok(None);
-    }
-    let made = echocast::tls::self_signed()?;
-    log::info!(
-        "TLS: self-signed certificate for localhost, 127.0.0.1 and ::1, SHA-256 {}",
-        made.fingerprint
-    );
-    if let Some(path) = &args.tls_cert_out {
-        std::fs::write(path, &made.cert_pem).map_err(|e| format!("--tls-cert-out {path}: {e}"))?;
-    }
-    Ok(Some(made.config))
-}
-
-/// A duration flag: `10s`, `500ms`, `2m`, `1h` (a bare number is seconds).
 /// jemalloc's purge of the dirty pages it keeps, for the memory budget
 /// (setting an arena's decay time again purges its dirty pages at once).
 #[cfg(feature = "jemalloc")]
@@ -421,7 +404,11 @@ fn main() -> ExitCode {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         log::warn!("jemalloc: no background purge thread ({e}): freed memory is given back only as the server allocates");
     }
-    let tls = match tls_config(&args) {
+    let tls = match echocast::tls::from_flags(
+        args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        args.tls_self_signed,
+        args.tls_cert_out.as_deref(),
+    ) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("echocast: {e}");
@@ -512,6 +499,7 @@ fn main() -> ExitCode {
         proxy,
         proxy_headers: args.proxy_headers,
         proxy_tls,
+        record: args.record,
         cluster: args.cluster,
         cluster_tls,
         cluster_timeout: args.cluster_timeout,

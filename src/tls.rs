@@ -105,6 +105,34 @@ pub fn fingerprint(der: &[u8]) -> String {
     out
 }
 
+/// The TLS settings the command line asks for (`None`: plain only): a
+/// certificate and key (`--tls-cert`, `--tls-key`), or a self-signed
+/// certificate made now (`make_one`: `--tls-self-signed`, written as PEM to
+/// `cert_out` if given).
+pub fn from_flags(
+    files: Option<(&str, &str)>,
+    make_one: bool,
+    cert_out: Option<&str>,
+) -> Result<Option<TlsConfig>, String> {
+    if let Some((cert, key)) = files {
+        let config = from_pem_files(cert, key)?;
+        log::info!("TLS: certificate {cert}");
+        return Ok(Some(config));
+    }
+    if !make_one {
+        return Ok(None);
+    }
+    let made = self_signed()?;
+    log::info!(
+        "TLS: self-signed certificate for localhost, 127.0.0.1 and ::1, SHA-256 {}",
+        made.fingerprint
+    );
+    if let Some(path) = cert_out {
+        std::fs::write(path, &made.cert_pem).map_err(|e| format!("--tls-cert-out {path}: {e}"))?;
+    }
+    Ok(Some(made.config))
+}
+
 /// Where Debian, Alpine, Fedora and others keep the system's trusted roots
 /// (one PEM bundle), for `rediss://` without `--cluster-ca`.
 const SYSTEM_ROOTS: [&str; 3] = [

@@ -697,3 +697,77 @@ fn a_large_binary_message_streams_through_in_bounded_memory() {
     assert!(data == big, "the same bytes back");
     assert!(frames > 1, "it came back in pieces: {frames} frames");
 }
+
+#[test]
+fn a_recording_is_a_stubs_file_served_reset_and_written_when_a_conversation_ends() {
+    let (addr, _up) = upstream(|mut s| {
+        let head = read_head(&mut s);
+        answer_101(&mut s, &head, "Sec-WebSocket-Protocol: rpc\r\n");
+        let mut buf = Vec::new();
+        let (_, p) = read_client_frame(&mut s, &mut buf);
+        assert_eq!(p, br#"{"id":"a1","method":"add","params":[2,3]}"#);
+        s.write_all(&server_frame(1, br#"{"id":"a1","result":5}"#))
+            .unwrap();
+        let _ = read_client_frame(&mut s, &mut buf); // the close
+    });
+    let dir = std::env::temp_dir().join(format!("echocast-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("session.json");
+    let px = proxy(&[format!("/rpc=ws://{addr}/")], |c| {
+        c.record = Some(file.clone());
+        c.inspect = echocast::config::InspectMode::On;
+    });
+    let mut c = Client::raw(px.local_addr());
+    c.send_raw(
+        format!(
+            "GET /rpc?token=x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: rpc\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(c.read_http_head().starts_with("HTTP/1.1 101 "));
+    c.send_text(r#"{"id":"a1","method":"add","params":[2,3]}"#);
+    assert_eq!(c.expect_text(), r#"{"id":"a1","result":5}"#);
+    // As it stands, while the conversation goes on.
+    let (head, body) = http_get(px.local_addr(), "/recording");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let rec: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let text = rec.to_string();
+    assert!(text.contains("\"rpc\""), "the subprotocol: {text}");
+    assert!(
+        text.contains("{{json.id}}"),
+        "the client's id carried back: {text}"
+    );
+    assert!(!file.exists(), "written when a conversation ends");
+    c.send_raw(&client_frame(
+        true,
+        8,
+        &close_payload(1000, ""),
+        [1, 2, 3, 4],
+    ));
+    let (_, op, _) = c.read_frame();
+    assert_eq!(op, 8);
+    c.read_to_eof();
+    drop(c);
+    let mut written = None;
+    for _ in 0..100 {
+        if let Ok(t) = std::fs::read_to_string(&file) {
+            written = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let written: serde_json::Value = serde_json::from_str(&written.expect("the file")).unwrap();
+    assert_eq!(written, rec, "the file is the recording");
+    // It loads as a stubs file.
+    echocast::stubs::read(&file, 1 << 20).expect("a valid stubs file");
+    // DELETE starts afresh.
+    let mut d = Client::raw(px.local_addr());
+    d.send_raw(b"DELETE /recording HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert!(d.read_http_response().0.starts_with("HTTP/1.1 200"));
+    let (_, body) = http_get(px.local_addr(), "/recording");
+    let empty: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(empty["stubs"], serde_json::json!([]), "{empty}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -72,7 +72,8 @@ impl Server {
                 self.proxying
                     .open(registry, &mut self.conns, t, &req, up, limits, deflate, now);
             if let Some(up_t) = opened {
-                if self.stubbing.covers(&req.path) {
+                // Stubs match whole messages; a recording keeps them whole.
+                if self.stubbing.covers(&req.path) || self.recording.is_some() {
                     self.proxying.pass_whole(t);
                 }
                 self.settle(up_t);
@@ -222,7 +223,7 @@ impl Server {
                 return self.start_action(t, req, target, now);
             }
         }
-        if bare == "/stubs" || bare.starts_with("/stubs/") {
+        if bare == "/stubs" || bare.starts_with("/stubs/") || bare == "/recording" {
             return self.answer_stubs(t, req, bare, now);
         }
         match handler::route(self.config.mode, path) {
@@ -441,6 +442,12 @@ impl Server {
             ("GET" | "HEAD", "/stubs") => Ok((200, "OK", self.stubbing.list())),
             ("GET" | "HEAD", "/stubs/unmatched") => Ok((200, "OK", self.stubbing.unmatched())),
             ("POST", "/stubs/reset") => Ok((200, "OK", self.stubbing.reset())),
+            (m, "/recording") => match (m, self.recording.as_mut()) {
+                ("GET" | "HEAD", Some(rec)) => Ok((200, "OK", rec.json())),
+                ("DELETE", Some(rec)) => Ok((200, "OK", rec.reset(now))),
+                (_, None) => Err((404, "Not Found", "not recording (--record FILE)".into())),
+                _ => Err((405, "Method Not Allowed", "GET or DELETE /recording".into())),
+            },
             ("POST", "/stubs") if has_body => Err((0, "", String::new())),
             ("POST", "/stubs") => Err((400, "Bad Request", "a stub (JSON) in the body".into())),
             ("DELETE", "/stubs") => self.stubbing.delete(None).map(|b| (200, "OK", b)),

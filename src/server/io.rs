@@ -278,6 +278,18 @@ impl Server {
                     return;
                 }
             }
+            // What the two real sides said (a stub's answer is not).
+            if let (Some(rec), Some((client, from))) = (self.recording.as_mut(), side) {
+                let from_client = from == crate::stubs::Sender::Client;
+                rec.message(client, from_client, *kind, data, now);
+            }
+        }
+        if let (Event::Refused(r), Some(rec)) = (&event, self.recording.as_mut()) {
+            if let Some(target) = self.proxying.client_target(t) {
+                if r.kind == crate::proto::connection::RefusalKind::Answered {
+                    rec.refused(&target, r.status, &r.headers, &r.body);
+                }
+            }
         }
         let opened = match &event {
             Event::Opened(o) => Some(o.protocol.clone()),
@@ -291,6 +303,9 @@ impl Server {
         let Some([(client, req), up]) = self.proxying.take_requests(t) else {
             return;
         };
+        if let Some(rec) = self.recording.as_mut() {
+            rec.opened(client, &req.path, protocol.clone(), now);
+        }
         if self.stubbing.covers(&req.path) {
             let conn = self.conns.get(client).map_or(0, |c| c.id().0);
             let headers = crate::stubs::head_headers(req.head.as_deref());

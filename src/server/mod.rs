@@ -34,6 +34,7 @@ mod inspecting;
 mod io;
 mod metrics;
 mod proxying;
+mod recording;
 mod room_http;
 mod rooms;
 mod stats;
@@ -110,6 +111,8 @@ pub struct Server {
     stubbing: stubbing::Stubbing,
     /// Proxied pairs (`--proxy`).
     proxying: proxying::Proxying,
+    /// Their conversations, with `--record`.
+    recording: Option<recording::Recording>,
 }
 
 impl Server {
@@ -206,6 +209,7 @@ impl Server {
             budget: budget::Budget::new(config.max_memory, READ_BUF),
             inspector,
             stubbing,
+            recording: config.record.clone().map(recording::Recording::new),
             proxying: proxying::Proxying::new(
                 config.proxy.clone(),
                 config.proxy_headers.clone(),
@@ -506,6 +510,9 @@ impl Server {
         let Some(mut c) = self.conns.remove(t) else {
             return;
         };
+        if let Some(rec) = self.recording.as_mut() {
+            rec.ended(t);
+        }
         // The other leg of a proxied pair hears of it at once.
         if let Some(peer) = self
             .proxying

@@ -161,6 +161,13 @@ impl Proxying {
         self.legs.get(&t).map(|l| (l.peer, l.whole))
     }
 
+    /// The client's request target of the pair whose upstream leg is `t`,
+    /// while the upstream has not opened.
+    pub(super) fn client_target(&self, t: Token) -> Option<String> {
+        let peer = self.legs.get(&t)?.peer;
+        Some(self.legs.get(&peer)?.request.as_ref()?.path.clone())
+    }
+
     /// Whether `t` is a leg of a pair.
     pub(super) fn is_leg(&self, t: Token) -> bool {
         !self.legs.is_empty() && self.legs.contains_key(&t)

@@ -35,7 +35,8 @@ fn har() -> serde_json::Value {
 }
 
 fn temp(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("echocast-har-{}", std::process::id()));
+    // A directory per file: tests run at once, and one removes its own.
+    let dir = std::env::temp_dir().join(format!("echocast-har-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

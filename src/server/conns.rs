@@ -10,7 +10,6 @@ use std::num::NonZeroU32;
 use std::time::Instant;
 
 use log::{debug, info};
-use mio::net::TcpStream;
 use mio::Token;
 
 use super::transport;
@@ -29,12 +28,10 @@ impl std::fmt::Display for Id {
     }
 }
 
+/// A slot of the table: a transport (the socket, and TLS once decided) and
+/// the session on it (`proto`: the sans-IO WebSocket or HTTP exchange).
 pub(super) struct Client {
-    pub(super) stream: TcpStream,
-    /// The TLS record layer, once the first byte said TLS (transport.rs):
-    /// with TLS on, a connection whose core has seen no byte and that has no
-    /// TLS layer yet is still to be decided.
-    pub(super) tls: Option<Box<transport::Tls>>,
+    pub(super) io: transport::Transport,
     pub(super) proto: Connection,
     /// The room, set when the upgrade (or subscription) is accepted.
     room: Option<NonZeroU32>,
@@ -59,10 +56,9 @@ pub(super) struct Client {
 
 impl Client {
     /// `proto` carries the connection's id ([`Connection::set_id`]).
-    pub(super) fn new(stream: TcpStream, proto: Connection, admitted: bool) -> Client {
+    pub(super) fn new(io: transport::Transport, proto: Connection, admitted: bool) -> Client {
         Client {
-            stream,
-            tls: None,
+            io,
             proto,
             room: None,
             held: 0,
@@ -84,12 +80,12 @@ impl Client {
     /// What this connection holds, as counted against `--max-memory`: the
     /// core's buffers and, with TLS, rustls's (a bound, `TLS_BYTES`).
     pub(super) fn memory(&self) -> usize {
-        self.proto.memory() + self.tls.as_ref().map_or(0, |_| transport::TLS_BYTES)
+        self.proto.memory() + self.io.memory()
     }
 
     /// `http` or `https`, for the logs.
     pub(super) fn http_scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.io.is_tls() {
             "https"
         } else {
             "http"
@@ -98,7 +94,7 @@ impl Client {
 
     /// `ws` or `wss`, for the logs.
     pub(super) fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.io.is_tls() {
             "wss"
         } else {
             "ws"
@@ -123,10 +119,7 @@ impl Client {
 
     /// The socket reached EOF or failed.
     pub(super) fn receive_eof(&mut self, now: Instant) {
-        match self.tls.as_mut() {
-            Some(tls) => tls.receive_eof(&mut self.proto, now),
-            None => self.proto.receive_eof(now),
-        }
+        self.io.receive_eof(&mut self.proto, now);
     }
 
     /// The log lines of a connection that ended.

@@ -202,10 +202,9 @@ impl Server {
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {
-            let peer = c
-                .stream
-                .peer_addr()
-                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            let peer =
+                c.io.peer_addr()
+                    .map_or_else(|| "?".to_string(), |a| a.to_string());
             info!("{} {peer}: open {} {}", c.id(), c.scheme(), req.path);
         }
         stats::count(&mut self.stats.http, 101);

@@ -117,7 +117,7 @@ impl Server {
         let (Some(c), Some(ins)) = (self.conns.get(t), self.inspector.as_mut()) else {
             return;
         };
-        let (id, peer) = (c.id().0, c.stream.peer_addr().ok());
+        let (id, peer) = (c.id().0, c.io.peer_addr());
         let opened_us = ins.micros(now);
         ins.infos.insert(
             id,
@@ -277,10 +277,10 @@ impl Server {
         };
         let mut json = ConnectionJson {
             id: c.id().0,
-            peer: c.stream.peer_addr().ok().map(|a| a.to_string()),
+            peer: c.io.peer_addr().map(|a| a.to_string()),
             path: None,
             room: c.room().map(|r| self.rooms.name(r).to_string()),
-            transport: if c.tls.is_some() { "wss" } else { "ws" },
+            transport: c.scheme(),
             state,
             extensions: c.proto.deflate().map(|a| a.response()),
             subprotocol: None,

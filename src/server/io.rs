@@ -8,9 +8,9 @@
 //! `flush` brings it back under. Events go to the handler (echo), rooms.rs
 //! (a member's message, a `POST` body) and http.rs (requests).
 
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
@@ -24,8 +24,6 @@ use crate::stubs::session::Out;
 
 /// Reads per connection per loop turn before others get their turn.
 const READS_PER_TURN: usize = 4;
-/// Slices per vectored write.
-const MAX_IOV: usize = 64;
 
 impl Server {
     pub(super) fn accept(&mut self, now: Instant) {
@@ -79,7 +77,8 @@ impl Server {
             info!("{id} {peer}: 503, at --max-connections");
             proto.reject(HandshakeError::Overloaded, now);
         }
-        self.conns.insert(t, Client::new(stream, proto, admitted));
+        let io = transport::Transport::new(stream);
+        self.conns.insert(t, Client::new(io, proto, admitted));
         debug!("{id} {peer}: accepted");
         self.settle(t);
     }
@@ -137,36 +136,27 @@ impl Server {
                 client.read_paused = true;
                 return;
             }
-            match client.stream.read(&mut self.bufs.read) {
+            match client.io.read(&mut self.bufs.read) {
                 Ok(0) => return client.receive_eof(now),
                 Ok(n) => {
                     let bytes = &self.bufs.read[..n];
                     // With TLS on, the first bytes choose the transport.
-                    let undecided = client.tls.is_none() && client.proto.is_untouched();
+                    let undecided = !client.io.is_tls() && client.proto.is_untouched();
                     if let Some(config) = self.config.tls.as_ref().filter(|_| undecided) {
-                        match transport::sniff(bytes, config) {
-                            Ok(tls) => client.tls = tls,
-                            Err(e) => {
-                                info!("{}: TLS: {e}", client.id());
-                                client.proto.abort();
-                                return;
-                            }
+                        if let Err(e) = client.io.sniff(bytes, config) {
+                            info!("{}: TLS: {e}", client.id());
+                            client.proto.abort();
+                            return;
                         }
                         debug!("{}: {}", client.id(), client.scheme());
                     }
-                    match client.tls.as_mut() {
-                        None => client.proto.receive(bytes, now),
-                        Some(tls) => {
-                            if let Err(e) =
-                                tls.receive(bytes, &mut self.bufs.plain, &mut client.proto, now)
-                            {
-                                // rustls queued its alert; settle writes it, then drops us.
-                                info!("{}: TLS: {e}", client.id());
-                                client.proto.abort();
-                                self.proxying.tls_error(t, e);
-                                return;
-                            }
-                        }
+                    let plain = &mut self.bufs.plain;
+                    if let Err(e) = client.io.receive(bytes, plain, &mut client.proto, now) {
+                        // rustls queued its alert; settle writes it, then drops us.
+                        info!("{}: TLS: {e}", client.id());
+                        client.proto.abort();
+                        self.proxying.tls_error(t, e);
+                        return;
                     }
                     if n < self.bufs.read.len() && !drain {
                         return self.handle_events(t, now);
@@ -332,44 +322,10 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        if let Some(tls) = c.tls.as_mut() {
-            if let Err(e) = tls.flush(&mut c.stream, &mut c.proto) {
-                debug!("{}: write: {e}", c.id());
-                c.proto.abort();
-                return;
-            }
-        } else {
-            loop {
-                let written = {
-                    let front = c.proto.output_front();
-                    if front.is_empty() {
-                        break;
-                    }
-                    if front.len() == c.proto.output_len() {
-                        // All of it in one chunk (a room's run, a tail of
-                        // echoes): no iovec array to fill.
-                        c.stream.write(front)
-                    } else {
-                        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                        let n = c.proto.fill_output(&mut slices);
-                        c.stream.write_vectored(&slices[..n])
-                    }
-                };
-                match written {
-                    Ok(0) => {
-                        c.proto.abort();
-                        return;
-                    }
-                    Ok(n) => c.proto.consume_output(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        debug!("{}: write: {e}", c.id());
-                        c.proto.abort();
-                        return self.proxying.socket_error(t, &e);
-                    }
-                }
-            }
+        if let Err(e) = c.io.flush(&mut c.proto) {
+            debug!("{}: write: {e}", c.id());
+            c.proto.abort();
+            return self.proxying.socket_error(t, &e);
         }
         let under = c.proto.backlog() <= budget;
         if c.read_paused && under {
@@ -395,16 +351,11 @@ impl Server {
         };
         match c.proto.poll_transport() {
             TransportAction::None => {}
-            TransportAction::ShutdownWrite => match c.tls.as_mut() {
-                Some(tls) => tls.shutdown(&mut c.stream, &mut c.proto),
-                None => {
-                    let _ = c.stream.shutdown(Shutdown::Write);
-                }
-            },
+            TransportAction::ShutdownWrite => c.io.shutdown(&mut c.proto),
             TransportAction::Close => return self.remove(t),
             TransportAction::Reset => {
                 // The `drop=N&reset=1` knob: SO_LINGER 0 makes the close an RST.
-                if let Err(e) = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO)) {
+                if let Err(e) = c.io.reset() {
                     debug!("{}: SO_LINGER: {e}", c.id());
                 }
                 return self.remove(t);

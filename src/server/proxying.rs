@@ -273,7 +273,7 @@ impl Proxying {
             (_, false) => None,
         };
         let client = conns.get(t).ok_or("the client is gone")?;
-        let client_ip = client.stream.peer_addr().ok().map(|a| a.ip());
+        let client_ip = client.io.peer_addr().map(|a| a.ip());
         let deadline = client.proto.deadline();
         let headers = crate::stubs::head_headers(req.head.as_deref());
         let up_path = path.clone();
@@ -309,9 +309,12 @@ impl Proxying {
         }
         let id = conns.next_id();
         proto.set_id(id.0);
-        let mut leg = Client::new(stream, proto, false);
+        let io = match tls {
+            Some(tls) => transport::Transport::with_tls(stream, tls),
+            None => transport::Transport::new(stream),
+        };
+        let mut leg = Client::new(io, proto, false);
         leg.proxied = true;
-        leg.tls = tls;
         conns.insert(up_t, leg);
         if let Some(c) = conns.get_mut(t) {
             c.proxied = true;

@@ -1,5 +1,10 @@
-//! The transport between a socket and its [`Connection`]: plain TCP, or TLS
-//! (rustls) when the server has a certificate. rustls is sans-IO like the
+//! The transport: a socket and its record layer, the bytes in and out of
+//! one connection whatever the session on it ([`Transport`]). A socket is
+//! not a session: the session is the sans-IO [`Connection`] the bytes go to
+//! (a WebSocket in the server or the client role, an HTTP exchange); a slot
+//! of the table holds one transport and its session, and a proxied pair is
+//! two slots. Plain TCP, or TLS (rustls) when the server has a certificate
+//! or when we connect to a `wss://` upstream. rustls is sans-IO like the
 //! core, so the layer is two state machines back to back: ciphertext read
 //! into the loop's read buffer goes into `read_tls`, `process_new_packets`
 //! decrypts it, and the plaintext is fed to `Connection::receive`; the
@@ -13,11 +18,12 @@
 //! (after its close frame), a TLS connection sends `close_notify` first and
 //! shuts the socket down once that is written. A TLS error (a bad record, a
 //! record over 2^14 + 256 bytes, garbage after the ClientHello) sends rustls's
-//! alert and drops the connection. Owns `Tls`; called from io.rs.
+//! alert and drops the connection. Owns `Transport` and `Tls`; called from
+//! io.rs.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
-use std::time::Instant;
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -35,13 +41,136 @@ const MAX_IOV: usize = 64;
 /// the connection state, a record being received (at most 2^14 + 2,048 bytes
 /// of ciphertext, RFC 8446 §5.2) and up to 64 KiB of records not yet written
 /// (the buffer limit below) — a bound, not a measurement.
-pub(super) const TLS_BYTES: usize = std::mem::size_of::<rustls::Connection>() + 18 * 1024;
+const TLS_BYTES: usize = std::mem::size_of::<rustls::Connection>() + 18 * 1024;
 
 /// Unsent TLS records rustls keeps at most before it stops taking plaintext.
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, `ContentType`).
 const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// A connection's socket and, once decided, its TLS record layer.
+pub(super) struct Transport {
+    stream: TcpStream,
+    /// With TLS on, a connection whose session has seen no byte and that
+    /// has no TLS layer yet is still to be decided (`sniff`).
+    tls: Option<Box<Tls>>,
+}
+
+impl Transport {
+    /// A socket, plain until its first bytes say otherwise.
+    pub(super) fn new(stream: TcpStream) -> Transport {
+        Transport { stream, tls: None }
+    }
+
+    /// A socket we opened with TLS to its server (a `wss://` upstream).
+    pub(super) fn with_tls(stream: TcpStream, tls: Box<Tls>) -> Transport {
+        Transport {
+            stream,
+            tls: Some(tls),
+        }
+    }
+
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The peer's address (a syscall: asked only where it is shown).
+    pub(super) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// What the record layer holds, as counted against `--max-memory`.
+    pub(super) fn memory(&self) -> usize {
+        self.tls.as_ref().map_or(0, |_| TLS_BYTES)
+    }
+
+    /// Reads ciphertext (or plaintext) from the socket.
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+
+    /// With TLS on, the first bytes decide: a TLS handshake record starts
+    /// TLS, anything else stays plain.
+    pub(super) fn sniff(&mut self, first: &[u8], config: &TlsConfig) -> Result<(), String> {
+        self.tls = sniff(first, config)?;
+        Ok(())
+    }
+
+    /// Bytes read from the socket, into `session`: decrypted first with TLS
+    /// (through `plain`, the loop's second buffer). An error means the
+    /// connection must go once rustls's alert (if any) is written.
+    pub(super) fn receive(
+        &mut self,
+        bytes: &[u8],
+        plain: &mut [u8],
+        session: &mut Connection,
+        now: Instant,
+    ) -> Result<(), String> {
+        match self.tls.as_mut() {
+            None => {
+                session.receive(bytes, now);
+                Ok(())
+            }
+            Some(tls) => tls.receive(bytes, plain, session, now),
+        }
+    }
+
+    /// The socket reached EOF or failed.
+    pub(super) fn receive_eof(&mut self, session: &mut Connection, now: Instant) {
+        match self.tls.as_mut() {
+            Some(tls) => tls.receive_eof(session, now),
+            None => session.receive_eof(now),
+        }
+    }
+
+    /// Writes the session's output until it is all written or the socket
+    /// would block; vectored writes, one plain `write` when the output is
+    /// one chunk (a room's run, a tail of echoes).
+    pub(super) fn flush(&mut self, session: &mut Connection) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.flush(&mut self.stream, session);
+        }
+        loop {
+            let written = {
+                let front = session.output_front();
+                if front.is_empty() {
+                    return Ok(());
+                }
+                if front.len() == session.output_len() {
+                    self.stream.write(front)
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = session.fill_output(&mut slices);
+                    self.stream.write_vectored(&slices[..n])
+                }
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => session.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The session wants the write half shut (after its last bytes): with
+    /// TLS, `close_notify` goes first.
+    pub(super) fn shutdown(&mut self, session: &mut Connection) {
+        match self.tls.as_mut() {
+            Some(tls) => tls.shutdown(&mut self.stream, session),
+            None => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
+        }
+    }
+
+    /// Makes the close a TCP reset (SO_LINGER 0): the `drop=N&reset=1` knob.
+    pub(super) fn reset(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))
+    }
+}
 
 /// One TLS connection's record layer: a connection we accepted (server),
 /// or one we opened to a proxy's `wss://` upstream (client).
@@ -64,7 +193,7 @@ const MAX_PLAINTEXT_RECORD: usize = 1 << 14;
 /// record starts TLS, anything else stays plain. A first record declaring
 /// more than 2^14 bytes is refused at once (rather than waited for until the
 /// handshake timeout).
-pub(super) fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, String> {
+fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, String> {
     if first.first() != Some(&HANDSHAKE_RECORD) {
         return Ok(None);
     }

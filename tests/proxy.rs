@@ -389,15 +389,22 @@ fn a_client_that_does_not_read_stops_echocast_reading_the_upstream() {
         s.set_nonblocking(false).unwrap();
         (sent, s)
     });
-    let px = proxy(&[format!("/=ws://{addr}/")], |c| {
-        c.max_backpressure = 256 * 1024;
-    });
-    let mut c = Client::connect_small_rcvbuf(px.local_addr(), "/x", 64 * 1024);
+    // The binary, for its resident memory while the client does not read.
+    let (server, px) = spawn_binary(&[
+        "--proxy",
+        &format!("/=ws://{addr}/"),
+        "--max-backpressure",
+        "256KiB",
+    ]);
+    let before = rss_kib(server.id());
+    let mut c = Client::connect_small_rcvbuf(px, "/x", 64 * 1024);
     let (sent, _s) = up.join().unwrap();
+    let held = rss_kib(server.id()).saturating_sub(before);
     // Socket buffers on both hops (loopback autotuning allows a few MiB
-    // each) plus the budget: far from the 32 MiB the upstream offered.
-    eprintln!("the upstream pushed {sent} bytes");
+    // each) plus the budget: far from the 32 MiB the upstream offered; and
+    // the proxy itself holds the budget and a message, not what is pushed.
     assert!(sent < 16 * 1024 * 1024, "the upstream pushed {sent} bytes");
+    assert!(held < 8 * 1024, "the proxy grew by {held} KiB");
     // Everything the upstream got out reaches the client once it reads.
     // (Each 64 KiB message streams through in pieces: it is read whole.)
     let mut got = 0;

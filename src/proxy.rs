@@ -296,7 +296,13 @@ pub fn upstream_request(
 /// The extra lines of the client's 101: the upstream 101's end-to-end
 /// headers (`Set-Cookie`, custom ones), `Name: value\r\n` each.
 pub fn accept_headers(opened: &Opened) -> String {
-    end_to_end(&opened.headers)
+    header_lines(&end_to_end(&opened.headers))
+}
+
+/// Header fields as the lines of a head (`Name: value\r\n` each); a field
+/// that would break a line is left out.
+fn header_lines(headers: &[(String, String)]) -> String {
+    headers
         .iter()
         .filter(|(n, v)| !n.contains(['\r', '\n']) && !v.contains(['\r', '\n']))
         .map(|(n, v)| format!("{n}: {v}\r\n"))
@@ -353,12 +359,10 @@ pub fn refusal_answer(r: &Refusal, failure: Option<&Failure>, url: &str) -> (u16
             } else {
                 502
             };
-            let headers: String = end_to_end(&r.headers)
-                .iter()
-                .filter(|(n, v)| !n.contains(['\r', '\n']) && !v.contains(['\r', '\n']))
-                .filter(|(n, _)| !n.eq_ignore_ascii_case("content-type"))
-                .map(|(n, v)| format!("{n}: {v}\r\n"))
-                .collect();
+            // `http_response` writes the Content-Type (below) and the length.
+            let mut passed = end_to_end(&r.headers);
+            passed.retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+            let headers = header_lines(&passed);
             let kind = r
                 .headers
                 .iter()

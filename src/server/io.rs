@@ -308,10 +308,8 @@ impl Server {
 
     /// A proxied leg's close (or failure) goes to its peer, once.
     fn pass_close(&mut self, t: Token, now: Instant) {
-        if self.proxying.is_leg(t) {
-            if let Some(peer) = self.proxying.pass_close(&mut self.conns, t, now) {
-                self.conns.mark_dirty(peer);
-            }
+        if let Some(peer) = self.proxying.pass_close(&mut self.conns, t, now) {
+            self.conns.mark_dirty(peer);
         }
     }
 

@@ -67,9 +67,6 @@ pub(super) struct Proxying {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// What `connect` made: the upstream leg's token.
-pub(super) type Opened = Token;
-
 impl Proxying {
     pub(super) fn new(
         routes: Routes,
@@ -91,16 +88,31 @@ impl Proxying {
         (!self.routes.is_empty()).then_some((self.legs.len() / 2, &self.counts))
     }
 
-    /// Counts an upstream that did not open.
-    fn count_refusal(&mut self, r: &Refusal, failure: Option<&Failure>) {
-        let c = &mut self.counts;
+    /// The upstream did not open: the waiting client `c` is answered with
+    /// its refusal, or a `502`/`504` saying why, and it is counted.
+    fn answer_refusal(
+        &mut self,
+        c: &mut Client,
+        r: &Refusal,
+        failure: Option<&Failure>,
+        url: &str,
+        now: Instant,
+    ) {
+        let counts = &mut self.counts;
         match (failure, r.kind) {
-            (Some(_), _) => count(&mut c.upstream_failures, "connect"),
-            (None, RefusalKind::Answered) => count(&mut c.upstream_refusals, r.status),
-            (None, RefusalKind::Closed) => count(&mut c.upstream_failures, "closed"),
-            (None, RefusalKind::Invalid) => count(&mut c.upstream_failures, "invalid"),
-            (None, RefusalKind::TimedOut) => count(&mut c.upstream_failures, "timeout"),
+            (Some(_), _) => count(&mut counts.upstream_failures, "connect"),
+            (None, RefusalKind::Answered) => count(&mut counts.upstream_refusals, r.status),
+            (None, RefusalKind::Closed) => count(&mut counts.upstream_failures, "closed"),
+            (None, RefusalKind::Invalid) => count(&mut counts.upstream_failures, "invalid"),
+            (None, RefusalKind::TimedOut) => count(&mut counts.upstream_failures, "timeout"),
         }
+        let (status, answer) = proxy::refusal_answer(r, failure, url);
+        if r.kind == RefusalKind::Answered {
+            info!("{}: {status} from upstream {url}", c.id());
+        } else {
+            warn!("{}: {status}, upstream {url}: {}", c.id(), r.why);
+        }
+        c.proto.respond(answer, now);
     }
 
     /// The upstream of a request target, if it is proxied.
@@ -168,11 +180,6 @@ impl Proxying {
         Some(self.legs.get(&peer)?.request.as_ref()?.path.clone())
     }
 
-    /// Whether `t` is a leg of a pair.
-    pub(super) fn is_leg(&self, t: Token) -> bool {
-        !self.legs.is_empty() && self.legs.contains_key(&t)
-    }
-
     /// The other leg of `t`'s pair.
     pub(super) fn peer(&self, t: Token) -> Option<Token> {
         if self.legs.is_empty() {
@@ -213,8 +220,12 @@ impl Proxying {
             }
         }
         match self.connect(registry, conns, t, req, up, limits, deflate, now) {
-            Ok(up_t) => Some(up_t),
+            Ok(up_t) => {
+                self.counts.upstream_connects += 1;
+                Some(up_t)
+            }
             Err(e) => {
+                count(&mut self.counts.upstream_failures, "connect");
                 let c = conns.get_mut(t)?;
                 warn!("{}: 502, {e}", c.id());
                 let body = format!("{e}\n");
@@ -238,31 +249,11 @@ impl Proxying {
         conns: &mut Connections,
         t: Token,
         req: &Request,
-        up: (Upstream, String),
-        limits: &Rc<Limits>,
-        deflate: (&DeflateConfig, &Rc<SharedCodec>),
-        now: Instant,
-    ) -> Result<Opened, String> {
-        let opened = self.open_upstream(registry, conns, t, req, up, limits, deflate, now);
-        match opened {
-            Ok(_) => self.counts.upstream_connects += 1,
-            Err(_) => count(&mut self.counts.upstream_failures, "connect"),
-        }
-        opened
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn open_upstream(
-        &mut self,
-        registry: &Registry,
-        conns: &mut Connections,
-        t: Token,
-        req: &Request,
         (up, path): (Upstream, String),
         limits: &Rc<Limits>,
         deflate: (&DeflateConfig, &Rc<SharedCodec>),
         now: Instant,
-    ) -> Result<Opened, String> {
+    ) -> Result<Token, String> {
         let url: Rc<str> = up.url(&path).into();
         let tls = match (&self.tls, up.tls) {
             (Some(config), true) => Some(
@@ -368,15 +359,7 @@ impl Proxying {
             }
             Event::Refused(r) => self.refused(conns, t, &r, now),
             Event::Message { kind, data } => {
-                let n = data.len() as u64;
-                let c = &mut self.counts;
-                if leg.upstream {
-                    c.messages_from_upstream += 1;
-                    c.bytes_from_upstream += n;
-                } else {
-                    c.messages_to_upstream += 1;
-                    c.bytes_to_upstream += n;
-                }
+                self.counts.passed(leg.upstream, true, data.len());
                 let c = conns.get_mut(peer)?;
                 // To the client through its knobs; to the upstream as is.
                 let sent = if leg.upstream {
@@ -389,15 +372,7 @@ impl Proxying {
                 }
             }
             Event::Fragment { data, first, fin } => {
-                let n = data.len() as u64;
-                let c = &mut self.counts;
-                let (m, b) = if leg.upstream {
-                    (&mut c.messages_from_upstream, &mut c.bytes_from_upstream)
-                } else {
-                    (&mut c.messages_to_upstream, &mut c.bytes_to_upstream)
-                };
-                *m += u64::from(fin);
-                *b += n;
+                self.counts.passed(leg.upstream, fin, data.len());
                 let c = conns.get_mut(peer)?;
                 if !c.proto.send_fragment(data, first, fin) {
                     debug!("{}: a piece arrived after the peer closed", c.id());
@@ -416,17 +391,9 @@ impl Proxying {
         };
         leg.passed = true;
         let (peer, url, failure) = (leg.peer, leg.url.clone(), leg.failure.clone());
-        self.count_refusal(r, failure.as_ref());
-        let (status, answer) = proxy::refusal_answer(r, failure.as_ref(), &url);
-        let Some(c) = conns.get_mut(peer) else {
-            return;
-        };
-        if r.kind == RefusalKind::Answered {
-            info!("{}: {status} from upstream {url}", c.id());
-        } else {
-            warn!("{}: {status}, upstream {url}: {}", c.id(), r.why);
+        if let Some(c) = conns.get_mut(peer) {
+            self.answer_refusal(c, r, failure.as_ref(), &url, now);
         }
-        c.proto.respond(answer, now);
     }
 
     /// After leg `t`'s events: a close it received, or its failure, is
@@ -440,6 +407,9 @@ impl Proxying {
         t: Token,
         now: Instant,
     ) -> Option<Token> {
+        if self.legs.is_empty() {
+            return None;
+        }
         let leg = self.legs.get(&t)?;
         let peer = leg.peer;
         let c = conns.get(t)?;
@@ -537,10 +507,7 @@ impl Proxying {
                 headers: Vec::new(),
                 body: Vec::new(),
             });
-            let (status, answer) = proxy::refusal_answer(&r, leg.failure.as_ref(), &leg.url);
-            self.count_refusal(&r, leg.failure.as_ref());
-            warn!("{}: {status}, upstream {} did not open", p.id(), leg.url);
-            p.proto.respond(answer, now);
+            self.answer_refusal(p, &r, leg.failure.as_ref(), &leg.url, now);
         } else if leg.upstream {
             info!("{}: upstream {} went away: 1014", p.id(), leg.url);
             p.proto

@@ -148,13 +148,12 @@ impl Recording {
     /// The recording as it stands: a stubs file (ended conversations and
     /// those still going).
     pub(super) fn json(&self) -> String {
-        let mut all: Vec<&(u64, Conversation)> = self.done.iter().collect();
-        let live: Vec<(u64, Conversation)> = self
-            .live
-            .values()
-            .map(|(_, n, c)| (*n, c.clone()))
+        let mut all: Vec<(u64, &Conversation)> = self
+            .done
+            .iter()
+            .map(|(n, c)| (*n, c))
+            .chain(self.live.values().map(|(_, n, c)| (*n, c)))
             .collect();
-        all.extend(live.iter());
         all.sort_by_key(|(n, _)| *n);
         let convs: Vec<Conversation> = all.into_iter().map(|(_, c)| c.clone()).collect();
         let mut text = serde_json::to_string_pretty(&record::stubs_file(&convs, Some("ignore")))

@@ -135,6 +135,23 @@ pub(super) struct ProxyCounts {
     pub(super) bytes_from_upstream: u64,
 }
 
+impl ProxyCounts {
+    /// A message (or, with `fin` false, a piece of one) of `len` bytes
+    /// passed through, from the upstream or to it.
+    pub(super) fn passed(&mut self, from_upstream: bool, fin: bool, len: usize) {
+        let (messages, bytes) = if from_upstream {
+            (
+                &mut self.messages_from_upstream,
+                &mut self.bytes_from_upstream,
+            )
+        } else {
+            (&mut self.messages_to_upstream, &mut self.bytes_to_upstream)
+        };
+        *messages += u64::from(fin);
+        *bytes += len as u64;
+    }
+}
+
 #[derive(Serialize)]
 struct ProxyJson<'a> {
     /// Proxied pairs now (a client and its upstream).

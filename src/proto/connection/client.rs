@@ -118,9 +118,8 @@ impl Connection {
     pub(super) fn receive_answer(&mut self, data: &[u8], now: Instant) {
         let Some(hs) = self.hs.as_mut() else { return };
         let Some(ch) = hs.client.as_mut() else { return };
-        if let Some((_, reader, body)) = ch.refusal.as_ref() {
-            let (framed, had) = (reader.is_some(), body.len());
-            return self.receive_refusal_body(data, framed, had);
+        if ch.refusal.is_some() {
+            return self.receive_refusal_body(data);
         }
         hs.pending.extend_from_slice(data);
         let (head, n) = match client::parse_response(&hs.pending) {
@@ -142,7 +141,7 @@ impl Connection {
             };
             let reader = framing.map(|f| BodyReader::new(f, client::MAX_REFUSAL_BODY as u64));
             ch.refusal = Some((head, reader, Vec::new()));
-            return self.receive_refusal_body(&rest, true, 0);
+            return self.receive_refusal_body(&rest);
         }
         match client::check_upgrade(&head, &ch.key, &ch.req) {
             Ok(opened) => self.opened(opened, n, now),
@@ -166,9 +165,10 @@ impl Connection {
         self.hand_out_piece();
     }
 
-    /// A refusal's body bytes (`data`); `framed`: its length is known
-    /// (else it ends with the connection). `had`: bytes kept so far.
-    fn receive_refusal_body(&mut self, data: &[u8], framed: bool, had: usize) {
+    /// A refusal's body bytes: up to its length when the head gave one
+    /// (a reader), else until the connection ends, at most
+    /// `MAX_REFUSAL_BODY` either way.
+    fn receive_refusal_body(&mut self, data: &[u8]) {
         let Some((_, reader, body)) = self
             .hs
             .as_mut()
@@ -177,10 +177,10 @@ impl Connection {
         else {
             return;
         };
-        let done = match reader.as_mut().filter(|_| framed) {
+        let done = match reader.as_mut() {
             Some(r) => r.push(data, body).is_err() || r.is_done(),
             None => {
-                let room = client::MAX_REFUSAL_BODY.saturating_sub(had);
+                let room = client::MAX_REFUSAL_BODY.saturating_sub(body.len());
                 body.extend_from_slice(&data[..data.len().min(room)]);
                 body.len() >= client::MAX_REFUSAL_BODY
             }

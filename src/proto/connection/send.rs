@@ -10,11 +10,13 @@ use super::super::inspect::{Dir, MessageInfo};
 use super::super::message::MessageKind;
 use super::{bump_by, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_BYTES};
 
-/// The encoded header of a server frame (unmasked).
-fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8) -> Chunk {
+/// The encoded header of a frame: a server's (unmasked), or with `mask` a
+/// client's.
+fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8, mask: Option<[u8; 4]>) -> Chunk {
     let mut hdr = FrameHeader::server(opcode, len);
     hdr.fin = fin;
     hdr.rsv = rsv;
+    hdr.mask = mask;
     let (bytes, n) = hdr.encode();
     Chunk::Inline(bytes, n as u8)
 }
@@ -246,25 +248,20 @@ impl Connection {
             return self.push_masked(opcode, fin, rsv, payload, key);
         }
         self.out
-            .push_frame(header(opcode, payload.len(), fin, rsv), payload);
+            .push_frame(header(opcode, payload.len(), fin, rsv, None), payload);
     }
 
     /// The client role (§5.3): the frame's header names `key` and its
-    /// payload goes out masked with it: masked in place when the buffer is
-    /// ours (`owned`), else copied first.
+    /// payload goes out masked with it: in place when the buffer is ours
+    /// (`Chunk::Owned`), else copied first.
     fn push_masked(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Chunk, key: [u8; 4]) {
-        let mut hdr = FrameHeader::server(opcode, payload.len());
-        hdr.fin = fin;
-        hdr.rsv = rsv;
-        hdr.mask = Some(key);
-        let (bytes, n) = hdr.encode();
+        let hdr = header(opcode, payload.len(), fin, rsv, Some(key));
         let mut payload = match payload {
             Chunk::Owned(v) => v,
             other => other.as_slice().to_vec(),
         };
         super::super::mask::apply_mask(&mut payload, key, 0);
-        self.out
-            .push_frame(Chunk::Inline(bytes, n as u8), Chunk::Owned(payload));
+        self.out.push_frame(hdr, Chunk::Owned(payload));
     }
 
     /// The `fragment` knob: a data frame's payload goes out in frames of `n`
@@ -290,7 +287,7 @@ impl Connection {
                 continue;
             }
             self.out
-                .push_frame_copy(header(op, piece.len(), fin && i == last, rsv), piece);
+                .push_frame_copy(header(op, piece.len(), fin && i == last, rsv, None), piece);
         }
     }
 

@@ -13,6 +13,7 @@ pub mod connection;
 pub mod deflate;
 pub mod error;
 pub mod frame;
+pub mod h2;
 pub mod handshake;
 pub mod inspect;
 pub mod knobs;

@@ -64,6 +64,11 @@ pub struct Config {
     /// Build it with [`crate::tls::from_pem_files`] or
     /// [`crate::tls::self_signed`].
     pub tls: Option<TlsConfig>,
+    /// HTTP/2 on the same port (`--http2`, docs/http2.md): with TLS, ALPN
+    /// offers `h2` first; on plain TCP a connection that opens with the
+    /// HTTP/2 preface is HTTP/2. Its `websockets` says whether WebSockets
+    /// are offered over it (RFC 8441). `None`: HTTP/1.1 only.
+    pub http2: Option<crate::proto::h2::Config>,
     /// Subprotocols the server speaks (`--subprotocol`): the first one the
     /// client offers that is listed here is named in the 101; `*` selects the
     /// client's first offer, whatever it is. Empty: none is ever named.
@@ -143,6 +148,7 @@ impl Default for Config {
             max_connections: None,
             allow_origins: Vec::new(),
             tls: None,
+            http2: Some(crate::proto::h2::Config::default()),
             subprotocols: Vec::new(),
             greeting: None,
             stubs: None,

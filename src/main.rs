@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,38 +13,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use echocast::config::InspectMode;
 use echocast::handler::Mode;
 use echocast::proto::deflate::{DeflateConfig, DeflateMode};
-use echocast::proto::{units, Limits};
+use echocast::proto::Limits;
 use echocast::{Config, Server};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum DeflateArg {
-    /// No context takeover either way: one loop-wide compressor, a broadcast
-    /// compressed once, no zlib state kept by idle connections
-    Shared,
-    /// Context takeover where the client allows it: a compressor and an
-    /// inflater per connection, better ratio on small repetitive messages
-    Dedicated,
-    /// Decline permessage-deflate
-    Off,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum InspectArg {
-    /// The frame inspector runs (/connections, /frames, /.inspect, the page's view)
-    On,
-    /// No ring at all; the inspector's endpoints answer 404
-    Off,
-    /// On when the listen address is loopback, off otherwise
-    Local,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum ModeArg {
-    /// Every path echoes, except paths under /broadcast (rooms)
-    Echo,
-    /// Every path is a broadcast room (path = room)
-    Broadcast,
-}
+mod cli;
+use cli::*;
 
 /// A WebSocket echo and broadcast server on raw RFC 6455 framing.
 ///
@@ -168,6 +140,10 @@ struct Args {
     /// clients to trust
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     tls_cert_out: Option<String>,
+
+    /// HTTP/2 on the same port (docs/http2.md)
+    #[arg(long, value_enum, default_value = "on")]
+    http2: Http2Arg,
 
     /// A subprotocol the server speaks (repeatable): the first one in the
     /// client's Sec-WebSocket-Protocol list that is supported is named in the
@@ -302,23 +278,6 @@ enum Command {
     },
 }
 
-/// A parsed `--listen`: the address, and whether it was the `:PORT`
-/// shorthand, which binds every interface without saying so (so it is
-/// warned about; an explicit `0.0.0.0:PORT` is a deliberate choice).
-#[derive(Clone, Copy, Debug)]
-struct Listen {
-    addr: SocketAddr,
-    shorthand_every_interface: bool,
-}
-
-fn parse_listen(s: &str) -> Result<Listen, String> {
-    let shorthand_every_interface = s.trim().starts_with(':');
-    echocast::config::parse_addr(s).map(|addr| Listen {
-        addr,
-        shorthand_every_interface,
-    })
-}
-
 /// jemalloc's purge of the dirty pages it keeps, for the memory budget
 /// (setting an arena's decay time again purges its dirty pages at once).
 #[cfg(feature = "jemalloc")]
@@ -340,36 +299,6 @@ fn purge() -> Option<fn()> {
 #[cfg(not(feature = "jemalloc"))]
 fn purge() -> Option<fn()> {
     None
-}
-
-fn parse_speed(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(n) if n == 0.0 || (0.01..=1000.0).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?}: 0, or a number from 0.01 to 1000")),
-    }
-}
-
-fn parse_cluster_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
-        return Err(format!("{s:?}: between 100ms and 60s"));
-    }
-    Ok(d)
-}
-
-fn parse_cluster(s: &str) -> Result<echocast::cluster::Url, String> {
-    echocast::cluster::Url::parse(s)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    units::parse_duration(s).ok_or_else(|| format!("{s:?} is not {}", units::DURATION_FORMS))
-}
-
-/// A size flag: `1048576`, `64MiB`, `1GiB`, `500MB`, `64k`.
-fn parse_size(s: &str) -> Result<usize, String> {
-    units::parse_size(s).ok_or_else(|| {
-        format!("{s:?} is not a size like 1048576, 64KiB, 64MiB, 1GiB or 500MB (or is too large)")
-    })
 }
 
 fn main() -> ExitCode {
@@ -482,6 +411,20 @@ fn main() -> ExitCode {
         max_connections: args.max_connections,
         allow_origins: args.allow_origins,
         tls,
+        http2: {
+            use echocast::proto::h2::{Config as H2, WebSockets as W};
+            let ws = match args.http2 {
+                Http2Arg::Off => None,
+                Http2Arg::On => Some(W::Offered),
+                Http2Arg::NoWebsockets => Some(W::NotOffered),
+                Http2Arg::RefuseWebsockets => Some(W::Refused),
+            };
+            ws.map(|websockets| H2 {
+                websockets,
+                handshake_timeout: args.handshake_timeout,
+                ..H2::default()
+            })
+        },
         subprotocols: args.subprotocols,
         greeting: args.greeting,
         stubs,

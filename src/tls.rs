@@ -56,6 +56,16 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// ALPN (RFC 7301): `h2` first when HTTP/2 is served, then `http/1.1`
+/// (the server picks: a client offering both gets HTTP/2).
+pub fn offer_http2(config: &mut TlsConfig, http2: bool) {
+    let mut alpn = vec![b"http/1.1".to_vec()];
+    if http2 {
+        alpn.insert(0, b"h2".to_vec());
+    }
+    Arc::make_mut(config).alpn_protocols = alpn;
+}
+
 /// Reads a PEM certificate chain and a PEM private key (PKCS#8, RSA or SEC1).
 pub fn from_pem_files(cert: &str, key: &str) -> Result<TlsConfig, String> {
     let chain = CertificateDer::pem_file_iter(cert)

@@ -92,13 +92,10 @@ impl Client {
         }
     }
 
-    /// `ws` or `wss`, for the logs.
+    /// `ws` or `wss`, or `h2c` or `h2` for a stream of HTTP/2, for the
+    /// logs and the inspector.
     pub(super) fn scheme(&self) -> &'static str {
-        if self.io.is_tls() {
-            "wss"
-        } else {
-            "ws"
-        }
+        self.io.name()
     }
 
     pub(super) fn room(&self) -> Option<RoomId> {
@@ -229,6 +226,26 @@ impl Connections {
             return None;
         }
         slot.client.as_mut()
+    }
+
+    /// Two different connections at once (an HTTP/2 stream and the
+    /// connection it is on).
+    pub(super) fn pair_mut(&mut self, a: Token, b: Token) -> Option<(&mut Client, &mut Client)> {
+        let ((ia, ga), (ib, gb)) = (split(a), split(b));
+        if ia == ib {
+            return None;
+        }
+        let (lo, hi) = self.slots.split_at_mut(ia.max(ib));
+        let (first, second) = (&mut lo[ia.min(ib)], hi.first_mut()?);
+        let (sa, sb) = if ia < ib {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        if sa.gen != ga || sb.gen != gb {
+            return None;
+        }
+        Some((sa.client.as_mut()?, sb.client.as_mut()?))
     }
 
     /// Takes the connection out; its token is retired with it.

@@ -17,8 +17,11 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::conns::Client;
+use super::http2::Http2;
+use super::transport::StreamLink;
 use super::{admission, transport, Server};
 use crate::handler;
+use crate::proto::h2::{ErrorCode, Read};
 use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, TransportAction};
 use crate::stubs::session::Out;
 
@@ -91,6 +94,9 @@ impl Server {
     /// new edge. That saves the `EAGAIN` read per wakeup (tokio does the same with
     /// mio). `drain`: read until `WouldBlock` or EOF regardless.
     pub(super) fn read(&mut self, t: Token, now: Instant, drain: bool) {
+        if let Some(link) = self.conns.get(t).and_then(|c| c.io.link()) {
+            return self.read_stream(t, link, now);
+        }
         for _ in 0..READS_PER_TURN {
             self.account(t);
             self.keep_memory_budget(now);
@@ -128,9 +134,14 @@ impl Server {
             };
             let stream = relay.unwrap_or_else(|| client.may_stream(self.config.streaming, budget));
             client.proto.set_streaming(stream);
+            // An HTTP/2 connection's backlog is its session's frames.
+            let backlog = client
+                .io
+                .h2()
+                .map_or(client.proto.backlog(), |h| h.output_len());
             // A message already streaming is read to its end even over the
             // budget (see `is_streaming_message`).
-            if client.proto.backlog() > budget && !client.proto.is_streaming_message() {
+            if backlog > budget && !client.proto.is_streaming_message() {
                 // Echo backpressure: stop reading until the queue drains; TCP then
                 // pushes back on the client. `flush` resumes.
                 client.read_paused = true;
@@ -140,18 +151,21 @@ impl Server {
                 Ok(0) => return client.receive_eof(now),
                 Ok(n) => {
                     let bytes = &self.bufs.read[..n];
-                    // With TLS on, the first bytes choose the transport.
-                    let undecided = !client.io.is_tls() && client.proto.is_untouched();
-                    if let Some(config) = self.config.tls.as_ref().filter(|_| undecided) {
-                        if let Err(e) = client.io.sniff(bytes, config) {
+                    // The first bytes choose the transport: TLS, HTTP/2.
+                    let undecided =
+                        !client.io.is_tls() && !client.io.is_h2() && client.proto.is_untouched();
+                    let (tls, h2) = (self.config.tls.as_ref(), self.config.http2.as_ref());
+                    if undecided && (tls.is_some() || h2.is_some()) {
+                        if let Err(e) = client.io.sniff(bytes, tls, h2, now) {
                             info!("{}: TLS: {e}", client.id());
                             client.proto.abort();
                             return;
                         }
-                        debug!("{}: {}", client.id(), client.scheme());
+                        debug!("{}: {}", client.id(), client.io.name());
                     }
                     let plain = &mut self.bufs.plain;
-                    if let Err(e) = client.io.receive(bytes, plain, &mut client.proto, now) {
+                    let h2 = h2.filter(|_| !client.proxied);
+                    if let Err(e) = client.io.receive(bytes, plain, &mut client.proto, h2, now) {
                         // rustls queued its alert; settle writes it, then drops us.
                         info!("{}: TLS: {e}", client.id());
                         client.proto.abort();
@@ -183,6 +197,9 @@ impl Server {
     }
 
     fn take_events(&mut self, t: Token, now: Instant) {
+        if self.conns.get(t).is_some_and(|c| c.io.h2().is_some()) {
+            return self.h2_events(t, now);
+        }
         loop {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
@@ -317,6 +334,9 @@ impl Server {
     /// connection paused by backpressure once its queue is back under budget.
     pub(super) fn flush(&mut self, t: Token) {
         let budget = self.config.max_backpressure;
+        if let Some(link) = self.conns.get(t).and_then(|c| c.io.link()) {
+            return self.flush_stream(t, link);
+        }
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
@@ -325,7 +345,7 @@ impl Server {
             c.proto.abort();
             return self.proxying.socket_error(t, &e);
         }
-        let under = c.proto.backlog() <= budget;
+        let under = c.io.h2().map_or(c.proto.backlog(), |h| h.output_len()) <= budget;
         if c.read_paused && under {
             c.read_paused = false;
             self.conns.mark_ready(t);
@@ -347,6 +367,23 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        if c.io.h2().is_some() {
+            // Writing may have made room for streams waiting to write.
+            self.h2_events(t, Instant::now());
+            // An HTTP/2 connection's own session is never used.
+            if self
+                .conns
+                .get(t)
+                .and_then(|c| c.io.h2())
+                .is_some_and(|h| h.is_done())
+            {
+                return self.remove(t);
+            }
+            return self.arm_timer(t);
+        }
+        if let Some(link) = c.io.link() {
+            return self.settle_stream(t, link);
+        }
         match c.proto.poll_transport() {
             TransportAction::None => {}
             TransportAction::ShutdownWrite => c.io.shutdown(&mut c.proto),
@@ -410,5 +447,146 @@ impl Server {
             }
         }
         self.account(t);
+    }
+}
+
+impl Server {
+    pub(super) fn begin_shutdown(&mut self, now: Instant) -> std::io::Result<()> {
+        info!(
+            "stopping: closing {} connections with 1001",
+            self.conns.len()
+        );
+        self.poll.registry().deregister(&mut self.listener)?;
+        for t in self.conns.tokens() {
+            if let Some(c) = self.conns.get_mut(t) {
+                if let Some(h2) = c.io.h2_mut() {
+                    // Its WebSocket streams close with 1001 (as slots of
+                    // their own); GOAWAY stops new ones.
+                    h2.go_away();
+                } else if c.proto.is_event_stream() {
+                    // Ends like `drop=N`: EventSource would come back.
+                    c.proto.end_events(b"", false, now);
+                } else {
+                    c.proto
+                        .close(CloseCode::GOING_AWAY, "server shutting down", now);
+                }
+            }
+            self.settle(t);
+        }
+        Ok(())
+    }
+}
+
+/// HTTP/2: a connection's events, and its streams read, written and
+/// settled through it (http2.rs moves the bytes).
+impl Server {
+    fn h2_events(&mut self, parent: Token, now: Instant) {
+        let turn = self
+            .http2
+            .events(&mut self.conns, parent, &self.limits, now);
+        for t in turn.read {
+            self.conns.mark_ready(t);
+        }
+        for t in turn.write {
+            self.conns.mark_dirty(t);
+        }
+        for t in turn.gone {
+            // A reset stream is an abnormal closure: nothing more is sent.
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.abort();
+            }
+            self.remove(t);
+        }
+    }
+
+    /// A stream's slot reads what its connection's session holds for it.
+    fn read_stream(&mut self, t: Token, link: StreamLink, now: Instant) {
+        let budget = self.config.max_backpressure;
+        for _ in 0..READS_PER_TURN {
+            self.account(t);
+            self.keep_memory_budget(now);
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
+            if !c.proto.wants_read() {
+                return;
+            }
+            let stream = c.may_stream(self.config.streaming, budget);
+            c.proto.set_streaming(stream);
+            if c.proto.backlog() > budget && !c.proto.is_streaming_message() {
+                // Not read: the stream's window is not given back, so the
+                // client waits (flow control is the stream's backpressure).
+                c.read_paused = true;
+                return;
+            }
+            let read = Http2::read(&mut self.conns, link, &mut self.bufs.read);
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
+            match read {
+                Read::Data(n) => c.proto.receive(&self.bufs.read[..n], now),
+                Read::Eof => {
+                    c.receive_eof(now);
+                    return self.handle_events(t, now);
+                }
+                Read::Empty => return,
+            }
+            self.handle_events(t, now);
+        }
+        self.conns.mark_ready(t);
+    }
+
+    /// A stream's slot's output goes into its connection's session.
+    fn flush_stream(&mut self, t: Token, link: StreamLink) {
+        if !Http2::write(&mut self.conns, t, link) {
+            if let Some(c) = self.conns.get_mut(t) {
+                c.proto.abort();
+            }
+            return;
+        }
+        let budget = self.config.max_backpressure;
+        if let Some(c) = self.conns.get_mut(t) {
+            if c.read_paused && c.proto.backlog() <= budget {
+                c.read_paused = false;
+                self.conns.mark_ready(t);
+            }
+        }
+    }
+
+    /// After a stream slot's input: its transport action, and a plain
+    /// request's slot goes once its answer is complete.
+    fn settle_stream(&mut self, t: Token, link: StreamLink) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        match c.proto.poll_transport() {
+            TransportAction::None => {}
+            TransportAction::ShutdownWrite if c.proto.is_hanging_up() => {
+                c.proto.abort();
+                Http2::reset(&mut self.conns, link, ErrorCode::Cancel);
+                return self.remove(t);
+            }
+            TransportAction::ShutdownWrite => Http2::end(&mut self.conns, link),
+            TransportAction::Close => return self.remove(t),
+            TransportAction::Reset => {
+                Http2::reset(&mut self.conns, link, ErrorCode::InternalError);
+                return self.remove(t);
+            }
+        }
+        if Http2::answered(&self.conns, link) {
+            return self.remove(t);
+        }
+        self.arm_timer(t);
+    }
+
+    /// An HTTP/2 connection went: its streams' slots go with it.
+    pub(super) fn h2_connection_removed(&mut self, t: Token, c: &super::conns::Client) {
+        for child in self.http2.connection_removed(t) {
+            if let Some(cc) = self.conns.get_mut(child) {
+                cc.proto.abort();
+            }
+            self.remove(child);
+        }
+        super::http2::log_closed(c.id(), c.io.h2().and_then(|h| h.error()));
     }
 }

@@ -30,6 +30,7 @@ mod clustering;
 mod conns;
 mod handle;
 mod http;
+mod http2;
 mod inspecting;
 mod io;
 mod metrics;
@@ -59,7 +60,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::{Config, InspectMode};
 use crate::inspector::Inspector;
 use crate::proto::deflate::SharedCodec;
-use crate::proto::{CloseCode, Limits};
+use crate::proto::Limits;
 use crate::rooms::{Rooms, Run, Settings, HISTORY_BYTES};
 
 /// The page served on a plain `GET /` (see `--no-page`).
@@ -111,6 +112,8 @@ pub struct Server {
     stubbing: stubbing::Stubbing,
     /// Proxied pairs (`--proxy`).
     proxying: proxying::Proxying,
+    /// HTTP/2 connections' streams.
+    http2: http2::Http2,
     /// Their conversations, with `--record`.
     recording: Option<recording::Recording>,
 }
@@ -177,6 +180,10 @@ impl Server {
                 "a wss:// --proxy route needs Config::proxy_tls (echocast::tls::proxy_client_config)",
             ));
         }
+        let mut config = config;
+        if let Some(tls) = config.tls.as_mut() {
+            crate::tls::offer_http2(tls, config.http2.is_some());
+        }
         let now = Instant::now();
         let cluster = match config.cluster.clone() {
             Some(url) if url.tls && config.cluster_tls.is_none() => {
@@ -210,6 +217,7 @@ impl Server {
             inspector,
             stubbing,
             recording: config.record.clone().map(recording::Recording::new),
+            http2: http2::Http2::default(),
             proxying: proxying::Proxying::new(
                 config.proxy.clone(),
                 config.proxy_headers.clone(),
@@ -348,9 +356,18 @@ impl Server {
                 self.bufs.run.is_empty(),
                 "a run is delivered where it is gathered"
             );
-            for t in self.conns.take_dirty() {
-                if self.conns.clean(t) {
-                    self.settle(t);
+            // Writing one connection can make another dirty (an HTTP/2
+            // stream's output goes into its connection's session): again
+            // until none is, a few rounds at most.
+            for _ in 0..4 {
+                let dirty = self.conns.take_dirty();
+                if dirty.is_empty() {
+                    break;
+                }
+                for t in dirty {
+                    if self.conns.clean(t) {
+                        self.settle(t);
+                    }
                 }
             }
             // Output that grew without a read (a `push`, held echoes going
@@ -371,7 +388,10 @@ impl Server {
                 continue;
             };
             c.scheduled = None;
-            c.proto.handle_timeout(now);
+            match c.io.h2_mut() {
+                Some(h2) => h2.handle_timeout(now),
+                None => c.proto.handle_timeout(now),
+            }
             let due = self.stubbing.timer(t, now);
             if !due.is_empty() {
                 self.apply_stub(t, due, None, now);
@@ -385,7 +405,11 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        let deadline = match (c.proto.poll_timeout(), self.stubbing.next_due(t)) {
+        let own = match c.io.h2() {
+            Some(h2) => h2.poll_timeout(),
+            None => c.proto.poll_timeout(),
+        };
+        let deadline = match (own, self.stubbing.next_due(t)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -550,28 +574,13 @@ impl Server {
             ins.pending.remove(&t.0);
         }
         self.inspect_closed(t, &c);
+        if c.io.h2().is_some() {
+            return self.h2_connection_removed(t, &c);
+        }
+        if let Some(link) = c.io.link() {
+            self.http2.removed(&mut self.conns, t, link);
+        }
         self.stats.count_ended(&c.proto);
         c.log_closed();
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) -> std::io::Result<()> {
-        info!(
-            "stopping: closing {} connections with 1001",
-            self.conns.len()
-        );
-        self.poll.registry().deregister(&mut self.listener)?;
-        for t in self.conns.tokens() {
-            if let Some(c) = self.conns.get_mut(t) {
-                if c.proto.is_event_stream() {
-                    // Ends like `drop=N`: EventSource would come back.
-                    c.proto.end_events(b"", false, now);
-                } else {
-                    c.proto
-                        .close(CloseCode::GOING_AWAY, "server shutting down", now);
-                }
-            }
-            self.settle(t);
-        }
-        Ok(())
     }
 }

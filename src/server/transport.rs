@@ -31,6 +31,9 @@ use log::debug;
 use mio::net::TcpStream;
 use rustls::{ClientConfig, ClientConnection, ServerConnection};
 
+use mio::Token;
+
+use crate::proto::h2::{self, Session};
 use crate::proto::Connection;
 use crate::tls::TlsConfig;
 
@@ -49,105 +52,277 @@ const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, `ContentType`).
 const HANDSHAKE_RECORD: u8 = 0x16;
 
-/// A connection's socket and, once decided, its TLS record layer.
+/// Where a slot's bytes come from and go to: a socket of its own (with TLS
+/// and HTTP/2 once decided), or a stream of another slot's HTTP/2
+/// connection, whose bytes the loop moves through that slot's `h2::Session`
+/// (http2.rs). 16 bytes for a plain socket: what is not plain is boxed.
 pub(super) struct Transport {
-    stream: TcpStream,
+    /// `None` for an HTTP/2 stream.
+    stream: Option<TcpStream>,
+    layers: Option<Box<Layers>>,
+}
+
+/// What a socket has beyond plain TCP, or what a stream is.
+#[derive(Default)]
+struct Layers {
     /// With TLS on, a connection whose session has seen no byte and that
     /// has no TLS layer yet is still to be decided (`sniff`).
-    tls: Option<Box<Tls>>,
+    tls: Option<Tls>,
+    /// HTTP/2: the multiplexer the bytes go to instead of the slot's own
+    /// session (which then sees none).
+    h2: Option<Session>,
+    link: Option<StreamLink>,
+}
+
+/// An HTTP/2 stream as a slot's transport.
+#[derive(Clone, Copy)]
+pub(super) struct StreamLink {
+    /// The slot whose socket carries the stream.
+    pub(super) parent: Token,
+    pub(super) id: u32,
+    tls: bool,
+    peer: Option<SocketAddr>,
+}
+
+/// Where plaintext goes: the slot's session, or its HTTP/2 session once
+/// the first bytes or ALPN chose HTTP/2.
+struct Sink<'a> {
+    proto: &'a mut Connection,
+    h2: Option<&'a mut Option<Session>>,
+    /// HTTP/2 as configured (`None`: `--http2 off`).
+    h2_config: Option<&'a h2::Config>,
+    now: Instant,
+}
+
+impl Sink<'_> {
+    fn receive(&mut self, bytes: &[u8]) {
+        match self.h2.as_mut().and_then(|h| h.as_mut()) {
+            Some(h2) => h2.receive(bytes, self.now),
+            None => self.proto.receive(bytes, self.now),
+        }
+    }
+
+    fn receive_eof(&mut self) {
+        match self.h2.as_mut().and_then(|h| h.as_mut()) {
+            Some(h2) => h2.receive_eof(),
+            None => self.proto.receive_eof(self.now),
+        }
+    }
+
+    /// The TLS handshake is done: ALPN `h2` makes the connection HTTP/2.
+    fn alpn(&mut self, protocol: Option<&[u8]>) {
+        if let (Some(config), Some(h2)) = (self.h2_config, self.h2.as_mut()) {
+            if protocol == Some(b"h2") {
+                **h2 = Some(Session::new(config.clone(), self.now));
+            }
+        }
+    }
 }
 
 impl Transport {
     /// A socket, plain until its first bytes say otherwise.
     pub(super) fn new(stream: TcpStream) -> Transport {
-        Transport { stream, tls: None }
+        Transport {
+            stream: Some(stream),
+            layers: None,
+        }
     }
 
     /// A socket we opened with TLS to its server (a `wss://` upstream).
-    pub(super) fn with_tls(stream: TcpStream, tls: Box<Tls>) -> Transport {
+    pub(super) fn with_tls(stream: TcpStream, tls: Tls) -> Transport {
         Transport {
-            stream,
-            tls: Some(tls),
+            stream: Some(stream),
+            layers: Some(Box::new(Layers {
+                tls: Some(tls),
+                ..Layers::default()
+            })),
+        }
+    }
+
+    /// Stream `id` of the HTTP/2 connection in slot `parent`.
+    pub(super) fn stream(parent: Token, id: u32, tls: bool, peer: Option<SocketAddr>) -> Transport {
+        Transport {
+            stream: None,
+            layers: Some(Box::new(Layers {
+                link: Some(StreamLink {
+                    parent,
+                    id,
+                    tls,
+                    peer,
+                }),
+                ..Layers::default()
+            })),
         }
     }
 
     pub(super) fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.layers
+            .as_ref()
+            .is_some_and(|l| l.tls.is_some() || l.link.is_some_and(|k| k.tls))
+    }
+
+    /// `ws`/`wss` for a socket, `h2c`/`h2` for a stream or an HTTP/2 socket.
+    pub(super) fn name(&self) -> &'static str {
+        match (self.is_h2(), self.is_tls()) {
+            (false, false) => "ws",
+            (false, true) => "wss",
+            (true, false) => "h2c",
+            (true, true) => "h2",
+        }
+    }
+
+    /// Whether HTTP/2 carries the slot: its socket's, or as a stream.
+    pub(super) fn is_h2(&self) -> bool {
+        self.layers
+            .as_ref()
+            .is_some_and(|l| l.h2.is_some() || l.link.is_some())
+    }
+
+    /// The HTTP/2 stream this slot is, if it is one.
+    pub(super) fn link(&self) -> Option<StreamLink> {
+        self.layers.as_ref()?.link
+    }
+
+    /// The socket's HTTP/2 session, if it carries one.
+    pub(super) fn h2(&self) -> Option<&Session> {
+        self.layers.as_ref()?.h2.as_ref()
+    }
+
+    pub(super) fn h2_mut(&mut self) -> Option<&mut Session> {
+        self.layers.as_mut()?.h2.as_mut()
     }
 
     /// The peer's address (a syscall: asked only where it is shown).
     pub(super) fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+        match &self.stream {
+            Some(s) => s.peer_addr().ok(),
+            None => self.link()?.peer,
+        }
     }
 
-    /// What the record layer holds, as counted against `--max-memory`.
+    /// What the record layer and an HTTP/2 session hold, as counted
+    /// against `--max-memory`.
     pub(super) fn memory(&self) -> usize {
-        self.tls.as_ref().map_or(0, |_| TLS_BYTES)
+        self.layers.as_ref().map_or(0, |l| {
+            std::mem::size_of::<Layers>()
+                + l.tls.as_ref().map_or(0, |_| TLS_BYTES)
+                + l.h2.as_ref().map_or(0, |h| h.memory())
+        })
     }
 
-    /// Reads ciphertext (or plaintext) from the socket.
+    /// Reads ciphertext (or plaintext) from the socket (a stream's bytes
+    /// come through its parent: http2.rs).
     pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        match self.stream.as_mut() {
+            Some(s) => s.read(buf),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
-    /// With TLS on, the first bytes decide: a TLS handshake record starts
-    /// TLS, anything else stays plain.
-    pub(super) fn sniff(&mut self, first: &[u8], config: &TlsConfig) -> Result<(), String> {
-        self.tls = sniff(first, config)?;
+    /// The first bytes decide: with TLS on, a TLS handshake record starts
+    /// TLS; with HTTP/2 on, the client preface starts HTTP/2 (h2c with prior
+    /// knowledge); anything else stays plain HTTP/1.1.
+    pub(super) fn sniff(
+        &mut self,
+        first: &[u8],
+        tls: Option<&TlsConfig>,
+        h2: Option<&h2::Config>,
+        now: Instant,
+    ) -> Result<(), String> {
+        if self.stream.is_none() {
+            return Ok(());
+        }
+        if let Some(t) = tls.map(|c| sniff(first, c)).transpose()?.flatten() {
+            self.layers.get_or_insert_with(Box::default).tls = Some(t);
+        } else if let Some(config) = h2.filter(|_| starts_preface(first)) {
+            self.layers.get_or_insert_with(Box::default).h2 =
+                Some(Session::new(config.clone(), now));
+        }
         Ok(())
     }
 
-    /// Bytes read from the socket, into `session`: decrypted first with TLS
-    /// (through `plain`, the loop's second buffer). An error means the
-    /// connection must go once rustls's alert (if any) is written.
+    /// Bytes read from the socket, into `session` (or the socket's HTTP/2
+    /// session): decrypted first with TLS (through `plain`, the loop's
+    /// second buffer), where ALPN may choose HTTP/2 (`h2_config`). An error
+    /// means the connection must go once rustls's alert (if any) is written.
     pub(super) fn receive(
         &mut self,
         bytes: &[u8],
         plain: &mut [u8],
         session: &mut Connection,
+        h2_config: Option<&h2::Config>,
         now: Instant,
     ) -> Result<(), String> {
-        match self.tls.as_mut() {
+        let Some(layers) = self.layers.as_deref_mut() else {
+            session.receive(bytes, now);
+            return Ok(());
+        };
+        let mut sink = Sink {
+            proto: session,
+            h2: Some(&mut layers.h2),
+            h2_config,
+            now,
+        };
+        match layers.tls.as_mut() {
             None => {
-                session.receive(bytes, now);
+                sink.receive(bytes);
                 Ok(())
             }
-            Some(tls) => tls.receive(bytes, plain, session, now),
+            Some(tls) => tls.receive(bytes, plain, &mut sink),
         }
     }
 
     /// The socket reached EOF or failed.
     pub(super) fn receive_eof(&mut self, session: &mut Connection, now: Instant) {
-        match self.tls.as_mut() {
-            Some(tls) => tls.receive_eof(session, now),
-            None => session.receive_eof(now),
+        let Some(layers) = self.layers.as_deref_mut() else {
+            return session.receive_eof(now);
+        };
+        let mut sink = Sink {
+            proto: session,
+            h2: Some(&mut layers.h2),
+            h2_config: None,
+            now,
+        };
+        match layers.tls.as_mut() {
+            Some(tls) => tls.receive_eof(&mut sink),
+            None => sink.receive_eof(),
         }
     }
 
-    /// Writes the session's output until it is all written or the socket
-    /// would block; vectored writes, one plain `write` when the output is
-    /// one chunk (a room's run, a tail of echoes).
+    /// Writes the session's output (or the HTTP/2 session's) until it is
+    /// all written or the socket would block; vectored writes, one plain
+    /// `write` when the output is one chunk (a room's run, a tail of echoes).
     pub(super) fn flush(&mut self, session: &mut Connection) -> io::Result<()> {
-        if let Some(tls) = self.tls.as_mut() {
-            return tls.flush(&mut self.stream, session);
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
+            None => (None, session),
+            Some(l) => match l.h2.as_mut() {
+                Some(h2) => (l.tls.as_mut(), h2),
+                None => (l.tls.as_mut(), session),
+            },
+        };
+        if let Some(tls) = tls {
+            return tls.flush(stream, out);
         }
         loop {
             let written = {
-                let front = session.output_front();
+                let front = out.front();
                 if front.is_empty() {
                     return Ok(());
                 }
-                if front.len() == session.output_len() {
-                    self.stream.write(front)
+                if front.len() == out.len() {
+                    stream.write(front)
                 } else {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                    let n = session.fill_output(&mut slices);
-                    self.stream.write_vectored(&slices[..n])
+                    let n = out.fill(&mut slices);
+                    stream.write_vectored(&slices[..n])
                 }
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => session.consume_output(n),
+                Ok(n) => out.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -158,17 +333,81 @@ impl Transport {
     /// The session wants the write half shut (after its last bytes): with
     /// TLS, `close_notify` goes first.
     pub(super) fn shutdown(&mut self, session: &mut Connection) {
-        match self.tls.as_mut() {
-            Some(tls) => tls.shutdown(&mut self.stream, session),
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
+            None => (None, session),
+            Some(l) => match l.h2.as_mut() {
+                Some(h2) => (l.tls.as_mut(), h2),
+                None => (l.tls.as_mut(), session),
+            },
+        };
+        match tls {
+            Some(tls) => tls.shutdown(stream, out),
             None => {
-                let _ = self.stream.shutdown(Shutdown::Write);
+                let _ = stream.shutdown(Shutdown::Write);
             }
         }
     }
 
     /// Makes the close a TCP reset (SO_LINGER 0): the `drop=N&reset=1` knob.
     pub(super) fn reset(&self) -> io::Result<()> {
-        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))
+        match &self.stream {
+            Some(s) => socket2::SockRef::from(s).set_linger(Some(Duration::ZERO)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a connection's first bytes can be the HTTP/2 client preface
+/// (RFC 9113 §3.4). Three bytes decide (`PRI` is no method the server
+/// serves); a first read shorter than that stays HTTP/1.1.
+fn starts_preface(first: &[u8]) -> bool {
+    let n = first.len().min(h2::PREFACE.len());
+    n >= 3 && first[..n] == h2::PREFACE[..n]
+}
+
+/// Output a transport writes: a connection's, or an HTTP/2 session's.
+trait Output {
+    fn front(&self) -> &[u8];
+    fn len(&self) -> usize;
+    fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize;
+    fn consume(&mut self, n: usize);
+}
+
+impl Output for Connection {
+    fn front(&self) -> &[u8] {
+        self.output_front()
+    }
+    fn len(&self) -> usize {
+        self.output_len()
+    }
+    fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.fill_output(slices)
+    }
+    fn consume(&mut self, n: usize) {
+        self.consume_output(n)
+    }
+}
+
+impl Output for Session {
+    fn front(&self) -> &[u8] {
+        self.output_front()
+    }
+    fn len(&self) -> usize {
+        self.output_len()
+    }
+    fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let front = self.output_front();
+        if front.is_empty() || slices.is_empty() {
+            return 0;
+        }
+        slices[0] = IoSlice::new(front);
+        1
+    }
+    fn consume(&mut self, n: usize) {
+        self.consume_output(n)
     }
 }
 
@@ -181,6 +420,8 @@ pub(super) struct Tls {
     shutdown_pending: bool,
     /// The peer's `close_notify` (or EOF) was passed to the core.
     eof_seen: bool,
+    /// The handshake's ALPN result was passed on.
+    alpn_seen: bool,
 }
 
 /// The largest record a ClientHello may come in: a plaintext record carries
@@ -193,7 +434,7 @@ const MAX_PLAINTEXT_RECORD: usize = 1 << 14;
 /// record starts TLS, anything else stays plain. A first record declaring
 /// more than 2^14 bytes is refused at once (rather than waited for until the
 /// handshake timeout).
-fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, String> {
+fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Tls>, String> {
     if first.first() != Some(&HANDSHAKE_RECORD) {
         return Ok(None);
     }
@@ -210,25 +451,27 @@ fn sniff(first: &[u8], config: &TlsConfig) -> Result<Option<Box<Tls>>, String> {
     }
     let mut conn = ServerConnection::new(config.clone()).map_err(|e| e.to_string())?;
     conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    Ok(Some(Box::new(Tls {
+    Ok(Some(Tls {
         conn: conn.into(),
         shutdown_pending: false,
         eof_seen: false,
-    })))
+        alpn_seen: false,
+    }))
 }
 
 /// The record layer of a connection we open to `name` (a proxy's `wss://`
 /// upstream): its ClientHello is queued, written with the first flush.
-pub(super) fn client(config: Arc<ClientConfig>, name: &str) -> Result<Box<Tls>, String> {
+pub(super) fn client(config: Arc<ClientConfig>, name: &str) -> Result<Tls, String> {
     let name = rustls::pki_types::ServerName::try_from(name.to_string())
         .map_err(|e| format!("{name}: {e}"))?;
     let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
     conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    Ok(Box::new(Tls {
+    Ok(Tls {
         conn: conn.into(),
         shutdown_pending: false,
         eof_seen: false,
-    }))
+        alpn_seen: false,
+    })
 }
 
 impl Tls {
@@ -236,24 +479,27 @@ impl Tls {
     /// plaintext to the core, through `plain` (the loop's second buffer).
     /// An error means the connection must be dropped once rustls's alert
     /// (if any) is written.
-    pub(super) fn receive(
+    fn receive(
         &mut self,
         mut cipher: &[u8],
         plain: &mut [u8],
-        proto: &mut Connection,
-        now: Instant,
+        sink: &mut Sink<'_>,
     ) -> Result<(), String> {
         while !cipher.is_empty() {
             self.conn.read_tls(&mut cipher).map_err(|e| e.to_string())?;
             self.conn.process_new_packets().map_err(|e| e.to_string())?;
+            if !self.alpn_seen && !self.conn.is_handshaking() {
+                self.alpn_seen = true;
+                sink.alpn(self.conn.alpn_protocol());
+            }
             loop {
                 match self.conn.reader().read(plain) {
                     // The peer's close_notify: a clean end of its data.
                     Ok(0) => {
-                        self.receive_eof(proto, now);
+                        self.receive_eof(sink);
                         break;
                     }
-                    Ok(n) => proto.receive(&plain[..n], now),
+                    Ok(n) => sink.receive(&plain[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.to_string()),
                 }
@@ -263,25 +509,21 @@ impl Tls {
     }
 
     /// The socket reached EOF or failed (or the peer sent `close_notify`).
-    pub(super) fn receive_eof(&mut self, proto: &mut Connection, now: Instant) {
+    fn receive_eof(&mut self, sink: &mut Sink<'_>) {
         if !std::mem::replace(&mut self.eof_seen, true) {
-            proto.receive_eof(now);
+            sink.receive_eof();
         }
     }
 
     /// Moves the core's output into rustls and writes records until there is
     /// nothing left or the socket would block. Shuts the write half down once
     /// a requested `close_notify` is out.
-    pub(super) fn flush(
-        &mut self,
-        stream: &mut TcpStream,
-        proto: &mut Connection,
-    ) -> io::Result<()> {
+    fn flush(&mut self, stream: &mut TcpStream, proto: &mut dyn Output) -> io::Result<()> {
         loop {
             let mut moved = 0;
             loop {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let n = proto.fill_output(&mut slices);
+                let n = proto.fill(&mut slices);
                 if n == 0 {
                     break;
                 }
@@ -289,7 +531,7 @@ impl Tls {
                 if taken == 0 {
                     break; // rustls's buffer limit: write records first
                 }
-                proto.consume_output(taken);
+                proto.consume(taken);
                 moved += taken;
             }
             while self.conn.wants_write() {
@@ -301,7 +543,7 @@ impl Tls {
                     Err(e) => return Err(e),
                 }
             }
-            if moved == 0 || proto.output_len() == 0 {
+            if moved == 0 || proto.len() == 0 {
                 break;
             }
         }
@@ -313,7 +555,7 @@ impl Tls {
     }
 
     /// The core wants the write half shut: `close_notify` goes first.
-    pub(super) fn shutdown(&mut self, stream: &mut TcpStream, proto: &mut Connection) {
+    fn shutdown(&mut self, stream: &mut TcpStream, proto: &mut dyn Output) {
         self.conn.send_close_notify();
         self.shutdown_pending = true;
         if let Err(e) = self.flush(stream, proto) {

@@ -126,6 +126,13 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether the connection is ending without a close frame
+    /// ([`Connection::hang_up`], the `drop=N` knob): a transport that can
+    /// say so (an HTTP/2 stream's RST_STREAM) does.
+    pub fn is_hanging_up(&self) -> bool {
+        self.ctl.as_ref().is_some_and(|c| c.dropping.is_some())
+    }
+
     /// Queues frames exactly as described, after whatever is queued (never
     /// inside a frame), each recorded with `raw: true`. Our own state does
     /// not change: a raw close frame does not start our closing handshake.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs by itself (a Python
 # venv with kosoku and websockets under .venv; Node ws under tests/clients; Debian's chromium and chromium-driver;
-# cargo-fuzz; podman for the image test; redis-server for tests/cluster.rs).
+# cargo-fuzz; podman for the image test; redis-server for tests/cluster.rs;
+# Python h2 and Debian's nghttp2-client for tests/http2_clients.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tests/cluster.rs starts its own redis-server (Debian's package).
@@ -26,6 +27,7 @@ tests/endpoints_clients.sh
 tests/rooms_clients.sh
 tests/stubs_clients.sh
 tests/proxy_clients.sh
+tests/http2_clients.sh
 tests/browser.sh
 tests/docs.sh
 tests/install.sh

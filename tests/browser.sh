@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 timeout 180 python3 tests/browser.py target/release/echocast
 timeout 180 python3 tests/browser.py target/release/echocast --tls
+# WebSockets over HTTP/2 from the page (docs/http2.md): every --http2 mode.
+timeout 300 python3 tests/clients/http2_browser.py target/release/echocast

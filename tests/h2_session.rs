@@ -231,6 +231,7 @@ fn a_get_and_a_post_with_a_body_of_unknown_length() {
     }
 }
 
+// docs/limits.md: "HTTP/2 stream window"
 #[test]
 fn a_stream_nobody_reads_is_bounded_by_its_window_and_others_go_on() {
     let mut enc = Encoder::new();
@@ -277,6 +278,7 @@ fn a_stream_nobody_reads_is_bounded_by_its_window_and_others_go_on() {
     assert_eq!(s.streams(), 1);
 }
 
+// docs/limits.md: "HTTP/2 send windows"
 #[test]
 fn the_answer_waits_for_the_peers_window() {
     let mut enc = Encoder::new();
@@ -347,6 +349,7 @@ fn connection_errors_send_goaway_with_their_code() {
             },
             ErrorCode::ProtocolError,
         ),
+        // docs/limits.md: "HTTP/2 frame size"
         ("frame too large", ok(big), ErrorCode::FrameSizeError),
         (
             "DATA on 0",
@@ -386,6 +389,21 @@ fn connection_errors_send_goaway_with_their_code() {
             "push setting",
             ok(settings(&[(frame::SETTINGS_ENABLE_PUSH, 2)])),
             ErrorCode::ProtocolError,
+        ),
+        // docs/limits.md: "HTTP/2 header block"
+        (
+            "header block",
+            ok({
+                let mut v = Vec::new();
+                frame::put_head(&mut v, 16_384, frame::HEADERS, 0, 1);
+                v.extend(vec![0x40; 16_384]);
+                for _ in 0..4 {
+                    frame::put_head(&mut v, 16_384, frame::CONTINUATION, 0, 1);
+                    v.extend(vec![0x40; 16_384]);
+                }
+                v
+            }),
+            ErrorCode::EnhanceYourCalm,
         ),
         (
             "hpack",
@@ -467,6 +485,7 @@ fn stream_errors_reset_one_stream() {
     }));
 }
 
+// docs/limits.md: "HTTP/2 concurrent streams"
 #[test]
 fn failures_on_request_and_the_stream_limit() {
     let mut enc = Encoder::new();
@@ -516,6 +535,7 @@ fn failures_on_request_and_the_stream_limit() {
     assert_eq!(s.streams(), 2);
 }
 
+// docs/limits.md: "HTTP/2 preface time"
 #[test]
 fn a_peer_reset_and_the_preface_deadline() {
     let mut enc = Encoder::new();

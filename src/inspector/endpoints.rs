@@ -172,6 +172,12 @@ pub struct ConnectionJson {
     /// On a proxy's upstream leg: the URL it connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// On a stream of an HTTP/2 connection: its stream id, and the id of
+    /// the connection carrying it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<u32>,
 }
 
 impl Inspector {

@@ -268,7 +268,9 @@ impl Server {
         c: &Client,
         with_request: bool,
     ) -> ConnectionJson {
-        let state = if c.proto.is_handshaking() {
+        let state = if c.io.h2().is_some() {
+            "open"
+        } else if c.proto.is_handshaking() {
             "handshaking"
         } else if c.proto.is_open() {
             "open"
@@ -295,6 +297,12 @@ impl Server {
             upstream: None,
             client: None,
             url: None,
+            stream: c.io.link().map(|l| l.id),
+            connection: c
+                .io
+                .link()
+                .and_then(|l| self.conns.get(l.parent))
+                .map(|p| p.id().0),
         };
         ins.describe(c.id().0, &mut json, with_request);
         if let Some(link) = self.proxying.link(t) {

@@ -567,7 +567,14 @@ impl Server {
                 return self.remove(t);
             }
             TransportAction::ShutdownWrite => Http2::end(&mut self.conns, link),
-            TransportAction::Close => return self.remove(t),
+            TransportAction::Close => {
+                // After a closing handshake the stream ends (END_STREAM),
+                // as a socket would close; without one it is cancelled.
+                if c.proto.close_sent().is_some() {
+                    Http2::end(&mut self.conns, link);
+                }
+                return self.remove(t);
+            }
             TransportAction::Reset => {
                 Http2::reset(&mut self.conns, link, ErrorCode::InternalError);
                 return self.remove(t);

@@ -271,8 +271,10 @@ def main():
             stats = json.loads(c.get("/stats")["data"])
             assert stats["connections"]["echo"] >= 5, stats
             conns = json.loads(c.get("/connections")["data"])
-            transports = {x.get("transport") for x in conns}
-            assert "h2c" in transports, conns
+            ws = [x for x in conns if (x.get("path") or "").startswith("/s")]
+            assert len(ws) == 5, conns
+            assert all(x["transport"] == "h2c" and x["stream"] % 2 == 1 for x in ws), ws
+            assert len({x["connection"] for x in ws}) == 1, ws
         check("five WebSockets, the page, /healthz, /stats and /connections on one connection", many)
 
         def room():

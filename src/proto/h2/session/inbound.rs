@@ -334,9 +334,16 @@ impl Session {
     pub(super) fn on_block(&mut self, id: u32, end_stream: bool, block: Vec<u8>) {
         let mut list = Vec::new();
         let mut size = 0;
+        let max = self.config.max_header_list;
+        // Every field is decoded (the table must stay in step with the
+        // client's), but fields past the limit are not kept: a small block
+        // of references to a large entry would otherwise decode to far
+        // more than its size (an HPACK bomb).
         let decoded = self.decoder.decode_with_cb(&block, |n, v| {
             size += n.len() + v.len() + 32;
-            list.push((n.into_owned(), v.into_owned()));
+            if size <= max {
+                list.push((n.into_owned(), v.into_owned()));
+            }
         });
         if let Err(e) = decoded {
             return self.fail(ErrorCode::CompressionError, &format!("HPACK: {e}"));

@@ -33,7 +33,7 @@ APPEND=0
 # (mitmdump --mode reverse: it parses every message, as echocast does), and
 # the floor alone (the same load, direct). Server CPU is the proxy's.
 SERVERS="echocast echocast-dedicated echocast-inspect floor fastwebsockets tokio-tungstenite node-ws python-websockets nginx websocat mitmproxy"
-SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k broadcast-100 sse-1000 sse-1k publish-100 connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k proxy-20 proxy-20-p16 proxy-1k proxy-1k-p16"
+SCENARIOS="echo-20 echo-20-p16 echo-1k echo-64k echo-16m latency broadcast-1000 broadcast-16k broadcast-1k broadcast-100 sse-1000 sse-1k publish-100 connect-50 idle-10k echo-deflate-1k broadcast-deflate-1k idle-deflate-10k echo-tls-1k echo-tls-16m connect-tls-50 idle-tls-10k proxy-20 proxy-20-p16 proxy-1k proxy-1k-p16 h2-20 h2-20-p16 h2-idle-1k"
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -121,6 +121,10 @@ for rep in $(seq 1 "$REPS"); do
                 echocast-dedicated/*deflate*) ;;
                 echocast-dedicated/* | fastwebsockets/*deflate* | tokio-tungstenite/*deflate*) continue ;;
                 fastwebsockets/*tls* | python-websockets/*tls*) continue ;;
+                # WebSockets over HTTP/2 are echocast's own (the peers serve
+                # HTTP/1.1 only): beside its echo-20, echo-20-p16, idle-10k.
+                echocast/h2-*) ;;
+                */h2-*) continue ;;
                 # Rooms over HTTP are echocast's own; broadcast-100 is their
                 # WebSocket baseline (echocast and the floor).
                 echocast/sse-* | echocast/publish-* | echocast/broadcast-100 | floor/broadcast-100) ;;

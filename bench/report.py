@@ -55,6 +55,9 @@ CASES = {
     "proxy-20-p16": ("Proxy: echo 20 B through, 100 conns, 16 in flight", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
     "proxy-1k": ("Proxy: echo 1 KiB through, 100 conns, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
     "proxy-1k-p16": ("Proxy: echo 1 KiB through, 100 conns, 16 in flight", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "h2-20": ("HTTP/2: echo 20 B, 100 WebSocket streams on 1 conn, ping-pong", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "h2-20-p16": ("HTTP/2: echo 20 B, 100 WebSocket streams on 1 conn, 16 in flight", "server_cpu_ns_per_message", "µs CPU/msg", 1e-3, "lower", "messages_per_sec", "msg/s", 1),
+    "h2-idle-1k": ("HTTP/2: 1,000 idle WebSocket streams on 1 conn", "rss_bytes_per_stream", "B RSS/stream", 1, "lower", "rss_after_kib", "KiB RSS total", 1),
 }
 PROXY_CASES = [c for c in CASES if c.startswith("proxy-")]
 
@@ -84,6 +87,12 @@ TARGETS = [
     ("latency", "*", 1.0, "p50 not worse than any peer"),
     # Issue 35: the proxy decodes every message, and still costs at most
     # 1.5 × nginx's byte splice, and less than websocat and mitmproxy.
+    # Issue 37: WebSockets over HTTP/2 against the same load on 100
+    # HTTP/1.1 connections; an idle stream against an idle connection (RSS
+    # only: the connection's kernel socket, about 4 KiB, is not in it).
+    ("h2-20", "self:echo-20", 1.2, "CPU/msg ≤ 1.2 × echocast's echo-20 on 100 HTTP/1.1 connections"),
+    ("h2-20-p16", "self:echo-20-p16", 1.2, "CPU/msg ≤ 1.2 × echocast's echo-20-p16"),
+    ("h2-idle-1k", "self:idle-10k", 1.0, "RSS per idle stream ≤ RSS per idle HTTP/1.1 connection"),
 ] + [t for c in ["proxy-20", "proxy-20-p16", "proxy-1k", "proxy-1k-p16"] for t in (
     (c, "nginx", 1.5, "CPU/msg ≤ 1.5 × nginx (which splices bytes)"),
     (c, "websocat", 1.0, "CPU/msg ≤ websocat"),

@@ -39,6 +39,11 @@ scenario_args() {
         proxy-20-p16) echo "echo -c 100 -s 20 --text -p 16 --duration $d" ;;
         proxy-1k) echo "echo -c 100 -s 1024 --text --duration $d" ;;
         proxy-1k-p16) echo "echo -c 100 -s 1024 --text -p 16 --duration $d" ;;
+        # WebSockets over HTTP/2 (h2c): 100 streams on one connection, the
+        # load of echo-20 / echo-20-p16; 1,000 idle streams on one connection.
+        h2-20) echo "h2-echo -c 100 -s 20 --text --duration $d" ;;
+        h2-20-p16) echo "h2-echo -c 100 -s 20 --text -p 16 --duration $d" ;;
+        h2-idle-1k) echo "h2-idle -c 1000" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

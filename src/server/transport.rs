@@ -67,10 +67,10 @@ pub(super) struct Transport {
 struct Layers {
     /// With TLS on, a connection whose session has seen no byte and that
     /// has no TLS layer yet is still to be decided (`sniff`).
-    tls: Option<Tls>,
+    tls: Option<Box<Tls>>,
     /// HTTP/2: the multiplexer the bytes go to instead of the slot's own
     /// session (which then sees none).
-    h2: Option<Session>,
+    h2: Option<Box<Session>>,
     link: Option<StreamLink>,
 }
 
@@ -88,7 +88,7 @@ pub(super) struct StreamLink {
 /// the first bytes or ALPN chose HTTP/2.
 struct Sink<'a> {
     proto: &'a mut Connection,
-    h2: Option<&'a mut Option<Session>>,
+    h2: Option<&'a mut Option<Box<Session>>>,
     /// HTTP/2 as configured (`None`: `--http2 off`).
     h2_config: Option<&'a h2::Config>,
     now: Instant,
@@ -113,7 +113,7 @@ impl Sink<'_> {
     fn alpn(&mut self, protocol: Option<&[u8]>) {
         if let (Some(config), Some(h2)) = (self.h2_config, self.h2.as_mut()) {
             if protocol == Some(b"h2") {
-                **h2 = Some(Session::new(config.clone(), self.now));
+                **h2 = Some(Box::new(Session::new(config.clone(), self.now)));
             }
         }
     }
@@ -133,7 +133,7 @@ impl Transport {
         Transport {
             stream: Some(stream),
             layers: Some(Box::new(Layers {
-                tls: Some(tls),
+                tls: Some(Box::new(tls)),
                 ..Layers::default()
             })),
         }
@@ -185,11 +185,11 @@ impl Transport {
 
     /// The socket's HTTP/2 session, if it carries one.
     pub(super) fn h2(&self) -> Option<&Session> {
-        self.layers.as_ref()?.h2.as_ref()
+        self.layers.as_ref()?.h2.as_deref()
     }
 
     pub(super) fn h2_mut(&mut self) -> Option<&mut Session> {
-        self.layers.as_mut()?.h2.as_mut()
+        self.layers.as_mut()?.h2.as_deref_mut()
     }
 
     /// The peer's address (a syscall: asked only where it is shown).
@@ -233,10 +233,10 @@ impl Transport {
             return Ok(());
         }
         if let Some(t) = tls.map(|c| sniff(first, c)).transpose()?.flatten() {
-            self.layers.get_or_insert_with(Box::default).tls = Some(t);
+            self.layers.get_or_insert_with(Box::default).tls = Some(Box::new(t));
         } else if let Some(config) = h2.filter(|_| starts_preface(first)) {
             self.layers.get_or_insert_with(Box::default).h2 =
-                Some(Session::new(config.clone(), now));
+                Some(Box::new(Session::new(config.clone(), now)));
         }
         Ok(())
     }
@@ -298,9 +298,9 @@ impl Transport {
         };
         let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
             None => (None, session),
-            Some(l) => match l.h2.as_mut() {
-                Some(h2) => (l.tls.as_mut(), h2),
-                None => (l.tls.as_mut(), session),
+            Some(l) => match l.h2.as_deref_mut() {
+                Some(h2) => (l.tls.as_deref_mut(), h2),
+                None => (l.tls.as_deref_mut(), session),
             },
         };
         if let Some(tls) = tls {
@@ -338,9 +338,9 @@ impl Transport {
         };
         let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
             None => (None, session),
-            Some(l) => match l.h2.as_mut() {
-                Some(h2) => (l.tls.as_mut(), h2),
-                None => (l.tls.as_mut(), session),
+            Some(l) => match l.h2.as_deref_mut() {
+                Some(h2) => (l.tls.as_deref_mut(), h2),
+                None => (l.tls.as_deref_mut(), session),
             },
         };
         match tls {

@@ -11,7 +11,7 @@
 //! Prints a human table, then one JSON line.
 //!
 //! One file per scenario (`echo.rs`, `broadcast.rs`, `connect.rs`,
-//! `idle.rs`; `deflate.rs` for `--deflate`, `tls.rs` for `--tls`), the WebSocket client plumbing they share (`conn.rs`: blocking
+//! `idle.rs`, `h2.rs` for WebSockets over HTTP/2; `deflate.rs` for `--deflate`, `tls.rs` for `--tls`), the WebSocket client plumbing they share (`conn.rs`: blocking
 //! handshake with the accept key checked, registration with mio, masked
 //! frames) and the server figures read from /proc (`report.rs`).
 
@@ -20,6 +20,7 @@ mod conn;
 mod connect;
 mod deflate;
 mod echo;
+mod h2;
 mod idle;
 mod report;
 mod rooms_http;
@@ -178,6 +179,39 @@ enum Scenario {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// WebSockets over HTTP/2 (h2c): C WebSocket streams on one connection,
+    /// each keeping P binary messages in flight; every echo checked.
+    H2Echo {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 100)]
+        streams: usize,
+        #[arg(long, short = 's', default_value_t = 20)]
+        size: usize,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        pipeline: usize,
+        /// Text messages instead of binary
+        #[arg(long)]
+        text: bool,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Hold C idle WebSocket streams over HTTP/2 (h2c; 1,000 per
+    /// connection) and report the server's RSS per stream.
+    H2Idle {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 1000)]
+        streams: usize,
+        #[arg(long)]
+        server_pid: u32,
+    },
     /// Hold C idle connections and report the server's RSS per connection.
     Idle {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -232,6 +266,24 @@ fn main() -> std::process::ExitCode {
         } if tls.tls => tls
             .config()
             .and_then(|c| tls::idle_tls(addr, &path, &c, connections, server_pid)),
+        Scenario::H2Echo {
+            addr,
+            path,
+            streams,
+            size,
+            pipeline,
+            text,
+            duration,
+            server_pid,
+        } => h2::h2_echo(
+            addr, &path, streams, size, pipeline, text, duration, server_pid,
+        ),
+        Scenario::H2Idle {
+            addr,
+            path,
+            streams,
+            server_pid,
+        } => h2::h2_idle(addr, &path, streams, server_pid),
         Scenario::Broadcast {
             addr,
             path,

@@ -17,15 +17,15 @@ impl Session {
             buf[..n].copy_from_slice(&s.inbound[s.pos..s.pos + n]);
             s.pos += n;
             if s.pos == s.inbound.len() {
-                s.inbound.clear();
+                // Freed, not kept: an idle stream holds no buffer (an
+                // active one allocates once per read, which costs less than
+                // a kilobyte per idle stream would).
+                s.inbound = Vec::new();
                 s.pos = 0;
                 let credit = std::mem::take(&mut s.inbound_data) as i64;
                 if credit > 0 && !s.recv_ended {
                     s.recv_window += credit;
                     frame::put_window_update(&mut self.out, id, credit as u32);
-                }
-                if s.inbound.capacity() > 16 * 1024 {
-                    s.inbound = Vec::new();
                 }
             }
             return Read::Data(n);
@@ -180,11 +180,8 @@ impl Session {
             s.send_window -= n as i64;
             self.send_window -= n as i64;
             if s.sent == s.pending.len() {
-                s.pending.clear();
+                s.pending = Vec::new();
                 s.sent = 0;
-                if s.pending.capacity() > PENDING_CAP {
-                    s.pending = Vec::new();
-                }
             }
             if end {
                 s.sent_end = true;

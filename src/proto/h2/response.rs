@@ -26,7 +26,7 @@ enum State {
     /// Reading a head (another may follow an interim `1xx`).
     Head(Vec<u8>),
     /// A body with HTTP/1.1 framing.
-    Body(BodyReader),
+    Body(Box<BodyReader>),
     /// Everything until the core ends the stream: a tunnel, or a body
     /// delimited by the end of the connection (an event stream).
     Raw,
@@ -160,7 +160,7 @@ impl Answer {
                                 _ if empty => State::Done,
                                 Framing::None if has_length => State::Done,
                                 Framing::None => State::Raw,
-                                f => State::Body(BodyReader::new(f, u64::MAX)),
+                                f => State::Body(Box::new(BodyReader::new(f, u64::MAX))),
                             };
                             if let State::Body(r) = &self.state {
                                 if r.is_done() {

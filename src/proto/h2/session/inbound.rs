@@ -445,7 +445,7 @@ impl Session {
             detached: false,
             answer: Answer::new(websocket, req.method == "HEAD"),
         };
-        self.streams.insert(id, stream);
+        self.streams.insert(id, Box::new(stream));
         self.events.push_back(Event::Request {
             stream: id,
             websocket,

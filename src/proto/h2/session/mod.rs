@@ -145,7 +145,9 @@ pub struct Session {
     out: Vec<u8>,
     out_pos: usize,
     decoder: Decoder<'static>,
-    streams: HashMap<u32, Stream>,
+    /// Boxed: the table is sized in powers of two, and idle streams are
+    /// most of it (16 bytes a bucket instead of the whole state).
+    streams: HashMap<u32, Box<Stream>>,
     /// The highest stream id the peer opened.
     last_stream: u32,
     /// A header block waiting for CONTINUATION: stream, END_STREAM, bytes.
@@ -254,6 +256,9 @@ impl Session {
             self.on_frame(head, &payload);
         }
         self.inbuf.drain(..at.min(self.inbuf.len()));
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 16 * 1024 {
+            self.inbuf = Vec::new(); // a burst's room is not kept
+        }
         self.pump();
         self.check_drained();
     }
@@ -265,7 +270,12 @@ impl Session {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 64 {
+            // A burst of streams opened; an idle connection keeps no room for it.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// A connection error we sent, for the logs.
@@ -343,7 +353,7 @@ impl Session {
         if self.out_pos >= self.out.len() {
             self.out.clear();
             self.out_pos = 0;
-            if self.out.capacity() > 4 * OUT_CAP {
+            if self.out.capacity() > 16 * 1024 {
                 self.out = Vec::new();
             }
         }

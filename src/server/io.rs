@@ -343,6 +343,9 @@ impl Server {
         if let Err(e) = c.io.flush(&mut c.proto) {
             debug!("{}: write: {e}", c.id());
             c.proto.abort();
+            if let Some(h2) = c.io.h2_mut() {
+                h2.receive_eof();
+            }
             return self.proxying.socket_error(t, &e);
         }
         let under = c.io.h2().map_or(c.proto.backlog(), |h| h.output_len()) <= budget;

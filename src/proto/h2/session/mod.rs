@@ -264,8 +264,13 @@ impl Session {
     }
 
     /// The transport reached EOF or failed: every stream ends.
+    /// (The client ends an HTTP/2 connection by closing it: nothing we
+    /// still had to say matters, so the output is dropped and the
+    /// transport can close at once.)
     pub fn receive_eof(&mut self) {
         self.eof = true;
+        self.out = Vec::new();
+        self.out_pos = 0;
         self.reset_all(ErrorCode::Cancel, "the connection ended");
     }
 

@@ -7,6 +7,7 @@
 #   bench/ab.sh HEAD~3                       # 5 repetitions, 3 s per run
 #   bench/ab.sh de5f442 --reps 3 --duration 2 --scenarios "echo-20 idle-10k"
 #   bench/ab.sh --flags "--inspect off" "--inspect on"   # one build, two settings
+#   AB_FLAGS="--inspect off" bench/ab.sh HEAD            # both servers with these flags
 #
 # BASE is built in a git worktree under target/ab-base. With --flags, the
 # working tree's server runs twice, "before" with the first flags and
@@ -62,7 +63,7 @@ for rep in $(seq 1 "$REPS"); do
         for which in $order; do
             PORT=$((PORT + 1))
             log=$ROOT/target/ab-server.log
-            taskset -c 0 bash -c "exec ${BIN[$which]} --listen 127.0.0.1:$PORT" > "$log" 2>&1 &
+            taskset -c 0 bash -c "exec ${BIN[$which]} ${AB_FLAGS:-} --listen 127.0.0.1:$PORT" > "$log" 2>&1 &
             pid=$!
             for _ in $(seq 100); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.05; done
             # shellcheck disable=SC2046

@@ -21,6 +21,9 @@ struct Harness {
     /// The peer reads only until it has this many bytes (a client that stops
     /// reading); `usize::MAX`: it reads everything.
     read_limit: usize,
+    /// The core's echo fast path (`Connection::set_fast_echo`), set when
+    /// the upgrade is accepted.
+    fast: bool,
 }
 
 impl Harness {
@@ -34,6 +37,7 @@ impl Harness {
             partial: Vec::new(),
             written: Vec::new(),
             read_limit: usize::MAX,
+            fast: false,
         }
     }
 
@@ -45,7 +49,10 @@ impl Harness {
     fn pump(&mut self) {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
-                Event::Upgrade(_) => self.conn.accept(self.now),
+                Event::Upgrade(_) => {
+                    self.conn.accept(self.now);
+                    self.conn.set_fast_echo(self.fast);
+                }
                 Event::HttpRequest(_) | Event::Body(_) | Event::Opened(_) | Event::Refused(_) => {
                     panic!("not an upgrade")
                 }
@@ -139,6 +146,95 @@ fn same_events_and_output_at_every_split() {
         bytewise.feed(std::slice::from_ref(b));
     }
     assert_eq!(bytewise.written, whole.written);
+}
+
+/// The core's echo fast path writes exactly what echoing each message's
+/// event writes, whatever the reads' boundaries: small text and binary
+/// frames, a ping and a fragmented message among them, a frame too large
+/// for the fast path, and the close; and a text frame that is not UTF-8
+/// still closes with 1007 (the ordinary path checks it).
+#[test]
+fn the_fast_echo_writes_what_the_events_would() {
+    let key = [9, 8, 7, 6];
+    let mut all = upgrade_request("/").into_bytes();
+    for i in 0..40u32 {
+        all.extend(client_frame(
+            true,
+            1 + (i % 2) as u8,
+            format!("message {i}").as_bytes(),
+            key,
+        ));
+        if i == 17 {
+            all.extend(client_frame(true, 9, b"ping", key));
+        }
+        if i == 25 {
+            all.extend(client_frame(false, 1, b"frag", key));
+            all.extend(client_frame(true, 0, b"ment", key));
+            all.extend(client_frame(true, 2, &[7u8; 700], key));
+        }
+    }
+    all.extend(client_frame(true, 8, &[0x03, 0xe8], key));
+    let run = |fast: bool, pieces: &[&[u8]]| {
+        let mut h = Harness::new(Limits::default());
+        h.fast = fast;
+        for p in pieces {
+            h.feed(p);
+        }
+        h
+    };
+    let slow = run(false, &[&all]);
+    assert_eq!(run(true, &[&all]).written, slow.written);
+    // Frames after the request's read take the fast path until the ping
+    // (its pong waits for the events before it; the ordinary path goes on).
+    let head = upgrade_request("/").len();
+    let fast = run(true, &[&all[..head], &all[head..]]);
+    assert_eq!(fast.written, slow.written);
+    assert_eq!(slow.seen.len(), 42);
+    assert_eq!(
+        fast.seen.len(),
+        42 - 18,
+        "the first 18 messages are echoed by the core"
+    );
+    for split in (0..all.len()).step_by(7) {
+        let h = run(true, &[&all[..split], &all[split..]]);
+        assert_eq!(h.written, slow.written, "split at {split}");
+    }
+    let bytes: Vec<&[u8]> = all.chunks(1).collect();
+    assert_eq!(run(true, &bytes).written, slow.written);
+
+    // With the inspector's tap on: the same records (each message in and its
+    // echo out, folded with their frames), in and out paired in turn where
+    // the ordinary path lists a read's messages, then their echoes.
+    let records = |fast: bool| {
+        let mut limits = Limits::default();
+        limits.tap.set_on(true);
+        let mut h = Harness::new(limits);
+        h.fast = fast;
+        h.feed(&all[..head]);
+        h.conn.tap().drain();
+        h.feed(&all[head..]);
+        let mut got: Vec<String> = h
+            .conn
+            .tap()
+            .drain()
+            .into_iter()
+            .map(|r| format!("{:?}", r.what))
+            .collect();
+        got.sort();
+        (h.written, got)
+    };
+    let (slow_written, slow_records) = records(false);
+    let (fast_written, fast_records) = records(true);
+    assert_eq!(fast_written, slow_written);
+    assert_eq!(fast_records, slow_records);
+    assert!(slow_records.len() >= 84, "{}", slow_records.len());
+
+    let mut bad = upgrade_request("/").into_bytes();
+    bad.extend(client_frame(true, 1, b"fine", key));
+    bad.extend(client_frame(true, 1, &[0xff, 0xfe], key));
+    let h = run(true, &[&bad]);
+    assert_eq!(h.frames()[0], (true, 1, b"fine".to_vec()));
+    assert_eq!(h.close_code_sent(), Some(1007));
 }
 
 #[test]

@@ -199,6 +199,8 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        // A plain echo: the core echoes small whole frames itself.
+        c.proto.set_fast_echo(room.is_none() && !stubbed);
         // The peer address is not kept per connection: one syscall per open,
         // and only when the line is logged.
         if log::log_enabled!(log::Level::Info) {

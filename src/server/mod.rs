@@ -39,6 +39,7 @@ mod recording;
 mod room_http;
 mod rooms;
 mod stats;
+mod streams;
 mod stubbing;
 mod timers;
 mod transport;

@@ -5,6 +5,15 @@ use super::super::message::MessageKind;
 use super::{Connection, Event, Item, STREAM_PIECE_MAX};
 
 impl Connection {
+    /// Lets the core echo a read's whole small data frames itself, as
+    /// frames straight into the output, when nothing else is pending
+    /// (`receive.rs`): for a plain echo connection, where the handler would
+    /// send each message back unchanged. Those messages are counted in
+    /// [`super::Counters::echoed_messages`], not handed out as events.
+    pub fn set_fast_echo(&mut self, on: bool) {
+        self.fast_echo = on;
+    }
+
     /// Streaming: a binary message is handed out in pieces ([`Event::Fragment`])
     /// as it arrives, instead of whole once complete, so that an echo can go
     /// back while the rest is still coming and memory stays bounded by the

@@ -102,6 +102,11 @@ pub struct Counters {
     pub frames_in: Cell<u64>,
     /// Frames queued to send, control frames included.
     pub frames_out: Cell<u64>,
+    /// Messages (and their payload bytes) echoed by the core itself
+    /// ([`Connection::set_fast_echo`]), each one in and one out: the
+    /// driver adds them to its message counts.
+    pub echoed_messages: Cell<u64>,
+    pub echoed_bytes: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -290,6 +295,9 @@ pub struct Connection {
     release_out: bool,
     /// Hand out large binary messages in pieces as they arrive.
     streaming: bool,
+    /// Echo a read's whole small data frames straight into the output,
+    /// without an event each ([`Connection::set_fast_echo`]).
+    fast_echo: bool,
     /// The upgrade was accepted (the 101 was queued).
     opened: bool,
     /// Bytes arrived or output was queued since the last
@@ -377,6 +385,7 @@ impl Connection {
             close: OurClose::None,
             release_out: false,
             streaming: false,
+            fast_echo: false,
             opened: false,
             recent: false,
             eof: false,

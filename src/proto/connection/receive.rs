@@ -7,7 +7,7 @@ use super::super::error::ProtocolError;
 use super::super::frame::{FrameHeader, MAX_HEADER_LEN};
 use super::super::inspect::{Content, Dir, MessageInfo, PREVIEW};
 use super::super::message::{MessageBuffer, MessageKind};
-use super::{bump, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
+use super::{bump, bump_by, Connection, Deflate, Event, FrameInfo, Item, OpCode, State, What};
 
 /// The frame being received.
 #[derive(Debug)]
@@ -40,6 +40,9 @@ impl Connection {
     pub(super) fn receive_frames(&mut self, mut data: &[u8], now: Instant) {
         while self.state.reads_frames() {
             if self.frame().is_none() {
+                if self.fast_echo && !data.is_empty() {
+                    data = &data[self.echo_whole_frames(data)..];
+                }
                 if data.is_empty() {
                     return;
                 }
@@ -109,6 +112,98 @@ impl Connection {
                 _ => {}
             }
         }
+    }
+
+    /// The echo fast path: the whole, small, final, uncompressed data frames
+    /// at the start of `data` are echoed at once (unmasked, UTF-8 checked,
+    /// copied into the output as our frame) with no event, no message
+    /// buffer and no handler call each, while nothing else is pending: no
+    /// event waiting (so output keeps input's order), no frame or message in
+    /// progress, no knob, no deflate, no streamed echo open. Anything else (a control frame, a fragment, a text frame that
+    /// is not UTF-8, whose 1007 the ordinary path gives) stops it there and
+    /// the ordinary path goes on from that frame. Returns the bytes used.
+    fn echo_whole_frames(&mut self, data: &[u8]) -> usize {
+        const MAX: usize = 512;
+        let idle_rx = self
+            .rx
+            .as_ref()
+            .is_none_or(|r| r.header_len == 0 && r.frame.is_none() && r.message.is_none());
+        let plain = self.ctl.as_ref().is_none_or(|c| {
+            c.deflate.is_none() && c.knobs.is_none() && c.keys.is_none() && !c.hold_closes
+        });
+        if !matches!(self.state, State::Open { .. })
+            || !idle_rx
+            || !plain
+            || !self.items.is_empty()
+            || self.out.in_stream()
+        {
+            return 0;
+        }
+        // With the inspector's tap on, each message is recorded as the
+        // ordinary path records it when its frame folds into it (the
+        // preview holds the whole message, or `PREVIEW` bytes of it); one
+        // that would not fold goes the ordinary way.
+        let tapping = self.tapping();
+        let preview = self.limits.tap.preview();
+        let max = MAX.min(self.limits.max_message_size);
+        let mut buf = [0u8; MAX];
+        let (mut used, mut messages, mut bytes) = (0, 0, 0);
+        while let Ok(Some((h, n))) = FrameHeader::decode(&data[used..]) {
+            let len = h.payload_len as usize;
+            let folds = !tapping || preview >= len.min(PREVIEW);
+            let Some(key) = h
+                .mask
+                .filter(|_| h.fin && h.rsv == 0 && len <= max && folds)
+            else {
+                break;
+            };
+            let opcode = match h.opcode {
+                1 => OpCode::Text,
+                2 => OpCode::Binary,
+                _ => break,
+            };
+            let Some(payload) = data.get(used + n..used + n + len) else {
+                break;
+            };
+            let out = &mut buf[..len];
+            out.copy_from_slice(payload);
+            super::super::mask::apply_mask(out, key, 0);
+            if opcode == OpCode::Text && std::str::from_utf8(out).is_err() {
+                break;
+            }
+            if tapping {
+                let kind = if opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                let content: Content = out[..len.min(preview)].into();
+                self.record(What::Message(MessageInfo {
+                    dir: Dir::In,
+                    text: kind == MessageKind::Text,
+                    len: len as u64,
+                    wire_len: len as u64,
+                    frames: 1,
+                    compressed: false,
+                    content,
+                    folded: true,
+                }));
+                self.record_message_out(kind, out, len, false, None);
+            }
+            self.out
+                .push_frame_copy(super::send::header(opcode, len, true, 0, None), out);
+            used += n + len;
+            messages += 1;
+            bytes += len as u64;
+        }
+        if messages > 0 {
+            self.count_frames_out(messages);
+            let c = &self.limits.counters;
+            bump_by(&c.frames_in, messages);
+            bump_by(&c.echoed_messages, messages);
+            bump_by(&c.echoed_bytes, bytes);
+        }
+        used
     }
 
     fn begin_frame(&mut self, hdr: FrameHeader) -> Result<(), ProtocolError> {

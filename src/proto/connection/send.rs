@@ -12,7 +12,13 @@ use super::{bump_by, Chunk, Connection, FrameInfo, OpCode, What, PONG_COALESCE_B
 
 /// The encoded header of a frame: a server's (unmasked), or with `mask` a
 /// client's.
-fn header(opcode: OpCode, len: usize, fin: bool, rsv: u8, mask: Option<[u8; 4]>) -> Chunk {
+pub(super) fn header(
+    opcode: OpCode,
+    len: usize,
+    fin: bool,
+    rsv: u8,
+    mask: Option<[u8; 4]>,
+) -> Chunk {
     let mut hdr = FrameHeader::server(opcode, len);
     hdr.fin = fin;
     hdr.rsv = rsv;
@@ -78,7 +84,7 @@ impl Connection {
 
     /// The inspector's record of a message we send, before its frames.
     /// Returns whether its one frame is folded into it (no record of its own).
-    fn record_message_out(
+    pub(super) fn record_message_out(
         &self,
         kind: MessageKind,
         data: &[u8],
@@ -296,7 +302,7 @@ impl Connection {
         self.count_frames_out(1);
     }
 
-    fn count_frames_out(&mut self, n: u64) {
+    pub(super) fn count_frames_out(&mut self, n: u64) {
         self.recent = true;
         bump_by(&self.limits.counters.frames_out, n);
     }

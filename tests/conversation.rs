@@ -206,7 +206,7 @@ fn the_fast_echo_writes_what_the_events_would() {
     // echo out, folded with their frames), in and out paired in turn where
     // the ordinary path lists a read's messages, then their echoes.
     let records = |fast: bool| {
-        let mut limits = Limits::default();
+        let limits = Limits::default();
         limits.tap.set_on(true);
         let mut h = Harness::new(limits);
         h.fast = fast;

@@ -460,10 +460,18 @@ fn stream_errors_reset_one_stream() {
         false,
     ));
     client.extend(data(3, b"abc", true));
+    // HEADERS again on a stream the client ended: STREAM_CLOSED.
+    client.extend(headers(
+        &mut enc,
+        7,
+        &[(":method", "GET"), (":scheme", "http"), (":path", "/again")],
+        true,
+    ));
+    client.extend(headers(&mut enc, 7, &[("x-trailer", "1")], true));
     // A good one after them still works.
     client.extend(headers(
         &mut enc,
-        5,
+        9,
         &[(":method", "GET"), (":scheme", "http"), (":path", "/ok")],
         true,
     ));
@@ -476,11 +484,12 @@ fn stream_errors_reset_one_stream() {
         .map(|f| (f.stream, f.payload.clone()))
         .collect();
     let pe = ErrorCode::ProtocolError.code().to_be_bytes().to_vec();
-    assert_eq!(rst, vec![(1, pe.clone()), (3, pe)]);
+    let sc = ErrorCode::StreamClosed.code().to_be_bytes().to_vec();
+    assert_eq!(rst, vec![(1, pe.clone()), (3, pe), (7, sc)]);
     assert!(goaway_code(&out).is_none());
     let ev = events(&mut s);
     assert!(ev.contains(&Event::Request {
-        stream: 5,
+        stream: 9,
         websocket: false
     }));
 }
@@ -571,4 +580,29 @@ fn a_peer_reset_and_the_preface_deadline() {
     s.handle_timeout(start + Duration::from_secs(2));
     let out = drain(&mut s);
     assert_eq!(goaway_code(&out), Some(ErrorCode::SettingsTimeout.code()));
+}
+
+// docs/limits.md: "HTTP/2 idle connection"
+#[test]
+fn a_connection_without_streams_goes_after_the_handshake_time() {
+    let start = Instant::now();
+    let config = Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut s = Session::new(config, start);
+    let mut client = PREFACE.to_vec();
+    client.extend(settings(&[]));
+    client.extend(headers(&mut Encoder::new(), 1, &connect("/a"), false));
+    s.receive(&client, start);
+    drain(&mut s);
+    s.note_time(start);
+    assert_eq!(s.poll_timeout(), None, "a stream is open");
+    s.forget(1, ErrorCode::Cancel);
+    s.note_time(start + Duration::from_secs(5));
+    assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(6)));
+    s.handle_timeout(start + Duration::from_secs(6));
+    let out = drain(&mut s);
+    assert_eq!(goaway_code(&out), Some(ErrorCode::NoError.code()));
+    assert!(s.is_done());
 }

@@ -380,7 +380,11 @@ impl Server {
         };
         if c.io.h2().is_some() {
             // Writing may have made room for streams waiting to write.
-            self.h2_events(t, Instant::now());
+            let now = Instant::now();
+            self.h2_events(t, now);
+            if let Some(h2) = self.conns.get_mut(t).and_then(|c| c.io.h2_mut()) {
+                h2.note_time(now);
+            }
             // An HTTP/2 connection's own session is never used.
             if self
                 .conns

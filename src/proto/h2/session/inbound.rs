@@ -348,7 +348,12 @@ impl Session {
         if let Err(e) = decoded {
             return self.fail(ErrorCode::CompressionError, &format!("HPACK: {e}"));
         }
-        if self.streams.contains_key(&id) {
+        if let Some(s) = self.streams.get(&id) {
+            if s.recv_ended {
+                // Half-closed (remote): nothing but WINDOW_UPDATE, PRIORITY
+                // and RST_STREAM may come (RFC 9113 §5.1).
+                return self.reset(id, ErrorCode::StreamClosed, "HEADERS after END_STREAM");
+            }
             // Trailers: they end the request; their fields are not used.
             if !end_stream {
                 return self.reset(id, ErrorCode::ProtocolError, "trailers without END_STREAM");

@@ -140,6 +140,9 @@ pub struct Session {
     preface_left: usize,
     settings_seen: bool,
     deadline: Option<Instant>,
+    /// With no stream open, the connection closes (GOAWAY) at this
+    /// instant, as a kept HTTP/1.1 connection waits for its next request.
+    idle_deadline: Option<Instant>,
     /// Received bytes short of a whole frame.
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -192,6 +195,7 @@ impl Session {
         decoder.set_max_allowed_table_size(4096);
         Session {
             deadline: Some(now + config.handshake_timeout),
+            idle_deadline: None,
             config,
             preface_left: frame::PREFACE.len(),
             settings_seen: false,
@@ -298,10 +302,32 @@ impl Session {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The driver says what time it is after the streams changed: a
+    /// connection left without streams gets its idle deadline
+    /// (`handshake_timeout`), one with streams loses it.
+    pub fn note_time(&mut self, now: Instant) {
+        if !self.streams.is_empty() || self.draining || self.failed.is_some() {
+            self.idle_deadline = None;
+        } else if self.idle_deadline.is_none() {
+            self.idle_deadline = Some(now + self.config.handshake_timeout);
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            self.idle_deadline = None;
+            if self.streams.is_empty() && !self.draining {
+                self.draining = true;
+                self.going_away = true;
+                frame::put_goaway(&mut self.out, self.last_stream, ErrorCode::NoError, "idle");
+            }
+        }
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             self.fail(

@@ -606,3 +606,35 @@ fn a_connection_without_streams_goes_after_the_handshake_time() {
     assert_eq!(goaway_code(&out), Some(ErrorCode::NoError.code()));
     assert!(s.is_done());
 }
+
+// docs/limits.md: "HTTP/2 rapid reset"
+#[test]
+fn streams_reset_before_their_answer_are_bounded() {
+    let burst = |s: &mut Session, enc: &mut Encoder, first: u32, n: u32, at: Instant| {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let id = first + 2 * i;
+            v.extend(headers(enc, id, &connect("/a"), false));
+            let mut rst = Vec::new();
+            frame::put_rst_stream(&mut rst, id, ErrorCode::Cancel);
+            v.extend(rst);
+        }
+        s.receive(&v, at);
+        drain(s)
+    };
+    let start = Instant::now();
+    let mut enc = Encoder::new();
+    let mut s = session(WebSockets::Offered);
+    let mut open = PREFACE.to_vec();
+    open.extend(settings(&[]));
+    s.receive(&open, start);
+    drain(&mut s);
+    // 150 in one second, then 150 in the next: under the bound each time.
+    assert_eq!(goaway_code(&burst(&mut s, &mut enc, 1, 150, start)), None);
+    let later = start + Duration::from_millis(1500);
+    assert_eq!(goaway_code(&burst(&mut s, &mut enc, 301, 150, later)), None);
+    // 250 at once: GOAWAY ENHANCE_YOUR_CALM.
+    let out = burst(&mut s, &mut enc, 601, 250, later);
+    assert_eq!(goaway_code(&out), Some(ErrorCode::EnhanceYourCalm.code()));
+    assert!(s.error().is_some_and(|e| e.contains("rapid reset")));
+}

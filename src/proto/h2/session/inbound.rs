@@ -184,13 +184,27 @@ impl Session {
         let code = ErrorCode::from_code(u32::from_be_bytes([
             payload[0], payload[1], payload[2], payload[3],
         ]));
-        if self.streams.remove(&head.stream).is_some() {
-            self.events.push_back(Event::Reset {
-                stream: head.stream,
-                code,
-                by_peer: true,
-                why: format!("the client reset the stream ({code})"),
-            });
+        let Some(s) = self.streams.remove(&head.stream) else {
+            return;
+        };
+        self.events.push_back(Event::Reset {
+            stream: head.stream,
+            code,
+            by_peer: true,
+            why: format!("the client reset the stream ({code})"),
+        });
+        if s.answer.is_unanswered() {
+            if self.now.duration_since(self.resets_since) > RESET_WINDOW {
+                self.resets_since = self.now;
+                self.early_resets = 0;
+            }
+            self.early_resets += 1;
+            if self.early_resets > MAX_EARLY_RESETS {
+                self.fail(
+                    ErrorCode::EnhanceYourCalm,
+                    "over 200 streams reset before their answer within a second (rapid reset)",
+                );
+            }
         }
     }
 

@@ -25,6 +25,11 @@ mod outbound;
 pub const STREAM_WINDOW: i64 = DEFAULT_WINDOW;
 /// The connection's receive window, raised from 65,535 at the start.
 pub const CONNECTION_WINDOW: i64 = 1 << 20;
+/// Streams the client may reset before their answer began within one
+/// `RESET_WINDOW` (a "rapid reset" flood, CVE-2023-44487: each such stream
+/// costs a request's work and answers nothing).
+pub const MAX_EARLY_RESETS: u32 = 200;
+pub const RESET_WINDOW: Duration = Duration::from_secs(1);
 /// Unsent frames past which no more DATA is framed until the transport
 /// takes some.
 const OUT_CAP: usize = 64 * 1024;
@@ -140,6 +145,12 @@ pub struct Session {
     preface_left: usize,
     settings_seen: bool,
     deadline: Option<Instant>,
+    /// Streams reset by the client before their answer began, counted
+    /// since `resets_since` (the flood guard, `MAX_EARLY_RESETS`).
+    early_resets: u32,
+    resets_since: Instant,
+    /// The time of the bytes being received.
+    now: Instant,
     /// With no stream open, the connection closes (GOAWAY) at this
     /// instant, as a kept HTTP/1.1 connection waits for its next request.
     idle_deadline: Option<Instant>,
@@ -196,6 +207,9 @@ impl Session {
         Session {
             deadline: Some(now + config.handshake_timeout),
             idle_deadline: None,
+            early_resets: 0,
+            resets_since: now,
+            now,
             config,
             preface_left: frame::PREFACE.len(),
             settings_seen: false,
@@ -222,7 +236,8 @@ impl Session {
     }
 
     /// Bytes read from the transport.
-    pub fn receive(&mut self, mut bytes: &[u8], _now: Instant) {
+    pub fn receive(&mut self, mut bytes: &[u8], now: Instant) {
+        self.now = now;
         if self.failed.is_some() || self.eof {
             return;
         }

@@ -300,6 +300,9 @@ impl Server {
             return;
         }
         // What a GET is answered with (the numbers are computed only when asked).
+        if matches!(bare, "/stats" | "/metrics") {
+            self.stats.count_echoed(&self.limits.counters);
+        }
         let ok: Option<(&str, Cow<'static, [u8]>)> = match bare {
             _ if !get => None,
             "/stats" => Some((

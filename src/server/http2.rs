@@ -24,8 +24,6 @@ use crate::proto::{Connection, Limits};
 pub(super) struct Http2 {
     /// A stream's slot, by its connection's slot and the stream's id.
     streams: HashMap<(Token, u32), Token>,
-    /// Each connection's stream slots, for when the connection goes.
-    children: HashMap<Token, Vec<Token>>,
 }
 
 /// What the loop does after a connection's events.
@@ -67,7 +65,6 @@ impl Http2 {
                     let io = Transport::stream(parent, stream, tls, peer);
                     conns.insert(t, Client::new(io, proto, false));
                     self.streams.insert((parent, stream), t);
-                    self.children.entry(parent).or_default().push(t);
                     let what = if websocket {
                         "a WebSocket"
                     } else {
@@ -151,11 +148,8 @@ impl Http2 {
 
     /// A stream slot goes: its stream is cancelled unless its answer
     /// ended (then the stream goes once the answer is out).
-    pub(super) fn removed(&mut self, conns: &mut Connections, t: Token, link: StreamLink) {
+    pub(super) fn removed(&mut self, conns: &mut Connections, link: StreamLink) {
         self.streams.remove(&(link.parent, link.id));
-        if let Some(list) = self.children.get_mut(&link.parent) {
-            list.retain(|&c| c != t);
-        }
         if let Some(h2) = conns.get_mut(link.parent).and_then(|p| p.io.h2_mut()) {
             h2.forget(link.id, ErrorCode::Cancel);
         }
@@ -173,8 +167,13 @@ impl Http2 {
 
     /// An HTTP/2 connection goes: the slots of its streams, to remove.
     pub(super) fn connection_removed(&mut self, parent: Token) -> Vec<Token> {
-        let children = self.children.remove(&parent).unwrap_or_default();
-        self.streams.retain(|(p, _), _| *p != parent);
+        let mut children = Vec::new();
+        self.streams.retain(|&(p, _), &mut t| {
+            if p == parent {
+                children.push(t);
+            }
+            p != parent
+        });
         children
     }
 }

@@ -23,7 +23,7 @@ use crate::proto::{CloseCode, Connection, Event, HandshakeError, MessageKind, Tr
 use crate::stubs::session::Out;
 
 /// Reads per connection per loop turn before others get their turn.
-const READS_PER_TURN: usize = 4;
+pub(super) const READS_PER_TURN: usize = 4;
 
 impl Server {
     pub(super) fn accept(&mut self, now: Instant) {
@@ -196,17 +196,6 @@ impl Server {
     fn take_events(&mut self, t: Token, now: Instant) {
         if self.conns.get(t).is_some_and(|c| c.io.h2().is_some()) {
             return self.h2_events(t, now);
-        }
-        // What the core echoed itself (`Connection::set_fast_echo`).
-        let counters = &self.limits.counters;
-        let echoed = counters.echoed_messages.take();
-        if echoed > 0 {
-            let bytes = counters.echoed_bytes.take();
-            let st = &mut self.stats;
-            st.messages_in += echoed;
-            st.messages_out += echoed;
-            st.bytes_in += bytes;
-            st.bytes_out += bytes;
         }
         loop {
             let Some(c) = self.conns.get_mut(t) else {

@@ -579,7 +579,7 @@ impl Server {
             return self.h2_connection_removed(t, &c);
         }
         if let Some(link) = c.io.link() {
-            self.http2.removed(&mut self.conns, t, link);
+            self.http2.removed(&mut self.conns, link);
         }
         self.stats.count_ended(&c.proto);
         c.log_closed();

@@ -60,6 +60,16 @@ impl Stats {
     }
 
     /// A connection ended: its HTTP answer or refusal, or its closes.
+    /// Adds the messages the core echoed itself (`Connection::set_fast_echo`:
+    /// each one in and one out) since the last call.
+    pub(super) fn count_echoed(&mut self, c: &crate::proto::connection::Counters) {
+        let (messages, bytes) = (c.echoed_messages.take(), c.echoed_bytes.take());
+        self.messages_in += messages;
+        self.messages_out += messages;
+        self.bytes_in += bytes;
+        self.bytes_out += bytes;
+    }
+
     pub(super) fn count_ended(&mut self, c: &Connection) {
         if !c.was_opened() {
             match c.http_answer() {

@@ -9,14 +9,11 @@ use std::time::Instant;
 use mio::Token;
 
 use super::http2::Http2;
+use super::io::READS_PER_TURN;
 use super::transport::StreamLink;
 use super::Server;
 use crate::proto::h2::{ErrorCode, Read};
 use crate::proto::TransportAction;
-
-/// Reads per stream per loop turn before others get their turn (as a
-/// socket's, io.rs).
-const READS_PER_TURN: usize = 4;
 
 /// HTTP/2: a connection's events, and its streams read, written and
 /// settled through it (http2.rs moves the bytes).

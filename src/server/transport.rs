@@ -88,7 +88,7 @@ pub(super) struct StreamLink {
 /// the first bytes or ALPN chose HTTP/2.
 struct Sink<'a> {
     proto: &'a mut Connection,
-    h2: Option<&'a mut Option<Box<Session>>>,
+    h2: &'a mut Option<Box<Session>>,
     /// HTTP/2 as configured (`None`: `--http2 off`).
     h2_config: Option<&'a h2::Config>,
     now: Instant,
@@ -96,14 +96,14 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn receive(&mut self, bytes: &[u8]) {
-        match self.h2.as_mut().and_then(|h| h.as_mut()) {
+        match self.h2.as_deref_mut() {
             Some(h2) => h2.receive(bytes, self.now),
             None => self.proto.receive(bytes, self.now),
         }
     }
 
     fn receive_eof(&mut self) {
-        match self.h2.as_mut().and_then(|h| h.as_mut()) {
+        match self.h2.as_deref_mut() {
             Some(h2) => h2.receive_eof(),
             None => self.proto.receive_eof(self.now),
         }
@@ -111,10 +111,8 @@ impl Sink<'_> {
 
     /// The TLS handshake is done: ALPN `h2` makes the connection HTTP/2.
     fn alpn(&mut self, protocol: Option<&[u8]>) {
-        if let (Some(config), Some(h2)) = (self.h2_config, self.h2.as_mut()) {
-            if protocol == Some(b"h2") {
-                **h2 = Some(Box::new(Session::new(config.clone(), self.now)));
-            }
+        if let Some(config) = self.h2_config.filter(|_| protocol == Some(b"h2")) {
+            *self.h2 = Some(Box::new(Session::new(config.clone(), self.now)));
         }
     }
 }
@@ -259,7 +257,7 @@ impl Transport {
         };
         let mut sink = Sink {
             proto: session,
-            h2: Some(&mut layers.h2),
+            h2: &mut layers.h2,
             h2_config,
             now,
         };
@@ -279,7 +277,7 @@ impl Transport {
         };
         let mut sink = Sink {
             proto: session,
-            h2: Some(&mut layers.h2),
+            h2: &mut layers.h2,
             h2_config: None,
             now,
         };
@@ -293,15 +291,8 @@ impl Transport {
     /// all written or the socket would block; vectored writes, one plain
     /// `write` when the output is one chunk (a room's run, a tail of echoes).
     pub(super) fn flush(&mut self, session: &mut Connection) -> io::Result<()> {
-        let Some(stream) = self.stream.as_mut() else {
+        let Some((stream, tls, out)) = self.writing(session) else {
             return Ok(());
-        };
-        let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
-            None => (None, session),
-            Some(l) => match l.h2.as_deref_mut() {
-                Some(h2) => (l.tls.as_deref_mut(), h2),
-                None => (l.tls.as_deref_mut(), session),
-            },
         };
         if let Some(tls) = tls {
             return tls.flush(stream, out);
@@ -333,15 +324,8 @@ impl Transport {
     /// The session wants the write half shut (after its last bytes): with
     /// TLS, `close_notify` goes first.
     pub(super) fn shutdown(&mut self, session: &mut Connection) {
-        let Some(stream) = self.stream.as_mut() else {
+        let Some((stream, tls, out)) = self.writing(session) else {
             return;
-        };
-        let (tls, out): (Option<&mut Tls>, &mut dyn Output) = match self.layers.as_deref_mut() {
-            None => (None, session),
-            Some(l) => match l.h2.as_deref_mut() {
-                Some(h2) => (l.tls.as_deref_mut(), h2),
-                None => (l.tls.as_deref_mut(), session),
-            },
         };
         match tls {
             Some(tls) => tls.shutdown(stream, out),
@@ -349,6 +333,23 @@ impl Transport {
                 let _ = stream.shutdown(Shutdown::Write);
             }
         }
+    }
+
+    /// The socket, its TLS layer, and the output that goes out on it: the
+    /// socket's HTTP/2 session's if it has one, else `session`'s. `None`
+    /// for a stream (its parent writes it).
+    fn writing<'a>(
+        &'a mut self,
+        session: &'a mut Connection,
+    ) -> Option<(&'a mut TcpStream, Option<&'a mut Tls>, &'a mut dyn Output)> {
+        let stream = self.stream.as_mut()?;
+        Some(match self.layers.as_deref_mut() {
+            None => (stream, None, session),
+            Some(l) => match l.h2.as_deref_mut() {
+                Some(h2) => (stream, l.tls.as_deref_mut(), h2),
+                None => (stream, l.tls.as_deref_mut(), session),
+            },
+        })
     }
 
     /// Makes the close a TCP reset (SO_LINGER 0): the `drop=N&reset=1` knob.

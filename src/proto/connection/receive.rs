@@ -157,9 +157,9 @@ impl Connection {
             else {
                 break;
             };
-            let opcode = match h.opcode {
-                1 => OpCode::Text,
-                2 => OpCode::Binary,
+            let (kind, opcode) = match h.opcode {
+                1 => (MessageKind::Text, OpCode::Text),
+                2 => (MessageKind::Binary, OpCode::Binary),
                 _ => break,
             };
             let Some(payload) = data.get(used + n..used + n + len) else {
@@ -168,15 +168,10 @@ impl Connection {
             let out = &mut buf[..len];
             out.copy_from_slice(payload);
             super::super::mask::apply_mask(out, key, 0);
-            if opcode == OpCode::Text && std::str::from_utf8(out).is_err() {
+            if kind == MessageKind::Text && std::str::from_utf8(out).is_err() {
                 break;
             }
             if tapping {
-                let kind = if opcode == OpCode::Text {
-                    MessageKind::Text
-                } else {
-                    MessageKind::Binary
-                };
                 let content: Content = out[..len.min(preview)].into();
                 self.record(What::Message(MessageInfo {
                     dir: Dir::In,

@@ -8,6 +8,8 @@
 #   bench/ab.sh de5f442 --reps 3 --duration 2 --scenarios "echo-20 idle-10k"
 #   bench/ab.sh --flags "--inspect off" "--inspect on"   # one build, two settings
 #   AB_FLAGS="--inspect off" bench/ab.sh HEAD            # both servers with these flags
+#   bench/ab.sh HEAD --scenarios "echo-tls-16m echo-tls-1k"   # TLS cases: the servers get the
+#                                            # certificate compare.sh makes (tls_certificate)
 #
 # BASE is built in a git worktree under target/ab-base. With --flags, the
 # working tree's server runs twice, "before" with the first flags and
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
 done
 # shellcheck source=bench/scenarios.sh
 . "$ROOT/bench/scenarios.sh"
+tls_certificate "$ROOT/bench/results/tls"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 if [ -z "$FLAGS_BEFORE$FLAGS_AFTER" ]; then
@@ -63,7 +66,8 @@ for rep in $(seq 1 "$REPS"); do
         for which in $order; do
             PORT=$((PORT + 1))
             log=$ROOT/target/ab-server.log
-            taskset -c 0 bash -c "exec ${BIN[$which]} ${AB_FLAGS:-} --listen 127.0.0.1:$PORT" > "$log" 2>&1 &
+            tls=; case $scenario in *tls*) tls="--tls-cert $TLS_CA --tls-key $TLS_KEY" ;; esac
+            taskset -c 0 bash -c "exec ${BIN[$which]} ${AB_FLAGS:-} $tls --listen 127.0.0.1:$PORT" > "$log" 2>&1 &
             pid=$!
             for _ in $(seq 100); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.05; done
             # shellcheck disable=SC2046

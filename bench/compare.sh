@@ -72,18 +72,9 @@ case " $SERVERS " in *" python-websockets "*)
         .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt) ;; esac
 
 BENCH=$ROOT/target/release/echocast-bench
-# One certificate and key for every TLS server (ECDSA P-256, for localhost).
-TLS_DIR=$RESULTS/tls
-TLS_CA=$TLS_DIR/cert.pem
-if [ ! -s "$TLS_CA" ]; then
-    mkdir -p "$TLS_DIR"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
-        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-        -addext basicConstraints=critical,CA:FALSE -addext keyUsage=digitalSignature \
-        -addext extendedKeyUsage=serverAuth -keyout "$TLS_DIR/key.pem" -out "$TLS_CA" 2>/dev/null
-fi
 # shellcheck source=bench/scenarios.sh
 . "$ROOT/bench/scenarios.sh"
+tls_certificate "$RESULTS/tls"
 PORT=9500
 
 server_cmd() {
@@ -137,7 +128,7 @@ for rep in $(seq 1 "$REPS"); do
             # exec: $! is the server itself, so /proc/$!/ is the server's CPU.
             case $scenario in *deflate*) export PEER_DEFLATE=1 ;; *) export PEER_DEFLATE=0 ;; esac
             case $scenario in
-                *tls*) export PEER_TLS_CERT=$TLS_CA PEER_TLS_KEY=$TLS_DIR/key.pem ;;
+                *tls*) export PEER_TLS_CERT=$TLS_CA PEER_TLS_KEY=$TLS_KEY ;;
                 *) unset PEER_TLS_CERT PEER_TLS_KEY ;;
             esac
             upstream_pid=

@@ -1,6 +1,20 @@
 # The benchmark matrix: each case's echocast-bench arguments (sourced by
 # bench/compare.sh and bench/ab.sh; DURATION is the seconds per run).
 # shellcheck shell=bash
+
+# One certificate and key for every TLS server (ECDSA P-256, for localhost),
+# made once in DIR: sets TLS_CA (the certificate) and TLS_KEY.
+tls_certificate() {
+    TLS_CA=$1/cert.pem
+    TLS_KEY=$1/key.pem
+    if [ ! -s "$TLS_CA" ]; then
+        mkdir -p "$1"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
+            -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+            -addext basicConstraints=critical,CA:FALSE -addext keyUsage=digitalSignature \
+            -addext extendedKeyUsage=serverAuth -keyout "$TLS_KEY" -out "$TLS_CA" 2>/dev/null
+    fi
+}
 scenario_args() {
     local d=$DURATION
     case $1 in
@@ -28,7 +42,7 @@ scenario_args() {
         broadcast-deflate-1k) echo "broadcast --deflate -c 1000 -s 1024 --duration $d" ;;
         # The uncompressed baseline of broadcast-deflate-1k (same size, same room).
         broadcast-1k) echo "broadcast -c 1000 -s 1024 --duration $d" ;;
-        # wss:// (TLS_CA: the certificate every server presents, see compare.sh).
+        # wss:// (TLS_CA: the certificate every server presents, tls_certificate).
         echo-tls-1k) echo "echo --tls --tls-ca $TLS_CA -c 100 -s 1024 --duration $d" ;;
         echo-tls-16m) echo "echo --tls --tls-ca $TLS_CA -c 1 -s 16777216 --duration $d" ;;
         connect-tls-50) echo "connect --tls --tls-ca $TLS_CA -c 50 --duration $d" ;;

@@ -160,9 +160,8 @@ impl Server {
                         }
                         debug!("{}: {}", client.id(), client.io.name());
                     }
-                    let plain = &mut self.bufs.plain;
                     let h2 = h2.filter(|_| !client.proxied);
-                    if let Err(e) = client.io.receive(bytes, plain, &mut client.proto, h2, now) {
+                    if let Err(e) = client.io.receive(bytes, &mut client.proto, h2, now) {
                         // rustls queued its alert; settle writes it, then drops us.
                         info!("{}: TLS: {e}", client.id());
                         client.proto.abort();

@@ -76,9 +76,6 @@ const READ_BUF: usize = 256 * 1024;
 /// The loop's buffers, shared by every connection in turn.
 struct Buffers {
     read: Vec<u8>,
-    /// Where TLS connections' plaintext is decrypted into (empty without TLS:
-    /// neither `--tls-*` nor a `wss://` upstream).
-    plain: Vec<u8>,
     /// Room messages gathered to be delivered as one (rooms.rs: a read's
     /// messages to its room, or a batch from the cluster); empty between
     /// them.
@@ -145,8 +142,6 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let control = handle::Control::new(poll.registry(), WAKER)?;
-        let tls = config.tls.is_some() || config.proxy.has_tls();
-        let plain = vec![0; if tls { READ_BUF } else { 0 }];
         let inspecting = match config.inspect {
             InspectMode::On => true,
             InspectMode::Off => false,
@@ -241,7 +236,6 @@ impl Server {
             deflate_codec: Rc::default(),
             bufs: Buffers {
                 read: vec![0; READ_BUF],
-                plain,
                 run: Run::default(),
             },
             control,

@@ -21,7 +21,7 @@
 //! alert and drops the connection. Owns `Transport` and `Tls`; called from
 //! io.rs.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -240,13 +240,12 @@ impl Transport {
     }
 
     /// Bytes read from the socket, into `session` (or the socket's HTTP/2
-    /// session): decrypted first with TLS (through `plain`, the loop's
-    /// second buffer), where ALPN may choose HTTP/2 (`h2_config`). An error
+    /// session): decrypted first with TLS, where ALPN may choose HTTP/2
+    /// (`h2_config`). An error
     /// means the connection must go once rustls's alert (if any) is written.
     pub(super) fn receive(
         &mut self,
         bytes: &[u8],
-        plain: &mut [u8],
         session: &mut Connection,
         h2_config: Option<&h2::Config>,
         now: Instant,
@@ -266,7 +265,7 @@ impl Transport {
                 sink.receive(bytes);
                 Ok(())
             }
-            Some(tls) => tls.receive(bytes, plain, &mut sink),
+            Some(tls) => tls.receive(bytes, &mut sink),
         }
     }
 
@@ -477,15 +476,10 @@ pub(super) fn client(config: Arc<ClientConfig>, name: &str) -> Result<Tls, Strin
 
 impl Tls {
     /// Feeds ciphertext read from the socket: decrypts it and passes the
-    /// plaintext to the core, through `plain` (the loop's second buffer).
+    /// plaintext to the core, a record at a time.
     /// An error means the connection must be dropped once rustls's alert
     /// (if any) is written.
-    fn receive(
-        &mut self,
-        mut cipher: &[u8],
-        plain: &mut [u8],
-        sink: &mut Sink<'_>,
-    ) -> Result<(), String> {
+    fn receive(&mut self, mut cipher: &[u8], sink: &mut Sink<'_>) -> Result<(), String> {
         while !cipher.is_empty() {
             self.conn.read_tls(&mut cipher).map_err(|e| e.to_string())?;
             self.conn.process_new_packets().map_err(|e| e.to_string())?;
@@ -493,14 +487,21 @@ impl Tls {
                 self.alpn_seen = true;
                 sink.alpn(self.conn.alpn_protocol());
             }
+            // Each decrypted record goes to the core where rustls holds it
+            // (`fill_buf`), not through a copy.
             loop {
-                match self.conn.reader().read(plain) {
+                let mut reader = self.conn.reader();
+                match reader.fill_buf() {
                     // The peer's close_notify: a clean end of its data.
-                    Ok(0) => {
+                    Ok([]) => {
                         self.receive_eof(sink);
                         break;
                     }
-                    Ok(n) => sink.receive(&plain[..n]),
+                    Ok(record) => {
+                        let n = record.len();
+                        sink.receive(record);
+                        reader.consume(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.to_string()),
                 }

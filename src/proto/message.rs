@@ -4,7 +4,7 @@
 
 use super::deflate;
 use super::error::ProtocolError;
-use super::mask::apply_mask;
+use super::mask::{apply_mask, extend_unmasked};
 use super::opcode::OpCode;
 
 /// The type of a data message.
@@ -157,16 +157,7 @@ impl MessageBuffer {
         offset: usize,
     ) -> Result<(), ProtocolError> {
         let start = self.data.len();
-        // Copy and unmask in 4 KiB blocks: the unmasking pass then reads what
-        // was just written from L1, instead of a second trip through memory.
-        self.data.reserve(masked.len());
-        let mut off = offset;
-        for block in masked.chunks(4096) {
-            let at = self.data.len();
-            self.data.extend_from_slice(block);
-            apply_mask(&mut self.data[at..], key, off);
-            off += block.len();
-        }
+        extend_unmasked(&mut self.data, masked, key, offset);
         if self.kind == MessageKind::Text {
             check_utf8(&self.data, start, &mut self.utf8_pending)?;
         }

@@ -312,9 +312,7 @@ impl Connection {
         }
         if frame.opcode.is_control() {
             let control = &mut self.ctl.as_mut().expect("control state").payload;
-            let start = control.len();
-            control.extend_from_slice(chunk);
-            super::super::mask::apply_mask(&mut control[start..], frame.key, offset);
+            super::super::mask::extend_unmasked(control, chunk, frame.key, offset);
             Ok(())
         } else {
             let msg = rx.message.as_mut().expect("message in progress");

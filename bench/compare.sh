@@ -98,9 +98,13 @@ server_cmd() {
     esac
 }
 
-
 RAW=$RESULTS/raw.jsonl
-[ "$APPEND" = 1 ] || : > "$RAW"
+# A new run starts empty; the last one's results stay in raw.jsonl.prev (an
+# interrupted run would otherwise have lost them).
+if [ "$APPEND" != 1 ]; then
+    [ -s "$RAW" ] && mv "$RAW" "$RAW.prev"
+    : > "$RAW"
+fi
 for rep in $(seq 1 "$REPS"); do
     for scenario in $SCENARIOS; do
         for server in $SERVERS; do

@@ -18,14 +18,8 @@ if ! command -v h2load >/dev/null; then
 fi
 timeout 300 "$venv/bin/python" tests/clients/http2.py target/release/echocast
 
-dir=$(mktemp -d)
-target/release/echocast --listen 127.0.0.1:0 --tls-self-signed --tls-cert-out "$dir/cert.pem" \
-  >"$dir/out" 2>"$dir/log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q listening "$dir/out" && break; sleep 0.05; done
-port=$(sed -n 's/^listening on wss:\/\/.*:\([0-9]*\)$/\1/p' "$dir/out")
-[ -n "$port" ] || { echo "http2_clients.sh: no 'listening on' line"; cat "$dir/out" "$dir/log"; exit 1; }
+start_tls_server
+port=${addr##*:}
 fail() { echo "http2_clients.sh: $*"; tail -20 "$dir/log"; exit 1; }
 
 # curl over h2c (prior knowledge) and over TLS (ALPN): the protocol it used.

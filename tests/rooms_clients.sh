@@ -10,14 +10,8 @@ cd "$(dirname "$0")/.."
 EXTRA_PY=httpx
 # shellcheck source=tests/clients/setup.sh
 . tests/clients/setup.sh
-dir=$(mktemp -d)
 bin=target/release/echocast
-"$bin" --listen 127.0.0.1:0 --room-history 5 --max-message-size 1MiB \
-  --tls-self-signed --tls-cert-out "$dir/cert.pem" >"$dir/out" 2>"$dir/log" &
-pid=$!
-trap 'kill $pid $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q listening "$dir/out" && break; sleep 0.05; done
-addr=$(sed -n 's/^listening on wss:\/\///p' "$dir/out")
+start_tls_server --room-history 5 --max-message-size 1MiB
 url="http://$addr/broadcast/curl"
 fail() { echo "rooms_clients: $*" >&2; exit 1; }
 

@@ -7,14 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/clients/setup.sh
 . tests/clients/setup.sh
-dir=$(mktemp -d)
-target/release/echocast --listen 127.0.0.1:0 --tls-self-signed --tls-cert-out "$dir/cert.pem" \
-  >"$dir/out" 2>"$dir/log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q listening "$dir/out" && break; sleep 0.05; done
-addr=$(sed -n 's/^listening on wss:\/\///p' "$dir/out")
-[ -n "$addr" ] || { echo "tls_clients.sh: no 'listening on wss://' line"; cat "$dir/out" "$dir/log"; exit 1; }
+start_tls_server
 timeout 300 "$venv/bin/python" tests/clients/tls.py "$addr" "$dir/cert.pem"
 timeout 300 node tests/clients/tls.js "$addr" "$dir/cert.pem"
 # The log says which transport each connection took.

@@ -33,7 +33,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 /// `offset` bytes into the frame payload: one pass, 64 bytes at a time
 /// through a block on the stack that the compiler keeps in vector registers.
 /// Twice as fast as copying first and unmasking the copy (64 KiB: 1.5 µs
-/// against 2.6–3.0 µs on the benchmark machine, bench/notes.md issue 39).
+/// against 2.6–3.0 µs on the benchmark machine; bench/notes.md, "Echo 64 KiB:
+/// copy and unmask in one pass").
 pub fn extend_unmasked(dst: &mut Vec<u8>, masked: &[u8], key: [u8; 4], offset: usize) {
     if key == [0; 4] {
         return dst.extend_from_slice(masked);

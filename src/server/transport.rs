@@ -241,8 +241,8 @@ impl Transport {
 
     /// Bytes read from the socket, into `session` (or the socket's HTTP/2
     /// session): decrypted first with TLS, where ALPN may choose HTTP/2
-    /// (`h2_config`). An error
-    /// means the connection must go once rustls's alert (if any) is written.
+    /// (`h2_config`). An error means the connection must go once rustls's
+    /// alert (if any) is written.
     pub(super) fn receive(
         &mut self,
         bytes: &[u8],
